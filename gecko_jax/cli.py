@@ -1,0 +1,34 @@
+"""Shared entry-point plumbing for the `launch/` scripts."""
+
+import sys
+from typing import Callable
+
+from absl import app
+
+from gecko_jax.errors import UserError
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with a one-line message for unknown `--config.` fields."""
+    try:
+        return app.parse_flags_with_usage(argv)
+    except (AttributeError, KeyError) as err:
+        # ml_collections raises these for `--config.FIELD=` when FIELD does not exist.
+        overrides = [a.split("=", 1)[0] for a in argv[1:] if a.startswith("--config.")]
+        detail = str(err).strip("'\"").replace("\\n", " ").replace("\n", " ").replace("\\'", "")
+        print(f"error: unknown config field ({detail}) among {', '.join(overrides)}; the fields "
+              "are listed in gecko_jax/config_base.py", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
+def run(main: Callable[[list[str]], None]) -> None:
+    """`absl.app.run(main)`, turning a `UserError` into one line and exit code 2."""
+
+    def guarded(argv):
+        try:
+            main(argv)
+        except UserError as err:
+            print(f"error: {err}", file=sys.stderr, flush=True)
+            sys.exit(2)
+
+    app.run(guarded, flags_parser=_parse_flags)

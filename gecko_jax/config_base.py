@@ -1,0 +1,87 @@
+"""The one schema every recipe config starts from.
+
+Recipe files in `configs/` call `base_config()` and change values; they never
+add fields, so a typo in `--config.FIELD=VALUE` is caught (the dict is locked)
+and every run's config has the same shape. Each field says what it does here.
+"""
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Returns the default config, locked against new fields."""
+    c = ml_collections.ConfigDict()
+
+    c.seed = 0  # Seeds init, dropout and data order; a resumed run reuses it.
+    c.total_steps = 1000  # Optimizer steps of the whole run.
+    c.batch_size = 32  # Global batch (all hosts); every example sees all others as negatives.
+    c.log_every = 10  # Console and TensorBoard metrics every N steps.
+    c.eval_every = 0  # Evaluate every N steps (0 = only before and after training).
+    c.checkpoint_every = 0  # Save every N steps (0 = off); the last step is always saved.
+    c.keep_checkpoints = 3  # How many recent checkpoints to keep on disk.
+    c.async_checkpointing = True  # Write checkpoints in the background while training goes on.
+    # Mesh axis name -> size; -1 takes the devices left over. Batch is split
+    # over (data, fsdp); parameters are sharded over fsdp and tensor.
+    c.mesh_shape = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+
+    c.model = ml_collections.ConfigDict()
+    c.model.name = "bert"  # Backbone family (models.registry).
+    c.model.init = ""  # Pretrained weights: '' (random), 'minilm', 'st:PATH'.
+    c.model.vocab = "minilm"  # Vocabulary spec (data.vocabularies.get_vocabulary).
+    c.model.vocab_size = 30522  # Rows of the token embedding.
+    c.model.hidden_size = 384  # Width of the residual stream.
+    c.model.num_layers = 6  # Transformer layers.
+    c.model.num_heads = 12  # Attention heads.
+    c.model.intermediate_size = 1536  # MLP hidden width.
+    c.model.max_position_embeddings = 512  # Longest sequence the position table covers.
+    c.model.type_vocab_size = 2  # BERT segment ids (always 0 here, kept for weight import).
+    c.model.layer_norm_eps = 1e-12  # LayerNorm epsilon.
+    c.model.dropout_rate = 0.1  # Dropout on hidden states during training.
+    c.model.attention_dropout_rate = 0.1  # Dropout on attention weights during training.
+    c.model.pooling = "mean"  # Pooling of token states: mean | cls | last.
+    c.model.projection_dim = 0  # Dense head after pooling (0 = none).
+    c.model.normalize = True  # L2-normalise the embedding.
+    c.model.dtype = "float32"  # Compute dtype (float32 | bfloat16); parameters stay float32.
+
+    c.data = ml_collections.ConfigDict()
+    c.data.data_dir = ""  # Folder with the bundled real data (squad/, snli/, stsb/ ...).
+    c.data.train_files = ""  # Comma-separated JSONL paths; when set, replaces the mixture.
+    c.data.mixture = ("tiny",)  # Named sources pooled into one training stream.
+    c.data.squad_file = "squad/train-du-split.json"  # SQuAD source, relative to data_dir.
+    c.data.snli_dir = "snli"  # SNLI source folder, relative to data_dir.
+    c.data.max_length = 128  # Tokens per text, special tokens included.
+    c.data.format = "gecko"  # Input format: gecko (task/title prompts) | plain.
+
+    c.loss = ml_collections.ConfigDict()
+    c.loss.name = "gecko"  # Loss function (losses.registry).
+    c.loss.temperature = 0.05  # Softmax temperature of the contrastive loss.
+    c.loss.same_tower = True  # Add query-query in-batch negatives (Gecko).
+    c.loss.mrl_dims = ()  # Matryoshka prefix sizes; () = the full embedding only.
+    c.loss.mrl_weights = ()  # One weight per prefix; () = all 1.
+
+    c.optimizer = ml_collections.ConfigDict()
+    c.optimizer.name = "adamw"  # Optimizer (training.optimizers).
+    c.optimizer.learning_rate = 1e-4  # Peak learning rate.
+    c.optimizer.warmup_steps = 100  # Linear warmup from 0 to the peak.
+    c.optimizer.decay = "cosine"  # After warmup: cosine | linear | constant.
+    c.optimizer.end_lr_fraction = 0.0  # Final learning rate as a fraction of the peak.
+    c.optimizer.weight_decay = 0.01  # Decoupled weight decay (not on biases or norms).
+    c.optimizer.b1 = 0.9  # Adam beta1.
+    c.optimizer.b2 = 0.999  # Adam beta2.
+    c.optimizer.eps = 1e-6  # Adam epsilon.
+    c.optimizer.grad_clip_norm = 1.0  # Clip the global gradient norm (0 = off).
+
+    c.grad_cache = ml_collections.ConfigDict()
+    c.grad_cache.chunk_size = 0  # Examples per GradCache chunk (0 = off, plain step).
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.sts_file = ""  # STS TSV, relative to data_dir ('' = skip).
+    c.eval.sts_prompt = ""  # Prompt prepended to both STS sentences.
+    c.eval.retrieval_file = ""  # SQuAD JSON used as a retrieval set, relative to data_dir ('' = skip).
+    c.eval.query_prompt = ""  # Prompt prepended to retrieval queries.
+    c.eval.doc_prompt = ""  # Prompt prepended to retrieval documents.
+    c.eval.dims = ()  # Matryoshka dims to evaluate besides the full one.
+    c.eval.batch_size = 64  # Encoding batch size during evaluation.
+
+    c.lock()
+    return c

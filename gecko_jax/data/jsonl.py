@@ -1,0 +1,132 @@
+"""Strict reader for training examples stored as JSON Lines.
+
+One JSON object per line:
+
+    {"query": str, "positive": str,            # required, non-empty
+     "negative": str,                          # optional hard negative
+     "task": str,                              # optional task description
+     "title": str,                             # optional title of the positive
+     "negative_title": str,                    # optional title of the negative
+     "symmetric": bool,                        # optional target format choice
+     "id": str | int}                          # optional, carried as metadata
+
+`title` belongs to the positive; the negative usually comes from another
+document, so it gets its own `negative_title` rather than borrowing the
+positive's (which would leak a matching title into the negative). `symmetric`
+picks Gecko's symmetric target format; see `formats.is_symmetric` for the
+default when it is absent. Optional fields may also be `null`, which means
+absent, because many exporters write missing values that way.
+
+Blank lines are skipped. Anything else that is not a valid example (bad JSON,
+non-UTF-8 bytes, a missing or empty required field, a wrong type, an unknown
+key such as a misspelt "postive") raises `UserError("PATH:LINE: ...")`, so a
+bad row is found before training starts rather than silently dropped.
+"""
+
+import json
+import os
+from typing import Any
+
+from gecko_jax.errors import UserError
+
+REQUIRED_TEXT_FIELDS = ("query", "positive")
+OPTIONAL_TEXT_FIELDS = ("negative", "task", "title", "negative_title")
+ALLOWED_KEYS = frozenset(REQUIRED_TEXT_FIELDS + OPTIONAL_TEXT_FIELDS + ("symmetric", "id"))
+
+Example = dict[str, Any]
+
+
+def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """`json.loads` hook: a repeated key would silently keep the last value."""
+    obj = {}
+    for key, value in pairs:
+        if key in obj:
+            raise ValueError(f"duplicate key {key!r}")
+        obj[key] = value
+    return obj
+
+
+def validate_example(obj: Any) -> Example:
+    """Checks one decoded JSON value and returns the cleaned example.
+
+    Args:
+        obj: the value decoded from one line.
+
+    Returns:
+        A new dict holding only the fields that are present (null optional
+        fields are dropped).
+
+    Raises:
+        ValueError: with a short description of what is wrong; the reader adds
+            the file and line.
+    """
+    if not isinstance(obj, dict):
+        raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
+    unknown = sorted(set(obj) - ALLOWED_KEYS)
+    if unknown:
+        raise ValueError(f"unknown key(s) {', '.join(map(repr, unknown))}; allowed keys are {', '.join(sorted(ALLOWED_KEYS))}")
+    example = {}
+    for key in REQUIRED_TEXT_FIELDS + OPTIONAL_TEXT_FIELDS:
+        value = obj.get(key)
+        if value is None:
+            if key in REQUIRED_TEXT_FIELDS:
+                raise ValueError(f'missing required field "{key}" (every line needs non-empty "query" and "positive")')
+            continue
+        if not isinstance(value, str):
+            raise ValueError(f'field "{key}" must be a string, got {type(value).__name__}')
+        if not value.strip():
+            raise ValueError(f'field "{key}" is empty; give it text or leave the key out')
+        example[key] = value
+    if obj.get("symmetric") is not None:
+        if not isinstance(obj["symmetric"], bool):
+            raise ValueError(f'field "symmetric" must be true or false, got {type(obj["symmetric"]).__name__}')
+        example["symmetric"] = obj["symmetric"]
+    if obj.get("id") is not None:
+        # bool is a subclass of int, but `true` as an id is almost surely a mistake.
+        if isinstance(obj["id"], bool) or not isinstance(obj["id"], (str, int)):
+            raise ValueError(f'field "id" must be a string or an integer, got {type(obj["id"]).__name__}')
+        example["id"] = obj["id"]
+    if "negative_title" in example and "negative" not in example:
+        raise ValueError('"negative_title" is set but there is no "negative"')
+    return example
+
+
+def read_jsonl(path: str) -> list[Example]:
+    """Reads and validates every example in one JSONL file.
+
+    Args:
+        path: the file to read.
+
+    Returns:
+        The examples in file order.
+
+    Raises:
+        UserError: the file is missing, unreadable, empty, or has a bad line.
+    """
+    if not os.path.isfile(path):
+        raise UserError(f"{path}: training file not found; check the path in --config.data.train_files")
+    examples = []
+    try:
+        with open(path, "rb") as f:
+            for line_no, raw in enumerate(f, start=1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise UserError(f"{path}:{line_no}: not valid UTF-8 (byte {e.start}); re-encode the file as UTF-8") from None
+                if line_no == 1:
+                    line = line.removeprefix("\ufeff")  # A byte-order mark is legal UTF-8 but not JSON.
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line, object_pairs_hook=_reject_duplicate_keys)
+                except ValueError as e:
+                    raise UserError(f"{path}:{line_no}: not valid JSON ({e}); each line must be one JSON object") from None
+                try:
+                    examples.append(validate_example(obj))
+                except ValueError as e:
+                    raise UserError(f"{path}:{line_no}: {e}") from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot read training file ({e.strerror})") from None
+    if not examples:
+        raise UserError(f"{path}: no examples (the file is empty or only blank lines)")
+    return examples

@@ -1,0 +1,138 @@
+"""Orbax checkpoints of a run: train state and data position, saved together.
+
+Layout of a workdir:
+
+    WORKDIR/config.json          the run's ConfigDict (written at start)
+    WORKDIR/checkpoints/<step>/  one folder per saved step, holding
+        state/                   params, optimizer state and step (sharded arrays)
+        data/                    the data iterator's position (JSON)
+
+Orbax writes each step to a temporary folder and renames it when complete, so
+a run killed mid-save leaves no half-written step behind. A finished step that
+is damaged later (a truncated file) fails to restore; `restore_latest` then
+says so and falls back to the previous step.
+"""
+
+import json
+import os
+from typing import Any, Optional
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+from absl import logging
+
+from gecko_jax.errors import UserError
+
+CONFIG_FILE = "config.json"
+CHECKPOINT_DIR = "checkpoints"
+
+
+def checkpoint_dir(workdir: str) -> str:
+    return os.path.join(workdir, CHECKPOINT_DIR)
+
+
+def create_manager(workdir: str, keep: int, async_save: bool) -> ocp.CheckpointManager:
+    """A manager keeping the `keep` newest steps (saving is triggered explicitly)."""
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep,
+        enable_async_checkpointing=async_save,
+        create=True,
+        cleanup_tmp_directories=True,
+    )
+    return ocp.CheckpointManager(checkpoint_dir(workdir), options=options,
+                                 item_names=("state", "data"))
+
+
+def save(manager: ocp.CheckpointManager, step: int, state: Any, data_state: dict) -> None:
+    manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)))
+
+
+def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any
+                   ) -> Optional[tuple[int, Any, dict]]:
+    """Restores the newest step that reads back intact.
+
+    Args:
+      manager: the run's checkpoint manager.
+      abstract_state: a pytree of `jax.ShapeDtypeStruct` with shardings, the
+        layout to restore into.
+
+    Returns:
+      (step, state, data_state), or None when there is no usable checkpoint.
+    """
+    steps = sorted(manager.all_steps(), reverse=True)
+    for step in steps:
+        try:
+            restored = manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
+        except Exception as err:  # pylint: disable=broad-except
+            # Any read failure means this step is unusable; an older one may be fine.
+            logging.error("Checkpoint %s is damaged or incomplete (%s: %s); "
+                          "falling back to the previous one.",
+                          os.path.join(manager.directory, str(step)), type(err).__name__,
+                          str(err).splitlines()[0] if str(err) else "")
+            print(f"warning: checkpoint step {step} could not be read "
+                  f"({type(err).__name__}); falling back to an earlier one", flush=True)
+            continue
+        return step, restored.state, restored.data
+    if steps:
+        raise UserError(f"none of the checkpoints {steps} in {manager.directory} could be read; "
+                        "move the folder away to start from scratch")
+    return None
+
+
+def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+    """Stores the run's config beside its checkpoints (process 0 only)."""
+    if jax.process_index() != 0:
+        return
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, CONFIG_FILE)
+    with open(path + ".tmp", "w") as f:
+        f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+    os.replace(path + ".tmp", path)
+
+
+def read_config(workdir: str) -> ml_collections.ConfigDict:
+    """The config a workdir was trained with, with the current schema's defaults."""
+    from gecko_jax.config_base import base_config  # pylint: disable=g-import-not-at-top
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.exists(path):
+        raise UserError(f"{workdir} is not a training workdir (no {CONFIG_FILE}); "
+                        "pass the --workdir of a train.py run")
+    with open(path) as f:
+        stored = json.load(f)
+    config = base_config()
+    _update_locked(config, stored)
+    return config
+
+
+def _update_locked(config: ml_collections.ConfigDict, values: dict) -> None:
+    for key, value in values.items():
+        if key not in config:
+            continue  # A field an older schema had; it no longer affects anything.
+        if isinstance(config[key], ml_collections.ConfigDict):
+            _update_locked(config[key], value)
+        elif isinstance(config[key], tuple):
+            config[key] = tuple(value)
+        else:
+            config[key] = value
+
+
+def restore_params(workdir: str) -> tuple[ml_collections.ConfigDict, Any]:
+    """The config and the latest checkpoint's parameters (host numpy), for inference."""
+    config = read_config(workdir)
+    directory = checkpoint_dir(workdir)
+    if not os.path.isdir(directory):
+        raise UserError(f"{workdir} has no checkpoints yet; train longer or set checkpoint_every")
+    manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True),
+                                    item_names=("state", "data"))
+    for step in sorted(manager.all_steps(), reverse=True):
+        try:
+            restored = manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.PyTreeRestore()))
+        except Exception as err:  # pylint: disable=broad-except
+            logging.error("Checkpoint step %d unreadable (%s); trying an earlier one.", step, err)
+            continue
+        return config, restored.state["params"]
+    raise UserError(f"no readable checkpoint in {directory}")

@@ -1,0 +1,73 @@
+"""Training metrics to the console (a readable line) and to TensorBoard."""
+
+import os
+import time
+from typing import Mapping
+
+import jax
+import numpy as np
+from tensorboardX import SummaryWriter
+
+
+class MetricsWriter:
+    """Writes scalars on process 0; the other hosts stay quiet.
+
+    TensorBoard event files go to WORKDIR/tensorboard.
+    """
+
+    def __init__(self, workdir: str, total_steps: int):
+        self._total_steps = total_steps
+        self._active = jax.process_index() == 0
+        self._tb = SummaryWriter(os.path.join(workdir, "tensorboard")) if self._active else None
+
+    def scalars(self, step: int, values: Mapping[str, float], prefix: str = "train") -> None:
+        if not self._active:
+            return
+        for name, value in values.items():
+            self._tb.add_scalar(f"{prefix}/{name}", float(value), step)
+        self._tb.flush()
+
+    def console(self, step: int, values: Mapping[str, float]) -> None:
+        if not self._active:
+            return
+        parts = [f"step {step}/{self._total_steps}"]
+        for name, value in values.items():
+            parts.append(f"{name} {_fmt(value)}")
+        print(" | ".join(parts), flush=True)
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+
+
+def _fmt(value: float) -> str:
+    value = float(value)
+    if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
+        return f"{value:.3e}"
+    return f"{value:.4g}"
+
+
+class Throughput:
+    """Examples and tokens per second between two log points."""
+
+    def __init__(self):
+        self._start = time.perf_counter()
+        self._examples = 0
+        self._tokens = 0
+
+    def add(self, examples: int, tokens: float) -> None:
+        self._examples += examples
+        self._tokens += tokens
+
+    def rates(self) -> dict[str, float]:
+        now = time.perf_counter()
+        elapsed = max(now - self._start, 1e-9)
+        rates = {"examples_per_sec": self._examples / elapsed,
+                 "tokens_per_sec": self._tokens / elapsed}
+        self._start, self._examples, self._tokens = now, 0, 0
+        return rates
+
+
+def mean_metrics(history: list[Mapping[str, np.ndarray]]) -> dict[str, float]:
+    """Averages per-step metrics fetched from the device since the last log."""
+    return {k: float(np.mean([h[k] for h in history])) for k in history[0]}

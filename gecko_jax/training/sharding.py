@@ -1,0 +1,81 @@
+"""Sharding as data: a named mesh and the logical-axis rules that map onto it.
+
+Parameters carry logical names (`vocab`, `embed`, `mlp`, `heads`, `kv`) and
+activations `act_batch`/`act_len`; the rules below say which mesh axis each
+name is split over. Flax skips a rule whose mesh axis is already used in the
+same array, so `embed` activations fall back to replication when the batch
+has taken `fsdp`.
+"""
+
+import math
+from typing import Mapping
+
+import jax
+import numpy as np
+from flax import linen as nn
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from gecko_jax.errors import UserError
+
+MESH_AXES = ("data", "fsdp", "tensor")
+BATCH_AXES = ("data", "fsdp")
+
+LOGICAL_AXIS_RULES = (
+    ("act_batch", BATCH_AXES),
+    ("act_len", None),
+    ("vocab", "tensor"),
+    ("embed", "fsdp"),
+    ("mlp", "tensor"),
+    ("heads", "tensor"),
+    ("kv", None),
+)
+
+
+def resolve_mesh_shape(mesh_shape: Mapping[str, int], num_devices: int) -> dict[str, int]:
+    """Fills in the one -1 axis and checks the product is the device count."""
+    unknown = set(mesh_shape) - set(MESH_AXES)
+    if unknown:
+        raise UserError(f"mesh_shape has unknown axes {sorted(unknown)}; use {MESH_AXES}")
+    shape = {axis: int(mesh_shape.get(axis, 1)) for axis in MESH_AXES}
+    free = [axis for axis, size in shape.items() if size == -1]
+    if len(free) > 1 or any(size == 0 or size < -1 for size in shape.values()):
+        raise UserError(f"mesh_shape {shape}: sizes must be positive, with at most one -1")
+    fixed = math.prod(size for size in shape.values() if size != -1)
+    if free:
+        if num_devices % fixed:
+            raise UserError(f"mesh_shape {shape} does not divide {num_devices} devices; "
+                            f"make the fixed axes multiply to a divisor of {num_devices}")
+        shape[free[0]] = num_devices // fixed
+    if math.prod(shape.values()) != num_devices:
+        raise UserError(f"mesh_shape {shape} needs {math.prod(shape.values())} devices but "
+                        f"{num_devices} are present; set one axis to -1")
+    return shape
+
+
+def create_mesh(mesh_shape: Mapping[str, int], devices=None) -> Mesh:
+    """Builds the (data, fsdp, tensor) mesh over `devices` (default: all)."""
+    devices = jax.devices() if devices is None else devices
+    shape = resolve_mesh_shape(mesh_shape, len(devices))
+    grid = np.asarray(devices).reshape([shape[axis] for axis in MESH_AXES])
+    return Mesh(grid, MESH_AXES)
+
+
+def data_parallel_size(mesh: Mesh) -> int:
+    """How many ways the batch is split."""
+    return math.prod(mesh.shape[axis] for axis in BATCH_AXES)
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Rows over (data, fsdp), everything else replicated."""
+    return NamedSharding(mesh, P(BATCH_AXES))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def logical_to_shardings(boxed_tree, mesh: Mesh, rules=LOGICAL_AXIS_RULES):
+    """NamedShardings for a pytree of (abstract) arrays with logical annotations."""
+    specs = nn.get_partition_spec(boxed_tree)
+    return nn.logical_to_mesh_sharding(specs, mesh, rules)

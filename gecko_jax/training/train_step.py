@@ -1,0 +1,79 @@
+"""The train state and the jitted train step of a dual encoder.
+
+Queries, positives and hard negatives go through the one shared tower in a
+single forward pass (they have the same padded length), and the loss sees the
+global batch, so under `jit` with a batch-sharded input every query is scored
+against the positives and negatives of every device.
+"""
+
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+from flax import linen as nn
+
+TEXT_FIELDS = ("query", "positive", "negative")
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a checkpoint must hold to continue a run exactly."""
+    step: jax.Array
+    params: Any
+    opt_state: Any
+
+
+def init_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,
+                     max_length: int) -> TrainState:
+    """A fresh state with logically annotated (boxed) parameters."""
+    ids = jnp.ones((1, max_length), jnp.int32)
+    params = model.init({"params": rng}, ids, ids)["params"]
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      opt_state=tx.init(nn.unbox(params)))
+
+
+def encode_batch(model: nn.Module, params, batch: dict, *, deterministic: bool,
+                 dropout_rng=None) -> dict[str, jax.Array]:
+    """Embeds the query/positive/negative texts of a batch with one forward pass."""
+    ids = jnp.concatenate([batch[f"{f}_ids"] for f in TEXT_FIELDS], axis=0)
+    mask = jnp.concatenate([batch[f"{f}_mask"] for f in TEXT_FIELDS], axis=0)
+    rngs = None if deterministic else {"dropout": dropout_rng}
+    emb = model.apply({"params": params}, ids, mask, deterministic=deterministic, rngs=rngs)
+    return dict(zip(TEXT_FIELDS, jnp.split(emb, len(TEXT_FIELDS), axis=0)))
+
+
+def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
+                    loss_fn: Callable[[dict, dict], jax.Array],
+                    schedule: optax.Schedule) -> Callable:
+    """Returns `train_step(state, batch, rng) -> (state, metrics)`, not yet jitted.
+
+    Args:
+      model: the embedding tower.
+      tx: the optimizer.
+      loss_fn: maps (embeddings by field, batch) to the scalar loss.
+      schedule: the learning-rate schedule, for logging.
+    """
+
+    def train_step(state: TrainState, batch: dict, rng: jax.Array):
+        # Dropout depends on the step only, so a resumed run draws the same masks.
+        dropout_rng = jax.random.fold_in(rng, state.step)
+
+        def compute_loss(params):
+            embeddings = encode_batch(model, params, batch, deterministic=False,
+                                      dropout_rng=dropout_rng)
+            return loss_fn(embeddings, batch)
+
+        loss, grads = jax.value_and_grad(compute_loss)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {
+            "loss": loss,
+            "grad_norm": optax.global_norm(grads),
+            "learning_rate": schedule(state.step),
+            "tokens": sum(jnp.sum(batch[f"{f}_mask"]) for f in TEXT_FIELDS),
+        }
+        return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+    return train_step

@@ -1,0 +1,202 @@
+"""The training loop: `train_and_evaluate(config, workdir)`.
+
+Its sections run in a fixed order: mesh, data, init, shardings, jit, restore,
+loop. Where a run starts is decided in one place (`_starting_state`): the
+workdir's newest readable checkpoint, else the pretrained weights named by
+`model.init`, else a random init. Nothing depends on how often a run was
+restarted: the schedule is a function of the step, dropout keys are folded
+from the step, and the data stream is a function of (seed, batch index).
+"""
+
+import functools
+import json
+import os
+import signal
+import threading
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from flax import linen as nn
+
+from gecko_jax.data.pipeline import TrainData
+from gecko_jax.data.vocabularies import get_vocabulary
+from gecko_jax.errors import UserError
+from gecko_jax.losses.registry import build_loss
+from gecko_jax.models.bert_import import merge_pretrained, resolve_pretrained
+from gecko_jax.models.registry import build_tower
+from gecko_jax.training import checkpoint_io
+from gecko_jax.training import sharding
+from gecko_jax.training.evaluators import Evaluators
+from gecko_jax.training.metrics_writer import MetricsWriter, Throughput, mean_metrics
+from gecko_jax.training.optimizers import make_optimizer
+from gecko_jax.training.train_step import TrainState, init_train_state, make_train_step
+
+
+class _SigtermFlag:
+    """Turns SIGTERM (preemption) into a request to checkpoint and stop."""
+
+    def __init__(self):
+        self.raised = False
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame):
+        del signum, frame
+        self.raised = True
+        print("SIGTERM received: saving a checkpoint after this step, then exiting", flush=True)
+
+
+def _check_config(config: ml_collections.ConfigDict, mesh) -> None:
+    dp = sharding.data_parallel_size(mesh)
+    if config.batch_size % dp:
+        raise UserError(f"batch_size={config.batch_size} is not divisible by the data-parallel "
+                        f"size {dp} (mesh {dict(mesh.shape)}); pick a multiple of {dp}")
+    if config.grad_cache.chunk_size:
+        raise UserError("grad_cache.chunk_size is not available yet; set it to 0")
+    if config.total_steps < 1:
+        raise UserError(f"total_steps={config.total_steps}; it must be at least 1")
+
+
+def _state_shardings(abstract: TrainState, tx: optax.GradientTransformation, mesh) -> TrainState:
+    """Parameter shardings from their logical names; optimizer moments follow them."""
+    with nn.logical_axis_rules(sharding.LOGICAL_AXIS_RULES):
+        param_shardings = sharding.logical_to_shardings(abstract.params, mesh)
+    replicated = sharding.replicated(mesh)
+    opt_shardings = optax.tree_utils.tree_map_params(
+        tx, lambda _, s: s, abstract.opt_state, param_shardings,
+        transform_non_params=lambda _: replicated,
+        is_leaf=lambda x: isinstance(x, jax.sharding.Sharding))
+    return TrainState(step=replicated, params=param_shardings, opt_state=opt_shardings)
+
+
+def _starting_state(config, manager, abstract_state, shardings, init_fn, tx, rng):
+    """(state, data_state) from a checkpoint, pretrained weights or scratch."""
+    abstract_with_shardings = jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+        abstract_state, shardings)
+    restored = checkpoint_io.restore_latest(manager, abstract_with_shardings)
+    if restored is not None:
+        step, state, data_state = restored
+        print(f"Resuming from checkpoint step {step} in {manager.directory}", flush=True)
+        return state, data_state
+    state = init_fn(rng)
+    if config.model.init:
+        imported = resolve_pretrained(config.model.init)
+        host_params = jax.device_get(state.params)
+        params = merge_pretrained(host_params, imported.params)
+        params = jax.device_put(params, shardings.params)
+        opt_state = jax.jit(tx.init, out_shardings=shardings.opt_state)(params)
+        state = state.replace(params=params, opt_state=opt_state)
+        print(f"Initialised the tower from pretrained weights {config.model.init!r}", flush=True)
+    return state, None
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Trains the configured dual encoder in `workdir`, resuming if it holds checkpoints.
+
+    Args:
+      config: a config built on `gecko_jax.config_base.base_config()`.
+      workdir: where checkpoints, config.json, eval.jsonl and TensorBoard files go.
+
+    Returns:
+      The metrics of the final evaluation (empty if none is configured).
+    """
+    # Mesh.
+    mesh = sharding.create_mesh(config.mesh_shape)
+    _check_config(config, mesh)
+    checkpoint_io.write_config(workdir, config)
+    logging.info("Mesh %s over %d devices", dict(mesh.shape), mesh.size)
+
+    # Data.
+    vocabulary = get_vocabulary(config.model.vocab)
+    data = TrainData(config.data, vocabulary, config.batch_size, config.seed,
+                     jax.process_index(), jax.process_count())
+    print(f"Training data: {data.num_examples} examples, batch {config.batch_size}, "
+          f"{config.total_steps} steps", flush=True)
+
+    # Init (abstract: nothing is allocated until the jitted init below).
+    model = build_tower(config.model)
+    tx, schedule = make_optimizer(config.optimizer, config.total_steps)
+    loss_fn = build_loss(config.loss)
+    init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
+    boxed_init = functools.partial(init_train_state, model, tx, max_length=config.data.max_length)
+    abstract_boxed = jax.eval_shape(boxed_init, init_rng)
+
+    # Shardings.
+    shardings = _state_shardings(abstract_boxed, tx, mesh)
+    abstract_state = nn.unbox(abstract_boxed)
+    batch_sharding = sharding.batch_sharding(mesh)
+
+    # Jit.
+    init_fn = jax.jit(lambda r: nn.unbox(boxed_init(r)), out_shardings=shardings)
+    train_step = jax.jit(make_train_step(model, tx, loss_fn, schedule),
+                         in_shardings=(shardings, batch_sharding, None),
+                         out_shardings=(shardings, None), donate_argnums=(0,))
+
+    # Restore.
+    manager = checkpoint_io.create_manager(workdir, config.keep_checkpoints,
+                                           config.async_checkpointing)
+    with mesh, nn.logical_axis_rules(sharding.LOGICAL_AXIS_RULES):
+        state, data_state = _starting_state(config, manager, abstract_state, shardings,
+                                            init_fn, tx, init_rng)
+    if data_state is not None:
+        data.set_state(data_state)
+    start_step = int(jax.device_get(state.step))
+
+    # Loop.
+    evaluators = Evaluators(config, model, vocabulary, workdir)
+    writer = MetricsWriter(workdir, config.total_steps)
+    sigterm = _SigtermFlag()
+    results = {}
+    if start_step == 0:
+        results = evaluators.run(0, state.params, writer)
+    throughput, history = Throughput(), []
+    step = start_step
+    with mesh, nn.logical_axis_rules(sharding.LOGICAL_AXIS_RULES):
+        while step < config.total_steps:
+            local = next(data)
+            batch = {k: jax.make_array_from_process_local_data(batch_sharding, v)
+                     for k, v in local.items()}
+            state, metrics = train_step(state, batch, dropout_rng)
+            step += 1
+            history.append(metrics)
+            throughput.add(config.batch_size, 0)
+            last = step == config.total_steps
+            if step % config.log_every == 0 or last:
+                _log(step, history, throughput, writer)
+                history = []
+            stop = sigterm.raised or manager.reached_preemption(step)
+            if last or stop or (config.checkpoint_every and step % config.checkpoint_every == 0):
+                checkpoint_io.save(manager, step, state, data.get_state())
+            if stop and not last:
+                manager.wait_until_finished()
+                print(f"Stopped at step {step} after SIGTERM; rerun the same command to resume",
+                      flush=True)
+                writer.close()
+                return {}
+            if config.eval_every and step % config.eval_every == 0 and not last:
+                evaluators.run(step, state.params, writer)
+    if start_step < config.total_steps or not results:
+        results = evaluators.run(config.total_steps, state.params, writer)
+    manager.wait_until_finished()
+    writer.close()
+    return results
+
+
+def _log(step: int, history: list, throughput: Throughput, writer: MetricsWriter) -> None:
+    fetched = jax.device_get(history)
+    metrics = mean_metrics(fetched)
+    if not np.isfinite(metrics["loss"]):
+        raise FloatingPointError(
+            f"loss is {metrics['loss']} at step {step}; lower optimizer.learning_rate or check the "
+            "data; rerunning resumes from the last checkpoint")
+    throughput.add(0, sum(float(h["tokens"]) for h in fetched))
+    metrics.pop("tokens")
+    metrics.update(throughput.rates())
+    writer.console(step, metrics)
+    writer.scalars(step, metrics)
