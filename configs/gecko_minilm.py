@@ -46,5 +46,6 @@ def get_config(arg: str = ""):
     c.eval.sts_prompt = "task: semantic similarity | query: "
     c.eval.retrieval_file = "squad/dev-a.json"
     c.eval.query_prompt = "task: question answering | query: "
+    c.eval.doc_format = "title: {title} | text: {text}"
     c.eval.dims = (128,)
     return c

@@ -79,7 +79,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.sts_prompt = ""  # Prompt prepended to both STS sentences.
     c.eval.retrieval_file = ""  # SQuAD JSON used as a retrieval set, relative to data_dir ('' = skip).
     c.eval.query_prompt = ""  # Prompt prepended to retrieval queries.
-    c.eval.doc_prompt = ""  # Prompt prepended to retrieval documents.
+    c.eval.doc_format = "{title} {text}"  # How a retrieval document's title and text are joined.
     c.eval.dims = ()  # Matryoshka dims to evaluate besides the full one.
     c.eval.batch_size = 64  # Encoding batch size during evaluation.
 

@@ -14,6 +14,8 @@ import jax.numpy as jnp
 import optax
 from flax import linen as nn
 
+from gecko_jax.training import sharding as sharding_lib
+
 TEXT_FIELDS = ("query", "positive", "negative")
 
 
@@ -32,6 +34,18 @@ def init_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: ja
     params = model.init({"params": rng}, ids, ids)["params"]
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       opt_state=tx.init(nn.unbox(params)))
+
+
+def state_shardings(abstract: TrainState, tx: optax.GradientTransformation, mesh) -> TrainState:
+    """Parameter shardings from their logical names; optimizer moments follow them."""
+    with nn.logical_axis_rules(sharding_lib.LOGICAL_AXIS_RULES):
+        param_shardings = sharding_lib.logical_to_shardings(abstract.params, mesh)
+    replicated = sharding_lib.replicated(mesh)
+    opt_shardings = optax.tree_utils.tree_map_params(
+        tx, lambda _, s: s, abstract.opt_state, param_shardings,
+        transform_non_params=lambda _: replicated,
+        is_leaf=lambda x: isinstance(x, jax.sharding.Sharding))
+    return TrainState(step=replicated, params=param_shardings, opt_state=opt_shardings)
 
 
 def encode_batch(model: nn.Module, params, batch: dict, *, deterministic: bool,

@@ -9,17 +9,12 @@ from the step, and the data stream is a function of (seed, batch index).
 """
 
 import functools
-import json
-import os
 import signal
 import threading
-import time
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 from absl import logging
 from flax import linen as nn
 
@@ -34,7 +29,7 @@ from gecko_jax.training import sharding
 from gecko_jax.training.evaluators import Evaluators
 from gecko_jax.training.metrics_writer import MetricsWriter, Throughput, mean_metrics
 from gecko_jax.training.optimizers import make_optimizer
-from gecko_jax.training.train_step import TrainState, init_train_state, make_train_step
+from gecko_jax.training.train_step import init_train_state, make_train_step, state_shardings
 
 
 class _SigtermFlag:
@@ -60,18 +55,6 @@ def _check_config(config: ml_collections.ConfigDict, mesh) -> None:
         raise UserError("grad_cache.chunk_size is not available yet; set it to 0")
     if config.total_steps < 1:
         raise UserError(f"total_steps={config.total_steps}; it must be at least 1")
-
-
-def _state_shardings(abstract: TrainState, tx: optax.GradientTransformation, mesh) -> TrainState:
-    """Parameter shardings from their logical names; optimizer moments follow them."""
-    with nn.logical_axis_rules(sharding.LOGICAL_AXIS_RULES):
-        param_shardings = sharding.logical_to_shardings(abstract.params, mesh)
-    replicated = sharding.replicated(mesh)
-    opt_shardings = optax.tree_utils.tree_map_params(
-        tx, lambda _, s: s, abstract.opt_state, param_shardings,
-        transform_non_params=lambda _: replicated,
-        is_leaf=lambda x: isinstance(x, jax.sharding.Sharding))
-    return TrainState(step=replicated, params=param_shardings, opt_state=opt_shardings)
 
 
 def _starting_state(config, manager, abstract_state, shardings, init_fn, tx, rng):
@@ -128,7 +111,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     abstract_boxed = jax.eval_shape(boxed_init, init_rng)
 
     # Shardings.
-    shardings = _state_shardings(abstract_boxed, tx, mesh)
+    shardings = state_shardings(abstract_boxed, tx, mesh)
     abstract_state = nn.unbox(abstract_boxed)
     batch_sharding = sharding.batch_sharding(mesh)
 
@@ -165,10 +148,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             state, metrics = train_step(state, batch, dropout_rng)
             step += 1
             history.append(metrics)
-            throughput.add(config.batch_size, 0)
             last = step == config.total_steps
             if step % config.log_every == 0 or last:
-                _log(step, history, throughput, writer)
+                _log(step, history, throughput, writer, config.batch_size)
                 history = []
             stop = sigterm.raised or manager.reached_preemption(step)
             if last or stop or (config.checkpoint_every and step % config.checkpoint_every == 0):
@@ -188,14 +170,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     return results
 
 
-def _log(step: int, history: list, throughput: Throughput, writer: MetricsWriter) -> None:
+def _log(step: int, history: list, throughput: Throughput, writer: MetricsWriter,
+         batch_size: int) -> None:
     fetched = jax.device_get(history)
     metrics = mean_metrics(fetched)
     if not np.isfinite(metrics["loss"]):
         raise FloatingPointError(
             f"loss is {metrics['loss']} at step {step}; lower optimizer.learning_rate or check the "
             "data; rerunning resumes from the last checkpoint")
-    throughput.add(0, sum(float(h["tokens"]) for h in fetched))
+    throughput.add(batch_size * len(fetched), sum(float(h["tokens"]) for h in fetched))
     metrics.pop("tokens")
     metrics.update(throughput.rates())
     writer.console(step, metrics)

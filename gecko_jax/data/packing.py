@@ -1,0 +1,49 @@
+"""Packs token ids into the fixed-shape arrays every model consumes.
+
+A sequence is `[bos] + tokens[:max_length - 2] + [eos]`, padded with `pad_id`:
+the way sentence-transformers truncates for BERT, so that our embeddings of a
+long text match theirs. The TF feature converter does the same in tf.data and
+is tested against this function.
+"""
+
+from typing import Sequence
+
+import numpy as np
+
+from gecko_jax.errors import UserError
+
+
+def pack(
+    token_id_lists: Sequence[Sequence[int]],
+    max_length: int,
+    bos_id: int,
+    eos_id: int,
+    pad_id: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Adds bos/eos, truncates and pads a batch of token id lists.
+
+    Args:
+      token_id_lists: N lists of bare token ids (no bos/eos).
+      max_length: length of every output row, bos and eos included.
+      bos_id: id put first in every row.
+      eos_id: id put after the (truncated) tokens.
+      pad_id: id filling the rest of the row.
+
+    Returns:
+      `(ids, mask)`, both int32 of shape [N, max_length]; `mask` is 1 on bos,
+      tokens and eos and 0 on padding.
+
+    Raises:
+      UserError: `max_length` leaves no room for bos and eos.
+    """
+    if max_length < 2:
+        raise UserError(f"max_length must be at least 2 (bos and eos); "
+                        f"got {max_length}.")
+    ids = np.full((len(token_id_lists), max_length), pad_id, dtype=np.int32)
+    mask = np.zeros((len(token_id_lists), max_length), dtype=np.int32)
+    for row, tokens in enumerate(token_id_lists):
+        tokens = list(tokens)[:max_length - 2]
+        n = len(tokens) + 2
+        ids[row, :n] = [bos_id, *tokens, eos_id]
+        mask[row, :n] = 1
+    return ids, mask

@@ -1,0 +1,221 @@
+"""The SeqIO path: example lists -> registered Tasks -> fixed-length token ids.
+
+A Task's source yields the raw example fields as strings; its preprocessors
+apply an input format (`formats.py`, re-implemented here with TF string ops so
+it runs inside tf.data) and tokenize `query`, `positive` and `negative` with
+bare word ids (no special tokens). `DualEncoderFeatureConverter` then adds the
+special tokens and pads to fixed length with the rule of `packing.pack`:
+
+    ids  = [bos] + tokens[:L - 2] + [eos] + [pad] * (rest)
+    mask = 1 on [bos .. eos], 0 on padding
+
+An example without a negative (empty `negative` text, hence no tokens) gets
+all-pad `negative_ids`, an all-zero `negative_mask` and `has_negative` = 0.
+"""
+
+import re
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import seqio
+import tensorflow as tf
+
+from gecko_jax.data import formats
+from gecko_jax.data import jsonl
+
+TEXT_FEATURES = ("query", "positive", "negative")
+MODEL_FEATURES = tuple(f"{k}_{part}" for k in TEXT_FEATURES for part in ("ids", "mask")) + ("has_negative",)
+
+# Raw string columns the source yields; missing optional fields are "".
+_STRING_COLUMNS = ("query", "positive", "negative", "task", "title", "negative_title")
+
+
+def examples_to_columns(examples: Sequence[jsonl.Example]) -> dict[str, np.ndarray]:
+    """Turns example dicts into the source's columns.
+
+    Args:
+        examples: validated example dicts.
+
+    Returns:
+        One array per column of `_STRING_COLUMNS` (object arrays of str, ""
+        for a missing field) plus `symmetric` (bool), ready for
+        `tf.data.Dataset.from_tensor_slices`.
+    """
+    columns = {key: np.array([ex.get(key, "") for ex in examples], dtype=object) for key in _STRING_COLUMNS}
+    columns["symmetric"] = np.array([formats.is_symmetric(ex) for ex in examples], dtype=bool)
+    return columns
+
+
+def _or_none(value: tf.Tensor) -> tf.Tensor:
+    return tf.where(tf.equal(value, ""), formats.NONE_VALUE, value)
+
+
+def _tf_gecko_query(task: tf.Tensor, text: tf.Tensor) -> tf.Tensor:
+    """TF twin of `formats.gecko_query`."""
+    return tf.strings.join(["task: ", _or_none(task), " | query: ", text])
+
+
+def _tf_gecko_document(text: tf.Tensor, title: tf.Tensor) -> tf.Tensor:
+    """TF twin of `formats.gecko_document`."""
+    return tf.strings.join(["title: ", _or_none(title), " | text: ", text])
+
+
+def format_preprocessor(fmt: str) -> Callable[[tf.data.Dataset], tf.data.Dataset]:
+    """Returns a SeqIO preprocessor applying `formats.format_example` in TF.
+
+    Args:
+        fmt: one of `formats.FORMATS`.
+
+    Returns:
+        A function mapping a dataset of raw columns to one of formatted
+        `query`, `positive` and `negative` strings ("" = no negative).
+    """
+    formats.check_format(fmt)
+
+    def format_one(ex: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        if fmt == "plain":
+            return {k: ex[k] for k in TEXT_FEATURES}
+
+        def target(text, title):
+            return tf.where(ex["symmetric"], _tf_gecko_query(ex["task"], text), _tf_gecko_document(text, title))
+
+        return {
+            "query": _tf_gecko_query(ex["task"], ex["query"]),
+            "positive": target(ex["positive"], ex["title"]),
+            "negative": tf.where(tf.equal(ex["negative"], ""), "", target(ex["negative"], ex["negative_title"])),
+        }
+
+    return seqio.map_over_dataset(format_one)
+
+
+def output_features(vocabulary: seqio.Vocabulary) -> dict[str, seqio.Feature]:
+    """The Task's output features: bare token ids, special tokens added later."""
+    return {k: seqio.Feature(vocabulary, add_eos=False, dtype=tf.int32) for k in TEXT_FEATURES}
+
+
+def task_name(name: str) -> str:
+    """A SeqIO-valid task name under the `gecko_jax.` prefix."""
+    return "gecko_jax." + re.sub(r"[^\w.:]", "_", name)
+
+
+def register_task(name: str, load_examples: Callable[[], Sequence[jsonl.Example]], vocabulary: seqio.Vocabulary,
+                  fmt: str) -> seqio.Task:
+    """Registers (or re-registers) a SeqIO Task over a list of examples.
+
+    Re-registering replaces the old definition, so a process can build the
+    same source again with another vocabulary or format.
+
+    Args:
+        name: the task name; see `task_name`.
+        load_examples: returns the examples; called each time the dataset is
+            built, as SeqIO sources read lazily.
+        vocabulary: tokenizes the formatted texts.
+        fmt: one of `formats.FORMATS`.
+
+    Returns:
+        The registered Task, with the single split "train".
+    """
+    formats.check_format(fmt)
+
+    def dataset_fn(split: str, shuffle_files: bool, seed: int | None = None) -> tf.data.Dataset:
+        del split, shuffle_files, seed  # One in-memory split; order is the pipeline's business.
+        return tf.data.Dataset.from_tensor_slices(examples_to_columns(load_examples()))
+
+    seqio.TaskRegistry.remove(name)
+    return seqio.TaskRegistry.add(
+        name,
+        source=seqio.FunctionDataSource(dataset_fn, splits=("train",)),
+        preprocessors=[
+            format_preprocessor(fmt),
+            seqio.preprocessors.tokenize,
+        ],
+        output_features=output_features(vocabulary),
+    )
+
+
+def _pack_tf(tokens: tf.Tensor, length: int, bos_id: int, eos_id: int, pad_id: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """TF twin of `packing.pack` for one sequence."""
+    sequence = tf.concat([[bos_id], tf.cast(tokens[:length - 2], tf.int32), [eos_id]], axis=0)
+    used = tf.size(sequence)
+    ids = tf.pad(sequence, [[0, length - used]], constant_values=pad_id)
+    mask = tf.cast(tf.range(length) < used, tf.int32)
+    return tf.ensure_shape(ids, [length]), mask
+
+
+class DualEncoderFeatureConverter(seqio.FeatureConverter):
+    """Converts tokenized (query, positive, negative) to fixed-length model inputs.
+
+    Task features: `query`, `positive`, `negative` (int32 [n], no specials).
+    Model features: `{query,positive,negative}_{ids,mask}` (int32 [L], L the
+    task feature length of that text, special tokens included) and
+    `has_negative` (int32 scalar). Longer texts are truncated, not rejected.
+    """
+
+    TASK_FEATURES = {k: seqio.FeatureConverter.FeatureSpec(dtype=tf.int32) for k in TEXT_FEATURES}
+    MODEL_FEATURES = {
+        **{k: seqio.FeatureConverter.FeatureSpec(dtype=tf.int32) for k in MODEL_FEATURES if k != "has_negative"},
+        "has_negative": seqio.FeatureConverter.FeatureSpec(dtype=tf.int32, rank=0),
+    }
+    PACKING_FEATURE_DTYPES = {}
+
+    def __init__(self, bos_id: int, eos_id: int, pad_id: int = 0):
+        """Initialises the converter.
+
+        Args:
+            bos_id: the id put before each text (e.g. [CLS]).
+            eos_id: the id put after each text (e.g. [SEP]).
+            pad_id: the id filling the rest.
+        """
+        # Truncation is part of the conversion, so SeqIO's length check, which
+        # rejects inputs longer than the feature length, does not apply.
+        super().__init__(pack=False, apply_length_check=False)
+        self._special_ids = (int(bos_id), int(eos_id), int(pad_id))
+
+    def _convert_features(self, ds: tf.data.Dataset, task_feature_lengths: Mapping[str, int]) -> tf.data.Dataset:
+        for key, length in task_feature_lengths.items():
+            if length < 2:
+                raise ValueError(f"feature length of {key!r} must be at least 2 (bos + eos), got {length}")
+        pad_id = self._special_ids[2]
+
+        def convert(ex):
+            out = {}
+            for key in TEXT_FEATURES:
+                out[f"{key}_ids"], out[f"{key}_mask"] = _pack_tf(ex[key], task_feature_lengths[key], *self._special_ids)
+            has_negative = tf.size(ex["negative"]) > 0
+            out["negative_ids"] = tf.where(has_negative, out["negative_ids"], pad_id)
+            out["negative_mask"] = tf.where(has_negative, out["negative_mask"], 0)
+            out["has_negative"] = tf.cast(has_negative, tf.int32)
+            return out
+
+        return ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
+
+    def get_model_feature_lengths(self, task_feature_lengths: Mapping[str, int]) -> dict[str, int]:
+        lengths = {f"{k}_{part}": task_feature_lengths[k] for k in TEXT_FEATURES for part in ("ids", "mask")}
+        lengths["has_negative"] = 1  # Rank 0: SeqIO skips its length check.
+        return lengths
+
+
+def materialize(task: seqio.Task, converter: DualEncoderFeatureConverter, max_length: int,
+                batch_size: int = 1024) -> dict[str, np.ndarray]:
+    """Runs a Task and the converter over its whole "train" split, in order.
+
+    Args:
+        task: a Task from `register_task`.
+        converter: adds special tokens and pads.
+        max_length: tokens per text, special tokens included.
+        batch_size: rows per tf.data batch while reading (speed only).
+
+    Returns:
+        MODEL_FEATURES -> int32 arrays, [N, max_length] (`has_negative`: [N]).
+    """
+    lengths = {k: max_length for k in TEXT_FEATURES}
+    ds = task.get_dataset(sequence_length=lengths, split="train", shuffle=False, num_epochs=1)
+    ds = converter(ds, lengths).batch(batch_size)
+    parts = {k: [] for k in MODEL_FEATURES}
+    for batch in ds.as_numpy_iterator():
+        for k in MODEL_FEATURES:
+            parts[k].append(batch[k])
+    if not parts["query_ids"]:
+        return {k: np.zeros((0, max_length) if k != "has_negative" else (0,), np.int32) for k in MODEL_FEATURES}
+    return {k: np.concatenate(v).astype(np.int32) for k, v in parts.items()}
+

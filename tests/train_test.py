@@ -1,0 +1,112 @@
+"""End-to-end runs of `launch/train.py` on the tiny `gecko_768:runlocal` recipe."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from gecko_jax.training import checkpoint_io
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+RUNLOCAL = f"--config={REPO}/configs/gecko_768.py:runlocal"
+
+
+def _train_cmd(workdir, *overrides):
+    return [sys.executable, str(REPO / "launch" / "train.py"), RUNLOCAL, f"--workdir={workdir}",
+            *overrides]
+
+
+def _env():
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = ""  # One CPU device, as a user's laptop run has.
+    return env
+
+
+def _train(workdir, *overrides, check=True):
+    return subprocess.run(_train_cmd(workdir, *overrides), env=_env(), capture_output=True,
+                          text=True, check=check, timeout=600)
+
+
+def _final_params(workdir):
+    _, params = checkpoint_io.restore_params(str(workdir))
+    return params
+
+
+def _max_abs_diff(a, b):
+    import jax  # pylint: disable=g-import-not-at-top
+    diffs = jax.tree.map(lambda x, y: float(np.max(np.abs(np.asarray(x) - np.asarray(y)))), a, b)
+    return max(jax.tree.leaves(diffs))
+
+
+def test_two_steps_of_runlocal(tmp_path):
+    result = _train(tmp_path, "--config.total_steps=2")
+    assert "step 2/2" in result.stdout, result.stdout + result.stderr
+    assert (tmp_path / "checkpoints" / "2").is_dir()
+    assert json.loads((tmp_path / "config.json").read_text())["total_steps"] == 2
+    assert list((tmp_path / "tensorboard").iterdir()), "no TensorBoard event file"
+
+
+def test_unknown_field_is_one_line_error(tmp_path):
+    result = _train(tmp_path, "--config.model.hiden_size=3", check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert "hidden_size" in result.stderr
+
+
+def test_malformed_jsonl_is_one_line_error(tmp_path):
+    data = tmp_path / "bad.jsonl"
+    data.write_text('{"query": "a", "positive": "b"}\n{"query": "a"\n')
+    result = _train(tmp_path / "run", f"--config.data.train_files={data}", check=False)
+    assert result.returncode != 0
+    assert f"{data}:2:" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_kill9_and_resume_equals_uninterrupted(tmp_path):
+    steps = ("--config.total_steps=12", "--config.checkpoint_every=1")
+    _train(tmp_path / "straight", *steps)
+
+    workdir = tmp_path / "killed"
+    proc = subprocess.Popen(_train_cmd(workdir, *steps), env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (workdir / "checkpoints" / "3").is_dir():
+        assert proc.poll() is None, "the run ended before its step-3 checkpoint"
+        assert time.time() < deadline, "no step-3 checkpoint after 300 s"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (workdir / "checkpoints" / "12").exists(), "killed too late to test resuming"
+
+    resumed = _train(workdir, *steps)
+    assert "Resuming from checkpoint step" in resumed.stdout
+    assert _max_abs_diff(_final_params(workdir), _final_params(tmp_path / "straight")) <= 1e-5
+
+
+@pytest.mark.slow
+def test_sigterm_saves_and_resume_equals_uninterrupted(tmp_path):
+    steps = ("--config.total_steps=8", "--config.checkpoint_every=0")
+    _train(tmp_path / "straight", *steps)
+
+    workdir = tmp_path / "stopped"
+    proc = subprocess.Popen(_train_cmd(workdir, *steps, "--config.log_every=1"), env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    for line in proc.stdout:
+        if line.startswith("step 2/"):
+            proc.send_signal(signal.SIGTERM)
+            break
+    out = proc.stdout.read()
+    assert proc.wait(timeout=300) == 0
+    assert "Stopped at step" in out
+    saved = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+    assert saved and saved[-1] < 8
+
+    _train(workdir, *steps)
+    assert _max_abs_diff(_final_params(workdir), _final_params(tmp_path / "straight")) <= 1e-5
