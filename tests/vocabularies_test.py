@@ -103,7 +103,7 @@ def test_wordpiece_spec_and_equality(vocab):
 
 @pytest.mark.parametrize("spec", ["bpe:x", "minilm:x", "wordpiece:", "nope"])
 def test_bad_spec(spec):
-    with pytest.raises(UserError, match="vocabulary"):
+    with pytest.raises(UserError, match="(?i)vocabulary spec"):
         vocabularies.get_vocabulary(spec)
 
 

@@ -64,7 +64,8 @@ def validate_example(obj: Any) -> Example:
         raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
     unknown = sorted(set(obj) - ALLOWED_KEYS)
     if unknown:
-        raise ValueError(f"unknown key(s) {', '.join(map(repr, unknown))}; allowed keys are {', '.join(sorted(ALLOWED_KEYS))}")
+        raise ValueError(f"unknown key(s) {', '.join(map(repr, unknown))}; "
+                         f"allowed keys are {', '.join(sorted(ALLOWED_KEYS))}")
     example = {}
     for key in REQUIRED_TEXT_FIELDS + OPTIONAL_TEXT_FIELDS:
         value = obj.get(key)
@@ -112,7 +113,8 @@ def read_jsonl(path: str) -> list[Example]:
                 try:
                     line = raw.decode("utf-8")
                 except UnicodeDecodeError as e:
-                    raise UserError(f"{path}:{line_no}: not valid UTF-8 (byte {e.start}); re-encode the file as UTF-8") from None
+                    raise UserError(f"{path}:{line_no}: not valid UTF-8 (byte {e.start}); "
+                                    "re-encode the file as UTF-8") from None
                 if line_no == 1:
                     line = line.removeprefix("\ufeff")  # A byte-order mark is legal UTF-8 but not JSON.
                 if not line.strip():
@@ -120,7 +122,10 @@ def read_jsonl(path: str) -> list[Example]:
                 try:
                     obj = json.loads(line, object_pairs_hook=_reject_duplicate_keys)
                 except ValueError as e:
-                    raise UserError(f"{path}:{line_no}: not valid JSON ({e}); each line must be one JSON object") from None
+                    # JSONDecodeError's own text says "line 1", which would contradict line_no.
+                    what = f"{e.msg} at column {e.colno}" if isinstance(e, json.JSONDecodeError) else str(e)
+                    raise UserError(f"{path}:{line_no}: not valid JSON ({what}); "
+                                    "each line must be one JSON object") from None
                 try:
                     examples.append(validate_example(obj))
                 except ValueError as e:

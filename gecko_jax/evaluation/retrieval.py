@@ -86,9 +86,12 @@ def _read_jsonl(path: str):
 
 
 def _field(record: dict, key: str, where: str, default: str | None = None) -> str:
-    value = record.get(key, default)
+    """`record[key]` as a string; `default` stands in for a missing or null one."""
+    value = record.get(key)
     if value is None:
-        raise UserError(f"{where}: missing {key!r}")
+        if default is None:
+            raise UserError(f"{where}: missing {key!r}")
+        return default
     if not isinstance(value, (str, int)):
         raise UserError(f"{where}: {key!r} must be a string")
     return str(value)
@@ -408,7 +411,7 @@ def retrieval_metrics(
             totals[f"mrr@{MRR_CUTOFF}"] += 1.0 / first_hit
     if not num_queries:
         raise UserError("no query has a relevant document (score > 0) in the qrels")
-    metrics = {name: total / num_queries for name, total in totals.items()}
+    metrics = {name: float(total / num_queries) for name, total in totals.items()}
     metrics["num_queries"] = num_queries
     return metrics
 

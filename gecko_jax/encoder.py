@@ -1,0 +1,195 @@
+"""`Encoder`: texts in, embeddings out, for any tower this project can load.
+
+    from gecko_jax import Encoder
+    vectors = Encoder.load("minilm").encode(["a sentence"], dim=256)
+
+Texts are tokenized in Python, sorted by length and packed into batches of a
+fixed size whose length is the smallest bucket (32, 64, 128, ... up to
+`max_length`) that holds the batch's longest text; the jitted forward pass
+therefore compiles once per bucket and short texts stay cheap.
+"""
+
+import functools
+import os
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tensorflow as tf
+import tqdm
+from flax import linen as nn
+
+from gecko_jax.data.packing import pack
+from gecko_jax.data.vocabularies import get_vocabulary
+from gecko_jax.errors import UserError
+from gecko_jax.models.bert_import import (ImportedModel, load_bert_folder,
+                                          resolve_pretrained)
+from gecko_jax.models.registry import build_tower
+from gecko_jax.models.tower import truncate_and_normalize
+
+_SPEC_HELP = ("use 'minilm', 'st:PATH' (a sentence-transformers or HF BERT "
+              "folder) or a training workdir")
+
+
+def _length_buckets(max_length: int) -> list[int]:
+    buckets = [2 ** k for k in range(5, 16) if 2 ** k < max_length]
+    return buckets + [max_length]
+
+
+def _check_texts(texts: Sequence[str]) -> list[str]:
+    if isinstance(texts, (str, bytes)):
+        raise UserError("encode() takes a list of texts, not a single string; "
+                        "wrap it in a list.")
+    texts = list(texts)
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise UserError(f"Text {i} is a {type(text).__name__}, not a str; "
+                            "decode bytes as UTF-8 before encoding.")
+        if not text.strip():
+            raise UserError(f"Text {i} is empty; drop or fill empty texts "
+                            "before encoding.")
+    return texts
+
+
+def _is_hf_bert_folder(path: str) -> bool:
+    if os.path.exists(os.path.join(path, "modules.json")):
+        return True
+    config = os.path.join(path, "config.json")
+    if not os.path.exists(config):
+        return False
+    with open(config, encoding="utf-8") as f:
+        # An HF config names its model_type; the trainer's config.json does not.
+        return '"model_type"' in f.read()
+
+
+class Encoder:
+    """Embeds texts with a tower and its parameters.
+
+    Attributes:
+      tower: the Flax module, called as `tower.apply({'params': params}, ids,
+        mask)` and returning [B, D].
+      params: its parameters (unboxed).
+      vocabulary: the seqio vocabulary that tokenizes texts for it.
+      max_length: tokens per text, bos and eos included; longer texts are cut.
+      batch_size: default texts per forward pass.
+    """
+
+    def __init__(self, tower: nn.Module, params: Any,
+                 vocabulary: Any, max_length: int, batch_size: int = 64):
+        """Wraps a tower.
+
+        Args:
+          tower: a module with the `EmbeddingTower` call signature.
+          params: its parameters; numpy leaves are put on device once.
+          vocabulary: a seqio vocabulary with bos/eos/pad ids.
+          max_length: sequence length, bos and eos included.
+          batch_size: default batch size of `encode`.
+        """
+        self.tower = tower
+        self.params = jax.tree.map(jnp.asarray, params)
+        self.vocabulary = vocabulary
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self._buckets = _length_buckets(max_length)
+        self._apply = jax.jit(
+            lambda p, ids, mask: tower.apply({"params": p}, ids, mask))
+
+    @classmethod
+    def load(cls, spec: str, batch_size: int = 64) -> "Encoder":
+        """Loads the model named by `spec`.
+
+        Args:
+          spec: 'minilm', 'st:PATH', a sentence-transformers / HF BERT folder,
+            or a training workdir (its config.json and latest checkpoint).
+          batch_size: default batch size of `encode`.
+
+        Returns:
+          The `Encoder`.
+
+        Raises:
+          UserError: unknown spec or unreadable model.
+        """
+        if spec == "minilm" or spec.startswith("st:"):
+            return cls._from_imported(resolve_pretrained(spec), batch_size)
+        if os.path.isdir(spec) and _is_hf_bert_folder(spec):
+            return cls._from_imported(load_bert_folder(spec), batch_size)
+        if tf.io.gfile.exists(os.path.join(spec, "config.json")):
+            # Imported here: the training stack (orbax) is heavy and optional
+            # for users who only embed with pretrained models.
+            from gecko_jax.training import checkpoint_io  # pylint: disable=g-import-not-at-top
+            config, params = checkpoint_io.restore_params(spec)
+            return cls(build_tower(config.model), params,
+                       get_vocabulary(config.model.vocab),
+                       max_length=config.data.max_length, batch_size=batch_size)
+        raise UserError(f"Unknown model {spec!r}; {_SPEC_HELP}.")
+
+    @classmethod
+    def _from_imported(cls, imported: ImportedModel, batch_size: int
+                       ) -> "Encoder":
+        config = imported.model_config
+        return cls(build_tower(config), imported.params,
+                   get_vocabulary(config.vocab), imported.max_length,
+                   batch_size=batch_size)
+
+    @functools.cached_property
+    def embedding_dim(self) -> int:
+        """Width D of the full embeddings."""
+        ids = jax.ShapeDtypeStruct((1, self._buckets[0]), jnp.int32)
+        out = jax.eval_shape(self._apply, self.params, ids, ids)
+        return out.shape[-1]
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        prompt: str | None = None,
+        dim: int | None = None,
+        batch_size: int | None = None,
+        show_progress: bool = False,
+    ) -> np.ndarray:
+        """Embeds texts, in order.
+
+        Args:
+          texts: non-empty strings.
+          prompt: prepended verbatim to every text (e.g. 'query: '), or None.
+          dim: keep the first `dim` coordinates (Matryoshka prefix); None or 0
+            keeps all. If the tower L2-normalises, the prefix is normalised
+            again; otherwise it is returned as is.
+          batch_size: texts per forward pass; None uses `self.batch_size`.
+          show_progress: draw a tqdm progress bar over batches.
+
+        Returns:
+          float32 [len(texts), dim or D].
+
+        Raises:
+          UserError: a text is empty or not a str, or `dim` is out of range.
+        """
+        texts = _check_texts(texts)
+        if dim is not None and not 0 <= dim <= self.embedding_dim:
+            raise UserError(f"dim must be between 1 and {self.embedding_dim}; "
+                            f"got {dim}.")
+        batch_size = batch_size or self.batch_size
+        prompt = prompt or ""
+        vocab = self.vocabulary
+        # Cut now so that the bucket reflects the packed length.
+        tokens = [list(vocab.encode(prompt + t))[:self.max_length - 2]
+                  for t in texts]
+        # Longest first, so that a batch too big for memory fails at once.
+        order = sorted(range(len(texts)), key=lambda i: -len(tokens[i]))
+        out = np.zeros((len(texts), self.embedding_dim), np.float32)
+        starts = range(0, len(texts), batch_size)
+        for start in tqdm.tqdm(starts, desc="Encoding", unit="batch",
+                               disable=not show_progress):
+            rows = order[start:start + batch_size]
+            longest = len(tokens[rows[0]]) + 2
+            length = next(b for b in self._buckets if b >= longest)
+            # Empty filler rows keep the batch shape, and the compilation, fixed.
+            batch = [tokens[i] for i in rows] + [[]] * (batch_size - len(rows))
+            ids, mask = pack(batch, length, vocab.bos_id, vocab.eos_id,
+                             vocab.pad_id)
+            out[rows] = np.asarray(self._apply(self.params, ids, mask))[:len(rows)]
+        if dim:
+            out = out[:, :dim]
+            if getattr(self.tower, "normalize", False):
+                out = np.asarray(truncate_and_normalize(out, None))
+        return out

@@ -1,0 +1,83 @@
+"""Builds an embedding tower from the `model` section of a config.
+
+Fields of `config.model` (all backbones):
+  name                    backbone kind, a key of `_BACKBONES` ('bert').
+  vocab_size, hidden_size, num_layers, num_heads, intermediate_size,
+  max_position_embeddings, type_vocab_size, layer_norm_eps,
+  dropout_rate, attention_dropout_rate   backbone shape and regularisation.
+  pooling                 'mean' | 'cls' | 'last'.
+  projection_dim          width of a dense head after pooling; 0 = none.
+  normalize               L2-normalise the embeddings.
+  dtype                   compute dtype, 'float32' | 'bfloat16'.
+  init                    pretrained weights ('' | 'minilm' | 'st:PATH'); read
+                          by the trainer through `bert_import`, not here.
+  vocab                   vocabulary spec (`data.vocabularies`).
+"""
+
+from typing import Callable
+
+import jax.numpy as jnp
+import ml_collections
+from flax import linen as nn
+
+from gecko_jax.errors import UserError
+from gecko_jax.models.bert import BertEncoder
+from gecko_jax.models.tower import POOLINGS, EmbeddingTower
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def _dtype(name: str):
+    if name not in _DTYPES:
+        raise UserError(f"Unknown model.dtype {name!r}; use one of "
+                        f"{sorted(_DTYPES)}.")
+    return _DTYPES[name]
+
+
+def _bert(config: ml_collections.ConfigDict) -> nn.Module:
+    return BertEncoder(
+        vocab_size=config.vocab_size,
+        hidden_size=config.hidden_size,
+        num_layers=config.num_layers,
+        num_heads=config.num_heads,
+        intermediate_size=config.intermediate_size,
+        max_position_embeddings=config.max_position_embeddings,
+        type_vocab_size=config.type_vocab_size,
+        layer_norm_eps=config.layer_norm_eps,
+        dropout_rate=config.dropout_rate,
+        attention_dropout_rate=config.attention_dropout_rate,
+        dtype=_dtype(config.dtype),
+    )
+
+
+# Backbone name -> builder from `config.model`.
+_BACKBONES: dict[str, Callable[[ml_collections.ConfigDict], nn.Module]] = {
+    "bert": _bert,
+}
+
+
+def build_tower(model_config: ml_collections.ConfigDict) -> EmbeddingTower:
+    """Returns the (unbound) tower that `model_config` describes.
+
+    Args:
+      model_config: the `model` section of a config; see the module docstring.
+
+    Returns:
+      An `EmbeddingTower` whose backbone is chosen by `model_config.name`.
+
+    Raises:
+      UserError: unknown backbone name, pooling or dtype.
+    """
+    builder = _BACKBONES.get(model_config.name)
+    if builder is None:
+        raise UserError(f"Unknown model.name {model_config.name!r}; use one of "
+                        f"{sorted(_BACKBONES)}.")
+    if model_config.pooling not in POOLINGS:
+        raise UserError(f"Unknown model.pooling {model_config.pooling!r}; use one "
+                        f"of {POOLINGS}.")
+    return EmbeddingTower(
+        backbone=builder(model_config),
+        pooling=model_config.pooling,
+        projection_dim=model_config.projection_dim,
+        normalize=model_config.normalize,
+    )

@@ -1,0 +1,159 @@
+"""Tests for gecko_jax.data.pipeline: deterministic, resumable, host-sharded batches."""
+
+import json
+
+import ml_collections
+import numpy as np
+import pytest
+import seqio
+
+from gecko_jax.data import formats
+from gecko_jax.data import pipeline
+from gecko_jax.data import sources
+from gecko_jax.data import vocabularies
+from gecko_jax.errors import UserError
+
+GLOBAL_BATCH = 12  # Does not divide the 64 tiny examples, so batches span epochs.
+SEED = 5
+
+
+class _ByteVocabulary(seqio.ByteVocabulary):
+    """UTF-8 bytes: cheap to trace, so order tests stay fast; bos is the unused id 2."""
+
+    bos_id = 2
+
+
+def _data_config(**fields):
+    config = ml_collections.ConfigDict({"data_dir": "", "train_files": "", "mixture": ("tiny",),
+                                        "squad_file": "squad/train-du-split.json", "snli_dir": "snli",
+                                        "max_length": 48, "format": "gecko"})
+    config.update(fields)
+    return config
+
+
+@pytest.fixture(scope="module")
+def vocab():
+    return _ByteVocabulary()
+
+
+@pytest.fixture(scope="module")
+def reference(vocab):
+    return pipeline.TrainData(_data_config(), vocab, GLOBAL_BATCH, SEED)
+
+
+def _assert_batches_equal(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_batch_shapes_and_contents(reference, vocab):
+    batch = reference.batch(0)
+    assert reference.num_examples == 64
+    for key in ("query", "positive", "negative"):
+        assert batch[f"{key}_ids"].shape == batch[f"{key}_mask"].shape == (GLOBAL_BATCH, 48)
+    assert batch["has_negative"].shape == (GLOBAL_BATCH,)
+    assert all(v.dtype == np.int32 for v in batch.values())
+
+    examples = sources.tiny()
+    for row, index in enumerate(reference.example_indices(0)):
+        texts = formats.format_example(examples[index], "gecko")
+        for key in ("query", "positive"):
+            ids, mask = batch[f"{key}_ids"][row], batch[f"{key}_mask"][row]
+            np.testing.assert_array_equal(mask, ids != vocab.pad_id)
+            assert ids[0] == vocab.bos_id and ids[mask.sum() - 1] == vocab.eos_id
+            assert texts[key].encode("utf-8").startswith(bytes(int(i) - 3 for i in ids[1:mask.sum() - 1]))
+        assert batch["has_negative"][row] == ("negative" in examples[index])
+        if not batch["has_negative"][row]:
+            assert not batch["negative_mask"][row].any() and not batch["negative_ids"][row].any()
+
+
+def test_every_epoch_is_a_permutation(reference):
+    stream = np.concatenate([reference.example_indices(k) for k in range(16)])  # 192 = 3 epochs.
+    for epoch in range(3):
+        np.testing.assert_array_equal(np.sort(stream[64 * epoch:64 * (epoch + 1)]), np.arange(64))
+    assert not np.array_equal(stream[:64], stream[64:128])
+
+
+def test_deterministic_and_resume_equals_uninterrupted(reference, vocab):
+    uninterrupted = pipeline.TrainData(_data_config(), vocab, GLOBAL_BATCH, SEED)
+    expected = [next(uninterrupted) for _ in range(12)]
+    for k in range(12):
+        _assert_batches_equal(reference.batch(k), expected[k])
+
+    state = json.loads(json.dumps(uninterrupted.get_state()))
+    assert state == {"next_batch": 12, "global_batch_size": GLOBAL_BATCH, "seed": SEED, "num_examples": 64}
+    later = [next(uninterrupted) for _ in range(5)]
+
+    restarted = pipeline.TrainData(_data_config(), vocab, GLOBAL_BATCH, SEED)
+    restarted.set_state(state)
+    for want in later:
+        _assert_batches_equal(next(restarted), want)
+    assert restarted.get_state()["next_batch"] == 17
+
+
+def test_host_shards_concatenate_to_the_global_batch(reference, vocab):
+    hosts = [pipeline.TrainData(_data_config(), vocab, GLOBAL_BATCH, SEED, process_index=p, process_count=2)
+             for p in range(2)]
+    for k in range(8):
+        parts = [next(host) for host in hosts]
+        whole = reference.batch(k)
+        for key in whole:
+            assert parts[0][key].shape[0] == GLOBAL_BATCH // 2
+            np.testing.assert_array_equal(np.concatenate([p[key] for p in parts]), whole[key], err_msg=key)
+    assert hosts[0].get_state() == hosts[1].get_state()
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"seed": SEED + 1}, "data order changed"),
+    ({"num_examples": 65}, "training data changed"),
+    ({"global_batch_size": 24}, "global batch size"),
+    ({"next_batch": "3"}, "malformed"),
+])
+def test_set_state_rejects_a_different_run(reference, change, message):
+    state = {**reference.get_state(), **change}
+    with pytest.raises(UserError, match=message):
+        reference.set_state(state)
+
+
+def test_set_state_rejects_missing_keys(reference):
+    with pytest.raises(UserError, match="malformed"):
+        reference.set_state({"next_batch": 1})
+
+
+def test_bad_arguments(vocab):
+    with pytest.raises(UserError, match="divisible by the 3 processes"):
+        pipeline.TrainData(_data_config(), vocab, 8, 0, process_count=3)
+    with pytest.raises(UserError, match="max_length"):
+        pipeline.TrainData(_data_config(max_length=2), vocab, 8, 0)
+    with pytest.raises(UserError, match="seed"):
+        pipeline.TrainData(_data_config(), vocab, 8, -1)
+    with pytest.raises(UserError, match="--config.data.format"):
+        pipeline.TrainData(_data_config(format="t5"), vocab, 8, 0)
+
+
+def test_malformed_training_file_names_path_and_line(tmp_path, vocab):
+    path = tmp_path / "train.jsonl"
+    path.write_text('{"query": "q", "positive": "p"}\n{"query": "q", "positive": 5}\n', encoding="utf-8")
+    with pytest.raises(UserError, match=f'^{path}:2: field "positive" must be a string'):
+        pipeline.TrainData(_data_config(train_files=str(path)), vocab, 8, 0)
+
+
+def test_missing_data_dir_says_how_to_fix(vocab):
+    with pytest.raises(UserError, match="--config.data.data_dir"):
+        pipeline.TrainData(_data_config(mixture=("squad", "snli")), vocab, 8, 0)
+
+
+def test_with_the_minilm_vocabulary(tmp_path):
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps({"query": f"question {i}", "positive": f"answer number {i}",
+                                        **({"negative": "wrong"} if i % 2 else {})}) + "\n" for i in range(6)),
+                    encoding="utf-8")
+    vocab = vocabularies.get_vocabulary("minilm")
+    data = pipeline.TrainData(_data_config(train_files=str(path), format="plain", max_length=8), vocab, 4, 0)
+    batch = next(data)
+    assert data.num_examples == 6
+    assert (batch["query_ids"][:, 0] == vocab.bos_id).all()
+    for row, index in enumerate(data.example_indices(0)):
+        assert vocab.decode(batch["positive_ids"][row].tolist()) == f"answer number {index}"
+        assert batch["has_negative"][row] == index % 2
