@@ -48,7 +48,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.train_files = ""  # Comma-separated JSONL paths; when set, replaces the mixture.
     c.data.mixture = ("tiny",)  # Named sources pooled into one training stream.
     c.data.squad_file = "squad/train-du-split.json"  # SQuAD source, relative to data_dir.
+    c.data.squad_hard_negatives = True  # Give each SQuAD question another paragraph of its article.
     c.data.snli_dir = "snli"  # SNLI source folder, relative to data_dir.
+    c.data.snli_split = "dev"  # SNLI split to train on (dev | test; SentEval file suffix).
     c.data.max_length = 128  # Tokens per text, special tokens included.
     c.data.format = "gecko"  # Input format: gecko (task/title prompts) | plain.
 

@@ -8,7 +8,7 @@ r"""Evaluates an embedding model and prints one JSON object with the metrics.
 `--data` is, for `sts`, an STS Benchmark or SICK file (or a folder of per-split
 files); for `retrieval`, a BEIR folder or a SQuAD v1.1 JSON file. Stdout holds
 the JSON object only; logs and progress bars go to stderr. Correlations and
-retrieval metrics are fractions in [0, 1] (MTEB's convention, not x100).
+retrieval metrics are fractions (MTEB's convention), not percentages.
 """
 
 import contextlib
@@ -22,6 +22,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from absl import flags  # pylint: disable=g-import-not-at-top
 
 from gecko_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+from gecko_jax.evaluation import retrieval  # pylint: disable=g-import-not-at-top
+from gecko_jax.evaluation import sts  # pylint: disable=g-import-not-at-top
 
 _TASKS = ("sts", "retrieval")
 # Named in the command-line contract but not built yet.
@@ -70,26 +72,25 @@ def _check_flags() -> None:
             raise UserError(f"--{flag.name} must be positive, got {flag.value}")
 
 
-def _evaluate(encoder) -> tuple[dict[str, float | int], str | None]:
-    """Runs the task; returns its metrics and the split actually used."""
-    # Imported here so that flag errors come back before JAX starts.
-    from gecko_jax.evaluation import retrieval  # pylint: disable=g-import-not-at-top
-    from gecko_jax.evaluation import sts  # pylint: disable=g-import-not-at-top
-
+def _load_dataset():
+    """Reads --data; done before loading the model so data errors come fast."""
     if _TASK.value == "sts":
-        dataset = sts.load_sts(_DATA.value, _SPLIT.value)
-        metrics = sts.score_sts(
+        return sts.load_sts(_DATA.value, _SPLIT.value)
+    return retrieval.load_retrieval(_DATA.value, _SPLIT.value)
+
+
+def _score(encoder, dataset) -> dict[str, float | int]:
+    """Runs the task's metrics for `encoder` on `dataset`."""
+    if _TASK.value == "sts":
+        return sts.score_sts(
             encoder, dataset, prompt=_PROMPT.value, dim=_DIM.value,
             batch_size=_BATCH_SIZE.value, show_progress=True)
-    else:
-        dataset = retrieval.load_retrieval(_DATA.value, _SPLIT.value)
-        metrics = retrieval.evaluate_retrieval(
-            encoder, dataset.corpus, dataset.queries, dataset.qrels,
-            query_prompt=_PROMPT.value, doc_prompt=_DOC_PROMPT.value,
-            dim=_DIM.value,
-            doc_format=_DOC_FORMAT.value or retrieval.DEFAULT_DOC_FORMAT,
-            batch_size=_BATCH_SIZE.value, show_progress=True)
-    return metrics, dataset.split
+    return retrieval.evaluate_retrieval(
+        encoder, dataset.corpus, dataset.queries, dataset.qrels,
+        query_prompt=_PROMPT.value, doc_prompt=_DOC_PROMPT.value,
+        dim=_DIM.value,
+        doc_format=_DOC_FORMAT.value or retrieval.DEFAULT_DOC_FORMAT,
+        batch_size=_BATCH_SIZE.value, show_progress=True)
 
 
 def _finite_or_none(value):
@@ -103,19 +104,21 @@ def main(argv):
     if len(argv) > 1:
         raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
     _check_flags()
-    from gecko_jax.encoder import Encoder  # pylint: disable=g-import-not-at-top
-
     # Stdout must carry the JSON object alone, so anything a library prints
     # while loading or encoding is sent to stderr.
     with contextlib.redirect_stdout(sys.stderr):
+        dataset = _load_dataset()
+        # Imported late: JAX and TensorFlow take seconds to start, and bad
+        # flags or data should not wait for them.
+        from gecko_jax.encoder import Encoder  # pylint: disable=g-import-not-at-top
         load_kwargs = {}
         if _BATCH_SIZE.value is not None:
             load_kwargs["batch_size"] = _BATCH_SIZE.value
         encoder = Encoder.load(_MODEL.value, **load_kwargs)
-        metrics, split = _evaluate(encoder)
+        metrics = _score(encoder, dataset)
     result = {key: _finite_or_none(value) for key, value in metrics.items()}
     result.update(model=_MODEL.value, task=_TASK.value, data=_DATA.value,
-                  split=split, dim=_DIM.value)
+                  split=dataset.split, dim=_DIM.value)
     text = json.dumps(result, sort_keys=True)
     # Printed before writing --output so that a write failure loses nothing.
     print(text, flush=True)

@@ -39,9 +39,12 @@ def main(argv):
     import gin  # pylint: disable=g-import-not-at-top
     from gecko_jax.training import trainer  # pylint: disable=g-import-not-at-top
 
+    if not flags.FLAGS["verbosity"].present:
+        # Orbax and seqio log every file operation at INFO; keep the console to
+        # our progress lines unless the user asks for more with -v.
+        logging.set_verbosity(logging.WARNING)
     _initialize_distributed()
     gin.parse_config_files_and_bindings(_GIN_FILES.value, _GIN_BINDINGS.value)
-    logging.info("Config:\n%s", _CONFIG.value)
     trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 

@@ -56,15 +56,14 @@ def test_gradient_matches_finite_differences():
         qq, pp, nn_ = (x / jnp.linalg.norm(x, axis=-1, keepdims=True) for x in flat.reshape(3, 4, 8))
         return gecko_loss(qq, pp, nn_, jnp.asarray(has_negative), temperature=0.2)
 
-    flat = np.concatenate([q, p, n]).astype(np.float64).ravel()
-    with jax.experimental.enable_x64():
-        grad = np.asarray(jax.grad(jax_loss)(jnp.asarray(flat)))
-    eps = 1e-6
+    flat = np.concatenate([q, p, n]).ravel()
+    grad = np.asarray(jax.grad(jax_loss)(jnp.asarray(flat, jnp.float32)))
+    eps = 1e-5
     for index in rng.choice(flat.size, size=12, replace=False):
         bump = np.zeros_like(flat)
         bump[index] = eps
         numeric = (numpy_loss(flat + bump) - numpy_loss(flat - bump)) / (2 * eps)
-        np.testing.assert_allclose(grad[index], numeric, rtol=1e-4, atol=1e-7)
+        np.testing.assert_allclose(grad[index], numeric, rtol=1e-3, atol=1e-5)
 
 
 def test_matryoshka_is_weighted_sum_over_renormalised_prefixes():

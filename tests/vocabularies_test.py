@@ -2,20 +2,15 @@
 
 import csv
 import os
+import pickle
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-import pytest  # pylint: disable=g-import-not-at-top,g-bad-import-order
+import pytest
 import tensorflow as tf
 import transformers
 
 from gecko_jax.data import vocabularies
 from gecko_jax.data.wordpiece import WordPieceVocabulary
 from gecko_jax.errors import UserError
-
-_STSB_DEV = os.path.join(os.path.dirname(__file__), "..", "..", "shared",
-                         "data", "stsb", "sts-dev.csv")
 
 # Each line probes one rule of the reference tokenizer.
 EDGE_CASES = [
@@ -35,11 +30,9 @@ EDGE_CASES = [
 ]
 
 
-def _stsb_sentences(n):
-    if not os.path.exists(_STSB_DEV):
-        pytest.skip(f"{_STSB_DEV} not found")
+def _stsb_sentences(shared_data, n):
     sentences = []
-    with open(_STSB_DEV, encoding="utf-8") as f:
+    with open(shared_data / "stsb" / "sts-dev.csv", encoding="utf-8") as f:
         for row in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
             sentences += [row[5], row[6]]
     return sentences[:n]
@@ -51,8 +44,8 @@ def vocab():
 
 
 @pytest.fixture(scope="module")
-def texts_and_reference():
-    texts = _stsb_sentences(400) + EDGE_CASES
+def texts_and_reference(shared_data):
+    texts = _stsb_sentences(shared_data, 400) + EDGE_CASES
     hf = transformers.BertTokenizer.from_pretrained(vocabularies.minilm_folder())
     reference = [hf(t, add_special_tokens=False)["input_ids"] for t in texts]
     return texts, reference
@@ -99,6 +92,18 @@ def test_wordpiece_spec_and_equality(vocab):
     other = vocabularies.get_vocabulary(f"wordpiece:{path}")
     assert other == vocab
     assert vocabularies.get_vocabulary("minilm") is vocab
+    # transformers >= 5 saves tokenizer.json without a vocab.txt.
+    json_path = os.path.join(vocabularies.minilm_folder(), "tokenizer.json")
+    from_json = vocabularies.get_vocabulary(f"wordpiece:{json_path}")
+    assert from_json == vocab
+    assert from_json.encode("Crème brûlée [SEP]") == vocab.encode(
+        "Crème brûlée [SEP]")
+
+
+def test_pickles(vocab):
+    vocab.encode_tf(tf.constant("build the TF state first"))
+    clone = pickle.loads(pickle.dumps(vocab))
+    assert clone == vocab and clone.encode("Hello!") == vocab.encode("Hello!")
 
 
 @pytest.mark.parametrize("spec", ["bpe:x", "minilm:x", "wordpiece:", "nope"])

@@ -176,13 +176,8 @@ def snli(folder: str, split: str = "dev", max_examples: int | None = None) -> li
     return examples
 
 
-def _field(data_config: Any, name: str, default: Any) -> Any:
-    """Reads an optional config field; ConfigDict raises AttributeError when absent."""
-    return getattr(data_config, name, default)
-
-
 def _data_path(data_config: Any, relative: str) -> str:
-    data_dir = _field(data_config, "data_dir", "")
+    data_dir = data_config.data_dir
     if not data_dir:
         raise UserError(f"--config.data.data_dir is not set, and the mixture needs {relative}; {_DATA_HELP}")
     if not os.path.isdir(data_dir):
@@ -196,8 +191,7 @@ def load_source(name: str, data_config: Any, seed: int = 0) -> list[Example]:
     Args:
         name: one of SOURCE_NAMES.
         data_config: the `data` config; reads `data_dir`, `squad_file`,
-            `snli_dir` and the optional `squad_hard_negatives` (default True)
-            and `snli_split` (default "dev").
+            `snli_dir`, `squad_hard_negatives` and `snli_split`.
         seed: picks SQuAD's hard negatives.
 
     Returns:
@@ -206,11 +200,11 @@ def load_source(name: str, data_config: Any, seed: int = 0) -> list[Example]:
     if name == "tiny":
         return tiny()
     if name == "squad":
-        path = _data_path(data_config, _field(data_config, "squad_file", "squad/train-du-split.json"))
-        return squad(path, hard_negatives=_field(data_config, "squad_hard_negatives", True), seed=seed)
+        path = _data_path(data_config, data_config.squad_file)
+        return squad(path, hard_negatives=data_config.squad_hard_negatives, seed=seed)
     if name == "snli":
-        folder = _data_path(data_config, _field(data_config, "snli_dir", "snli"))
-        return snli(folder, split=_field(data_config, "snli_split", "dev"))
+        folder = _data_path(data_config, data_config.snli_dir)
+        return snli(folder, split=data_config.snli_split)
     raise UserError(f"unknown data source {name!r} in --config.data.mixture; known: {', '.join(SOURCE_NAMES)}")
 
 
@@ -227,10 +221,10 @@ def load_examples(data_config: Any, seed: int = 0) -> list[tuple[str, list[Examp
     Returns:
         (source name, examples) pairs, in order.
     """
-    train_files = _field(data_config, "train_files", "")
+    train_files = data_config.train_files
     if train_files:
         return [("train_files", jsonl_files(train_files))]
-    mixture = _field(data_config, "mixture", ())
+    mixture = data_config.mixture
     if isinstance(mixture, str):
         mixture = tuple(m.strip() for m in mixture.split(",") if m.strip())
     if not mixture:

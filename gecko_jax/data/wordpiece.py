@@ -23,6 +23,7 @@ The same steps are written twice, in Python for `encode` and with TF ops for
 """
 
 import functools
+import json
 import re
 import unicodedata
 from typing import Sequence
@@ -90,8 +91,6 @@ def _char_kind(ch: str) -> str:
 
 def _basic_split(text: str) -> list[str]:
     """Steps 2-4 of the module docstring for text without special tokens."""
-    # Cleaning comes before accent stripping so that NFD never has to see a
-    # dropped character; both orders give the same words.
     text = "".join(ch for ch in text if _char_kind(ch) != "drop")
     text = unicodedata.normalize("NFD", text)
     text = "".join(ch for ch in text if unicodedata.category(ch) != "Mn")
@@ -115,37 +114,62 @@ def _basic_split(text: str) -> list[str]:
 
 
 def _read_vocab(path: str) -> list[str]:
+    """Tokens by id from a `vocab.txt` or an HF `tokenizer.json`."""
     try:
         with tf.io.gfile.GFile(path, "r") as f:
-            tokens = [line.rstrip("\n") for line in f]
+            text = f.read()
     except tf.errors.NotFoundError as e:
-        raise UserError(f"WordPiece vocabulary {path!r} not found; pass the path "
-                        "of a BERT vocab.txt (one token a line).") from e
-    if not tokens:
-        raise UserError(f"WordPiece vocabulary {path!r} is empty.")
+        raise UserError(f"WordPiece vocabulary {path!r} not found; pass a BERT "
+                        "vocab.txt or tokenizer.json.") from e
+    if not path.endswith(".json"):
+        tokens = text.split("\n")
+        # A final newline ends the last line; it does not start a new token.
+        return tokens[:-1] if tokens and not tokens[-1] else tokens
+    try:
+        spec = json.loads(text)
+        model, normalizer = spec["model"], spec.get("normalizer") or {}
+    except (ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{path} is not an HF tokenizer.json ({e}).") from e
+    if (model.get("type") != "WordPiece"
+            or model.get("continuing_subword_prefix", _SUFFIX) != _SUFFIX
+            or normalizer.get("type") != "BertNormalizer"
+            or not normalizer.get("lowercase", True)):
+        raise UserError(f"{path} is not an uncased BERT WordPiece tokenizer; "
+                        "only those are supported.")
+    vocab = model["vocab"]
+    # A vocab.txt with a repeated token leaves its earlier id unused; an empty
+    # string holds the place and can never match a word piece.
+    tokens = [""] * (max(vocab.values(), default=-1) + 1)
+    for token, token_id in vocab.items():
+        tokens[token_id] = token
     return tokens
 
 
 class WordPieceVocabulary(seqio.Vocabulary):
-    """Uncased BERT WordPiece vocabulary read from a `vocab.txt`.
+    """Uncased BERT WordPiece vocabulary.
 
     Attributes:
-      vocab_path: the `vocab.txt` this vocabulary was read from.
+      vocab_path: the `vocab.txt` or `tokenizer.json` it was read from.
     """
 
     def __init__(self, vocab_path: str):
         """Reads the vocabulary.
 
         Args:
-          vocab_path: path of a BERT `vocab.txt`; it must contain `[PAD]`,
-            `[UNK]`, `[CLS]` and `[SEP]`.
+          vocab_path: path of a BERT `vocab.txt` (one token a line) or of an
+            HF `tokenizer.json` with a WordPiece model and an uncased
+            BertNormalizer; the vocabulary must contain `[PAD]`, `[UNK]`,
+            `[CLS]` and `[SEP]`.
 
         Raises:
-          UserError: the file is missing or lacks a required special token.
+          UserError: the file is missing, of another kind, or lacks a required
+            special token.
         """
         super().__init__(extra_ids=0)
         self.vocab_path = vocab_path
         self._id_to_token = _read_vocab(vocab_path)
+        if not self._id_to_token:
+            raise UserError(f"WordPiece vocabulary {vocab_path!r} is empty.")
         # Later duplicates win, as in HF's `load_vocab`.
         self._token_to_id = {t: i for i, t in enumerate(self._id_to_token)}
         for token in _SPECIAL_TOKENS[:4]:
@@ -178,10 +202,6 @@ class WordPieceVocabulary(seqio.Vocabulary):
     @property
     def _base_vocab_size(self) -> int:
         return len(self._id_to_token)
-
-    def id_to_token(self, token_id: int) -> str:
-        """Returns the vocabulary entry of `token_id`."""
-        return self._id_to_token[token_id]
 
     # -- Python path ---------------------------------------------------------
 
@@ -294,6 +314,10 @@ class WordPieceVocabulary(seqio.Vocabulary):
         pieces = tf.ragged.boolean_mask(tf.gather(tokens, ids), keep)
         text = tf.strings.reduce_join(pieces, axis=-1, separator=" ")
         return tf.strings.regex_replace(text, " " + re.escape(_SUFFIX), "")
+
+    def __reduce__(self):
+        # Rebuilt from the file: the caches and TF resources do not pickle.
+        return (WordPieceVocabulary, (self.vocab_path,))
 
     def __eq__(self, other) -> bool:
         return (isinstance(other, WordPieceVocabulary)

@@ -57,7 +57,7 @@ class StsDataset:
     Attributes:
       sentences1: first sentence of each pair.
       sentences2: second sentence of each pair.
-      scores: float64 [num_pairs] gold scores (0..5 for both layouts).
+      scores: float64 [num_pairs] gold scores (STS-B 0..5, SICK 1..5).
       path: the file read.
       split: the split selected, or None when the whole file was used.
     """

@@ -6,8 +6,8 @@ Transformer -> Pooling -> optional Dense -> optional Normalize, which map onto
 the pre-v3 layout (`sentence_bert_config.json` with `max_seq_length`, boolean
 `pooling_mode_*` keys) and the current one (`pooling_mode` string,
 `model_max_length` in `tokenizer_config.json`) are read. A plain HF BERT folder
-(`config.json`, `model.safetensors`, `vocab.txt`) gets what sentence-transformers
-would give it: mean pooling, no normalisation.
+(`config.json`, `model.safetensors`, `vocab.txt` or `tokenizer.json`) gets what
+sentence-transformers would give it: mean pooling, no normalisation.
 """
 
 import dataclasses
@@ -194,17 +194,19 @@ def _max_length(folder: str, hf: dict[str, Any]) -> int:
     return min(int(model_max), limit) if model_max < _NO_LIMIT else limit
 
 
-def _check_tokenizer(folder: str) -> str:
-    vocab = os.path.join(folder, "vocab.txt")
-    if not os.path.exists(vocab):
-        raise UserError(f"{vocab} not found; a BERT folder needs its WordPiece "
-                        "vocab.txt beside config.json.")
+def _vocab_file(folder: str) -> str:
+    """The uncased WordPiece vocabulary file of a BERT folder."""
     tok_path = os.path.join(folder, "tokenizer_config.json")
     if os.path.exists(tok_path) and not _read_json(tok_path, "").get(
             "do_lower_case", True):
         raise UserError(f"{folder}: cased WordPiece tokenizers "
                         "(do_lower_case=false) are not supported yet.")
-    return vocab
+    # transformers >= 5 saves only tokenizer.json; older versions vocab.txt.
+    for name in ("vocab.txt", "tokenizer.json"):
+        if os.path.exists(os.path.join(folder, name)):
+            return os.path.join(folder, name)
+    raise UserError(f"{folder} has neither vocab.txt nor tokenizer.json; a BERT "
+                    "folder needs its WordPiece vocabulary beside config.json.")
 
 
 def load_bert_folder(path: str) -> ImportedModel:
@@ -215,7 +217,7 @@ def load_bert_folder(path: str) -> ImportedModel:
 
     Returns:
       The `ImportedModel`; its config's `init` is 'st:<path>' and its `vocab`
-      is 'wordpiece:<folder>/vocab.txt'.
+      is 'wordpiece:<folder>/vocab.txt' (or '.../tokenizer.json').
 
     Raises:
       UserError: missing files, an unsupported module or architecture.
@@ -246,7 +248,7 @@ def load_bert_folder(path: str) -> ImportedModel:
     hf = _read_json(os.path.join(transformer_dir, "config.json"),
                     "a BERT folder needs the HF config.json.")
     _check_architecture(hf, transformer_dir)
-    vocab = _check_tokenizer(transformer_dir)
+    vocab = _vocab_file(transformer_dir)
     params = {"backbone": _convert_bert(_load_safetensors(transformer_dir), hf)}
     if projection is not None:
         params["projection"] = {"kernel": projection}

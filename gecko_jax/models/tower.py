@@ -17,9 +17,14 @@ _NORM_EPS = 1e-12
 
 
 def l2_normalize(x: jax.Array) -> jax.Array:
-    """Scales each row of `x` to unit L2 norm (zero rows stay zero)."""
-    norm = jnp.linalg.norm(x, axis=-1, keepdims=True)
-    return x / jnp.maximum(norm, _NORM_EPS)
+    """Scales each row of `x` to unit L2 norm (zero rows stay zero).
+
+    The clamp sits on the squared norm, not on `linalg.norm`, because the
+    gradient of a square root at zero is NaN; an all-padding row (an example
+    without a hard negative) pools to zero and must not poison the step.
+    """
+    squared = jnp.sum(jnp.square(x), axis=-1, keepdims=True)
+    return x * jax.lax.rsqrt(jnp.maximum(squared, _NORM_EPS * _NORM_EPS))
 
 
 def truncate_and_normalize(embeddings: jax.Array, dim: int | None) -> jax.Array:

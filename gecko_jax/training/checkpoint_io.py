@@ -28,8 +28,13 @@ CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
 
 
+def absolute(workdir: str) -> str:
+    """Orbax needs absolute paths; URLs such as gs://... are already absolute."""
+    return workdir if "://" in workdir else os.path.abspath(workdir)
+
+
 def checkpoint_dir(workdir: str) -> str:
-    return os.path.join(workdir, CHECKPOINT_DIR)
+    return os.path.join(absolute(workdir), CHECKPOINT_DIR)
 
 
 def create_manager(workdir: str, keep: int, async_save: bool) -> ocp.CheckpointManager:

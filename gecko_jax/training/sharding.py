@@ -75,7 +75,24 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
 
+def _divisible_spec(spec: P, shape: tuple[int, ...], mesh: Mesh) -> P:
+    """Drops the mesh axes of any dimension they do not divide evenly.
+
+    A 30522-row vocabulary cannot be split 4 ways; replicating that one
+    dimension costs a little memory, where failing would stop the run.
+    """
+    entries = []
+    for dim, axes in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
+        names = (axes,) if isinstance(axes, str) else tuple(axes or ())
+        ways = math.prod(mesh.shape[name] for name in names)
+        entries.append(axes if dim % ways == 0 else None)
+    return P(*entries)
+
+
 def logical_to_shardings(boxed_tree, mesh: Mesh, rules=LOGICAL_AXIS_RULES):
     """NamedShardings for a pytree of (abstract) arrays with logical annotations."""
     specs = nn.get_partition_spec(boxed_tree)
-    return nn.logical_to_mesh_sharding(specs, mesh, rules)
+    mesh_specs = nn.logical_to_mesh(specs, rules)
+    arrays = nn.unbox(boxed_tree)
+    return jax.tree.map(lambda spec, x: NamedSharding(mesh, _divisible_spec(spec, x.shape, mesh)),
+                        mesh_specs, arrays, is_leaf=lambda x: isinstance(x, P))

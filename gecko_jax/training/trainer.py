@@ -89,6 +89,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     Returns:
       The metrics of the final evaluation (empty if none is configured).
     """
+    workdir = checkpoint_io.absolute(workdir)
     # Mesh.
     mesh = sharding.create_mesh(config.mesh_shape)
     _check_config(config, mesh)
