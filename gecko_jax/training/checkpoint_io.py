@@ -19,6 +19,7 @@ from typing import Any, Optional
 
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
@@ -124,20 +125,29 @@ def _update_locked(config: ml_collections.ConfigDict, values: dict) -> None:
             config[key] = value
 
 
+def _finished_steps(directory: str) -> list[int]:
+    """Step folders Orbax has finalised (temporary ones carry a suffix), newest first."""
+    if not os.path.isdir(directory):
+        return []
+    return sorted((int(name) for name in os.listdir(directory) if name.isdigit()), reverse=True)
+
+
 def restore_params(workdir: str) -> tuple[ml_collections.ConfigDict, Any]:
-    """The config and the latest checkpoint's parameters (host numpy), for inference."""
+    """The config and the newest readable checkpoint's parameters, as host numpy arrays."""
     config = read_config(workdir)
     directory = checkpoint_dir(workdir)
-    if not os.path.isdir(directory):
+    steps = _finished_steps(directory)
+    if not steps:
         raise UserError(f"{workdir} has no checkpoints yet; train longer or set checkpoint_every")
-    manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True),
-                                    item_names=("state", "data"))
-    for step in sorted(manager.all_steps(), reverse=True):
+    checkpointer = ocp.PyTreeCheckpointer()
+    for step in steps:
+        path = os.path.join(directory, str(step), "state")
         try:
-            restored = manager.restore(step, args=ocp.args.Composite(
-                state=ocp.args.PyTreeRestore()))
+            tree = checkpointer.metadata(path).item_metadata.tree
+            as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+            state = checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
         except Exception as err:  # pylint: disable=broad-except
             logging.error("Checkpoint step %d unreadable (%s); trying an earlier one.", step, err)
             continue
-        return config, restored.state["params"]
-    raise UserError(f"no readable checkpoint in {directory}")
+        return config, state["params"]
+    raise UserError(f"no readable checkpoint among steps {steps} in {directory}")

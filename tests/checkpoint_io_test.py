@@ -1,0 +1,71 @@
+"""Checkpoint saving, restoring, and falling back past a damaged newest step."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gecko_jax.config_base import base_config
+from gecko_jax.errors import UserError
+from gecko_jax.training import checkpoint_io
+
+
+def _state(value):
+    return {"params": {"w": jnp.full((4, 3), value, jnp.float32)}, "step": jnp.int32(value)}
+
+
+def _abstract(state):
+    sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), state)
+
+
+def _save_steps(workdir, steps):
+    manager = checkpoint_io.create_manager(str(workdir), keep=5, async_save=True)
+    for step in steps:
+        checkpoint_io.save(manager, step, _state(step), {"next_batch": step})
+    manager.wait_until_finished()
+    return manager
+
+
+def test_restore_latest_returns_newest_step_and_data_position(tmp_path):
+    manager = _save_steps(tmp_path, [1, 2])
+    step, state, data = checkpoint_io.restore_latest(manager, _abstract(_state(0)))
+    assert step == 2 and data == {"next_batch": 2}
+    np.testing.assert_array_equal(state["params"]["w"], np.full((4, 3), 2.0))
+
+
+def test_damaged_newest_checkpoint_falls_back_to_previous(tmp_path, capsys):
+    manager = _save_steps(tmp_path, [1, 2])
+    state_dir = tmp_path / "checkpoints" / "2" / "state"
+    for root, _, files in os.walk(state_dir):
+        for name in files:
+            with open(os.path.join(root, name), "r+b") as f:
+                f.truncate(0)
+    step, state, _ = checkpoint_io.restore_latest(manager, _abstract(_state(0)))
+    assert step == 1
+    np.testing.assert_array_equal(state["params"]["w"], np.full((4, 3), 1.0))
+    assert "checkpoint step 2 could not be read" in capsys.readouterr().out
+
+
+def test_no_checkpoint_means_fresh_start(tmp_path):
+    manager = checkpoint_io.create_manager(str(tmp_path), keep=2, async_save=False)
+    assert checkpoint_io.restore_latest(manager, _abstract(_state(0))) is None
+
+
+def test_config_round_trip_and_params_for_inference(tmp_path):
+    config = base_config()
+    config.unlock()
+    config.total_steps = 7
+    config.loss.mrl_dims = (16, 8)
+    checkpoint_io.write_config(str(tmp_path), config)
+    _save_steps(tmp_path, [3])
+    restored_config, params = checkpoint_io.restore_params(str(tmp_path))
+    assert restored_config.total_steps == 7 and restored_config.loss.mrl_dims == (16, 8)
+    assert isinstance(params["w"], np.ndarray)
+
+
+def test_missing_workdir_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="not a training workdir"):
+        checkpoint_io.restore_params(str(tmp_path))
