@@ -10,6 +10,7 @@ therefore compiles once per bucket and short texts stay cheap.
 """
 
 import functools
+import json
 import os
 from typing import Any, Sequence
 
@@ -59,8 +60,11 @@ def _is_hf_bert_folder(path: str) -> bool:
     if not os.path.exists(config):
         return False
     with open(config, encoding="utf-8") as f:
-        # An HF config names its model_type; the trainer's config.json does not.
-        return '"model_type"' in f.read()
+        try:
+            # An HF config names its model_type; the trainer's does not.
+            return "model_type" in json.load(f)
+        except ValueError:
+            return False  # Not ours to diagnose: the workdir reader says why.
 
 
 class Encoder:
@@ -166,8 +170,8 @@ class Encoder:
         """
         texts = _check_texts(texts)
         if dim is not None and not 0 <= dim <= self.embedding_dim:
-            raise UserError(f"dim must be between 1 and {self.embedding_dim}; "
-                            f"got {dim}.")
+            raise UserError(f"dim must be between 1 and {self.embedding_dim} "
+                            f"(or None for all); got {dim}.")
         batch_size = batch_size or self.batch_size
         prompt = prompt or ""
         vocab = self.vocabulary

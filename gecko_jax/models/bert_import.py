@@ -56,7 +56,8 @@ def _read_json(path: str, what: str) -> dict[str, Any]:
     except FileNotFoundError as e:
         raise UserError(f"{path} not found: {what}") from e
     except json.JSONDecodeError as e:
-        raise UserError(f"{path} is not valid JSON ({e}); re-save the model.") from e
+        raise UserError(f"{path} is not valid JSON ({e}); re-save the model."
+                        ) from e
 
 
 def _module_kind(module: dict[str, Any]) -> str:
@@ -86,8 +87,10 @@ def _pooling_mode(config: dict[str, Any], path: str) -> str:
 
 def _dense_head(folder: str) -> np.ndarray:
     """Reads an ST Dense module as a [in, out] kernel (bias-free, linear only)."""
-    config = _read_json(os.path.join(folder, "config.json"), "a Dense module needs it.")
-    activation = config.get("activation_function", "torch.nn.modules.activation.Tanh")
+    config = _read_json(os.path.join(folder, "config.json"),
+                        "a Dense module needs it.")
+    # sentence-transformers' default activation is Tanh.
+    activation = config.get("activation_function", "Tanh")
     if config.get("bias", True) or not activation.endswith("Identity"):
         raise UserError(f"{folder}: only Dense heads with bias=false and an "
                         "Identity activation are supported.")
@@ -100,7 +103,8 @@ def _load_safetensors(folder: str) -> dict[str, np.ndarray]:
     if not os.path.exists(path):
         hint = (" Only pytorch_model.bin is there: re-save it with "
                 "save_pretrained(..., safe_serialization=True)."
-                if os.path.exists(os.path.join(folder, "pytorch_model.bin")) else "")
+                if os.path.exists(os.path.join(folder, "pytorch_model.bin"))
+                else "")
         raise UserError(f"{path} not found.{hint}")
     return load_file(path)
 

@@ -11,14 +11,36 @@ import time
 
 import jax
 import ml_collections
+import numpy as np
 from flax import linen as nn
 
 from gecko_jax.encoder import Encoder
 from gecko_jax.errors import UserError
 from gecko_jax.evaluation.retrieval import evaluate_retrieval, load_retrieval
 from gecko_jax.evaluation.sts import load_sts, score_sts
+from gecko_jax.models.tower import truncate_and_normalize
 
 EVAL_FILE = "eval.jsonl"
+
+
+class _PrefixCache:
+    """Encodes each (texts, prompt) once and serves Matryoshka prefixes from it.
+
+    Evaluating several dims of one model would otherwise run the tower once per
+    dim over the same texts.
+    """
+
+    def __init__(self, encoder: Encoder):
+        self._encoder = encoder
+        self._full = {}
+
+    def encode(self, texts, prompt=None, dim=None, batch_size=None, show_progress=False):
+        key = (tuple(texts), prompt)
+        if key not in self._full:
+            self._full[key] = self._encoder.encode(texts, prompt=prompt, batch_size=batch_size,
+                                                   show_progress=show_progress)
+        full = self._full[key]
+        return full if not dim else np.asarray(truncate_and_normalize(full, dim))
 
 
 def _path(data_dir: str, relative: str, field: str) -> str:
@@ -54,8 +76,9 @@ class Evaluators:
             return {}
         ev = self._config.eval
         start = time.perf_counter()
-        encoder = Encoder(self._model, params, self._vocabulary,
-                          max_length=self._config.data.max_length, batch_size=ev.batch_size)
+        encoder = _PrefixCache(Encoder(self._model, params, self._vocabulary,
+                                       max_length=self._config.data.max_length,
+                                       batch_size=ev.batch_size))
         results = {}
         for dim in self._dims:
             suffix = f"@{dim}" if dim else ""

@@ -51,6 +51,9 @@ def _check_config(config: ml_collections.ConfigDict, mesh) -> None:
     if config.batch_size % dp:
         raise UserError(f"batch_size={config.batch_size} is not divisible by the data-parallel "
                         f"size {dp} (mesh {dict(mesh.shape)}); pick a multiple of {dp}")
+    if config.eval.batch_size % dp:
+        raise UserError(f"eval.batch_size={config.eval.batch_size} is not divisible by the "
+                        f"data-parallel size {dp}; pick a multiple of {dp}")
     if config.grad_cache.chunk_size:
         raise UserError("grad_cache.chunk_size is not available yet; set it to 0")
     if config.total_steps < 1:
