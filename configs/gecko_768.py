@@ -50,6 +50,7 @@ def get_config(arg: str = ""):
     c.data.data_dir = os.path.normpath(_SHARED_DATA) if os.path.isdir(_SHARED_DATA) else ""
     c.data.mixture = ("squad", "snli")
     c.data.max_length = 256
+    c.data.query_max_length = 64
 
     c.loss.temperature = 0.05
     c.loss.mrl_dims = (768, 256)
@@ -73,6 +74,7 @@ def get_config(arg: str = ""):
         c.model.dtype = "float32"
         c.data.mixture = ("tiny",)
         c.data.max_length = 32
+        c.data.query_max_length = 24
         c.loss.mrl_dims = (32, 16)
         c.optimizer.learning_rate = 1e-3
         c.optimizer.warmup_steps = 2

@@ -52,6 +52,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.snli_dir = "snli"  # SNLI source folder, relative to data_dir.
     c.data.snli_split = "dev"  # SNLI split to train on (dev | test; SentEval file suffix).
     c.data.max_length = 128  # Tokens per text, special tokens included.
+    c.data.query_max_length = 0  # Tokens per query (0 = max_length); short queries save compute.
     c.data.format = "gecko"  # Input format: gecko (task/title prompts) | plain.
 
     c.loss = ml_collections.ConfigDict()

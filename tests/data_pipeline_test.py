@@ -2,11 +2,11 @@
 
 import json
 
-import ml_collections
 import numpy as np
 import pytest
 import seqio
 
+from gecko_jax.config_base import base_config
 from gecko_jax.data import formats
 from gecko_jax.data import pipeline
 from gecko_jax.data import sources
@@ -24,10 +24,8 @@ class _ByteVocabulary(seqio.ByteVocabulary):
 
 
 def _data_config(**fields):
-    config = ml_collections.ConfigDict({"data_dir": "", "train_files": "", "mixture": ("tiny",),
-                                        "squad_file": "squad/train-du-split.json", "snli_dir": "snli",
-                                        "max_length": 48, "format": "gecko"})
-    config.update(fields)
+    config = base_config().data
+    config.update({"mixture": ("tiny",), "max_length": 48, "format": "gecko", **fields})
     return config
 
 
@@ -157,3 +155,12 @@ def test_with_the_minilm_vocabulary(tmp_path):
     for row, index in enumerate(data.example_indices(0)):
         assert vocab.decode(batch["positive_ids"][row].tolist()) == f"answer number {index}"
         assert batch["has_negative"][row] == index % 2
+
+
+def test_queries_can_be_shorter_than_documents(vocab):
+    data = pipeline.TrainData(_data_config(query_max_length=16), vocab, GLOBAL_BATCH, SEED)
+    batch = data.batch(0)
+    assert batch["query_ids"].shape == (GLOBAL_BATCH, 16)
+    assert batch["positive_ids"].shape == (GLOBAL_BATCH, 48)
+    full = pipeline.TrainData(_data_config(), vocab, GLOBAL_BATCH, SEED).batch(0)
+    np.testing.assert_array_equal(batch["positive_ids"], full["positive_ids"])

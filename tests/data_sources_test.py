@@ -4,9 +4,9 @@ import collections
 import json
 import os
 
-import ml_collections
 import pytest
 
+from gecko_jax.config_base import base_config
 from gecko_jax.data import jsonl
 from gecko_jax.data import sources
 from gecko_jax.errors import UserError
@@ -16,10 +16,8 @@ needs_shared_data = pytest.mark.skipif(not os.path.isdir(SHARED_DATA), reason="s
 
 
 def _data_config(**fields):
-    config = ml_collections.ConfigDict({"data_dir": "", "train_files": "", "mixture": ("tiny",),
-                                        "squad_file": "squad/train-du-split.json", "snli_dir": "snli",
-                                        "max_length": 32, "format": "gecko"})
-    config.update(fields)
+    config = base_config().data
+    config.update({"mixture": ("tiny",), "max_length": 32, **fields})
     return config
 
 

@@ -42,7 +42,7 @@ def test_task_output_equals_packing(vocab):
     max_length = 12  # Short enough that some texts are truncated.
     task = tasks.register_task(tasks.task_name(f"test.equals_packing.{fmt}"), lambda: EXAMPLES, vocab, fmt)
     converter = tasks.DualEncoderFeatureConverter(vocab.bos_id, vocab.eos_id, vocab.pad_id)
-    out = tasks.materialize(task, converter, max_length)
+    out = tasks.materialize(task, converter, {k: max_length for k in tasks.TEXT_FEATURES})
 
     texts = [formats.format_example(ex, fmt) for ex in EXAMPLES]
     for key in ("query", "positive", "negative"):

@@ -30,12 +30,13 @@ class TrainData:
     """Iterator over this host's rows of each global training batch.
 
     Each item maps `{query,positive,negative}_{ids,mask}` to int32
-    [global_batch_size // process_count, max_length] and `has_negative` to
+    [global_batch_size // process_count, lengths[field]] and `has_negative` to
     int32 [global_batch_size // process_count].
 
     Attributes:
         num_examples: examples in one epoch (all sources together).
-        max_length: tokens per text, special tokens included.
+        max_length: tokens per positive/negative text, special tokens included.
+        lengths: tokens per text of each field (queries may be shorter).
     """
 
     def __init__(self, data_config: Any, vocabulary: Any, global_batch_size: int, seed: int,
@@ -67,7 +68,12 @@ class TrainData:
                             "tokens; use 3 or more")
         fmt = getattr(data_config, "format", "gecko")
         formats.check_format(fmt)
+        query_max_length = int(data_config.query_max_length) or max_length
+        if query_max_length < 3:
+            raise UserError(f"--config.data.query_max_length={query_max_length} leaves no room for text; "
+                            "use 3 or more (0 = data.max_length)")
         self.max_length = max_length
+        self.lengths = {"query": query_max_length, "positive": max_length, "negative": max_length}
         self._global_batch_size = global_batch_size
         self._host_batch_size = global_batch_size // process_count
         self._row_offset = process_index * self._host_batch_size
@@ -79,15 +85,14 @@ class TrainData:
             if not examples:
                 raise UserError(f"data source {name!r} gave no examples; check its files or drop it from the mixture")
             task = tasks.register_task(tasks.task_name(f"train.{i}.{name}"), lambda ex=examples: ex, vocabulary, fmt)
-            arrays = tasks.materialize(task, converter, max_length)
-            _log_source(name, arrays, max_length)
+            arrays = tasks.materialize(task, converter, self.lengths)
+            _log_source(name, arrays)
             parts.append(arrays)
         data = {k: np.concatenate([p[k] for p in parts]) for k in tasks.MODEL_FEATURES}
         self.num_examples = len(data["has_negative"])
         self._ids = {k: data[f"{k}_ids"] for k in tasks.TEXT_FEATURES}
         self._lengths = {k: data[f"{k}_mask"].sum(axis=1, dtype=np.int32) for k in tasks.TEXT_FEATURES}
         self._has_negative = data["has_negative"]
-        self._positions = np.arange(max_length, dtype=np.int32)
         self._permutations = {}
         self._next_batch = 0
         logging.info("data: %d examples in all, global batch %d, %.2f steps per epoch", self.num_examples,
@@ -124,7 +129,8 @@ class TrainData:
         out = {}
         for k in tasks.TEXT_FEATURES:
             out[f"{k}_ids"] = self._ids[k][indices]
-            out[f"{k}_mask"] = (self._positions[None, :] < self._lengths[k][indices, None]).astype(np.int32)
+            positions = np.arange(self.lengths[k], dtype=np.int32)
+            out[f"{k}_mask"] = (positions[None, :] < self._lengths[k][indices, None]).astype(np.int32)
         out["has_negative"] = self._has_negative[indices]
         return out
 
@@ -169,10 +175,10 @@ class TrainData:
         self._next_batch = state["next_batch"]
 
 
-def _log_source(name: str, arrays: dict[str, np.ndarray], max_length: int) -> None:
-    """Logs one source's size, negatives and how often texts hit max_length."""
+def _log_source(name: str, arrays: dict[str, np.ndarray]) -> None:
+    """Logs one source's size, negatives and how often texts hit their length limit."""
     count = len(arrays["has_negative"])
     truncated = ", ".join(f"{k} {np.mean(arrays[f'{k}_mask'][:, -1]) if count else 0.0:.1%}"
                           for k in tasks.TEXT_FEATURES)
-    logging.info("data: %s: %d examples, %d with a hard negative; at max_length %d: %s", name, count,
-                 int(arrays["has_negative"].sum()), max_length, truncated)
+    logging.info("data: %s: %d examples, %d with a hard negative; truncated: %s", name, count,
+                 int(arrays["has_negative"].sum()), truncated)

@@ -195,20 +195,19 @@ class DualEncoderFeatureConverter(seqio.FeatureConverter):
         return lengths
 
 
-def materialize(task: seqio.Task, converter: DualEncoderFeatureConverter, max_length: int,
-                batch_size: int = 1024) -> dict[str, np.ndarray]:
+def materialize(task: seqio.Task, converter: DualEncoderFeatureConverter,
+                lengths: Mapping[str, int], batch_size: int = 1024) -> dict[str, np.ndarray]:
     """Runs a Task and the converter over its whole "train" split, in order.
 
     Args:
         task: a Task from `register_task`.
         converter: adds special tokens and pads.
-        max_length: tokens per text, special tokens included.
+        lengths: tokens per text of each of TEXT_FEATURES, special tokens included.
         batch_size: rows per tf.data batch while reading (speed only).
 
     Returns:
-        MODEL_FEATURES -> int32 arrays, [N, max_length] (`has_negative`: [N]).
+        MODEL_FEATURES -> int32 arrays, [N, lengths[feature]] (`has_negative`: [N]).
     """
-    lengths = {k: max_length for k in TEXT_FEATURES}
     ds = task.get_dataset(sequence_length=lengths, split="train", shuffle=False, num_epochs=1)
     ds = converter(ds, lengths).batch(batch_size)
     parts = {k: [] for k in MODEL_FEATURES}
@@ -216,6 +215,7 @@ def materialize(task: seqio.Task, converter: DualEncoderFeatureConverter, max_le
         for k in MODEL_FEATURES:
             parts[k].append(batch[k])
     if not parts["query_ids"]:
-        return {k: np.zeros((0, max_length) if k != "has_negative" else (0,), np.int32) for k in MODEL_FEATURES}
+        return {k: np.zeros((0, lengths[k.rsplit("_", 1)[0]]) if k != "has_negative" else (0,), np.int32)
+                for k in MODEL_FEATURES}
     return {k: np.concatenate(v).astype(np.int32) for k, v in parts.items()}
 

@@ -88,6 +88,28 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any
     return None
 
 
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_changes(workdir: str, config: ml_collections.ConfigDict) -> list[str]:
+    """Fields whose value differs from the config stored in `workdir`, as 'f: old -> new'."""
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        old = _flatten(json.load(f))
+    new = _flatten(json.loads(config.to_json_best_effort()))
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+            if old.get(k) != new.get(k)]
+
+
 def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
     """Stores the run's config beside its checkpoints (process 0 only)."""
     if jax.process_index() != 0:

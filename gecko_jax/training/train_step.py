@@ -50,12 +50,23 @@ def state_shardings(abstract: TrainState, tx: optax.GradientTransformation, mesh
 
 def encode_batch(model: nn.Module, params, batch: dict, *, deterministic: bool,
                  dropout_rng=None) -> dict[str, jax.Array]:
-    """Embeds the query/positive/negative texts of a batch with one forward pass."""
-    ids = jnp.concatenate([batch[f"{f}_ids"] for f in TEXT_FIELDS], axis=0)
-    mask = jnp.concatenate([batch[f"{f}_mask"] for f in TEXT_FIELDS], axis=0)
-    rngs = None if deterministic else {"dropout": dropout_rng}
-    emb = model.apply({"params": params}, ids, mask, deterministic=deterministic, rngs=rngs)
-    return dict(zip(TEXT_FIELDS, jnp.split(emb, len(TEXT_FIELDS), axis=0)))
+    """Embeds the query/positive/negative texts of a batch.
+
+    Texts of one padded length share a forward pass: one pass in all when
+    queries are as long as documents, else one for the (shorter) queries and
+    one for positives and negatives together.
+    """
+    groups = {}
+    for field in TEXT_FIELDS:
+        groups.setdefault(batch[f"{field}_ids"].shape[1], []).append(field)
+    embeddings = {}
+    for index, fields in enumerate(groups.values()):
+        ids = jnp.concatenate([batch[f"{f}_ids"] for f in fields], axis=0)
+        mask = jnp.concatenate([batch[f"{f}_mask"] for f in fields], axis=0)
+        rngs = None if deterministic else {"dropout": jax.random.fold_in(dropout_rng, index)}
+        emb = model.apply({"params": params}, ids, mask, deterministic=deterministic, rngs=rngs)
+        embeddings.update(zip(fields, jnp.split(emb, len(fields), axis=0)))
+    return embeddings
 
 
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation,

@@ -96,6 +96,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     # Mesh.
     mesh = sharding.create_mesh(config.mesh_shape)
     _check_config(config, mesh)
+    changes = checkpoint_io.config_changes(workdir, config)
+    if changes:
+        # Resuming with other settings is allowed (e.g. more steps), but the
+        # result is then not the run the checkpoints came from: say so.
+        print(f"warning: {workdir} was started with another config; changed: "
+              f"{'; '.join(changes)}", flush=True)
     checkpoint_io.write_config(workdir, config)
     logging.info("Mesh %s over %d devices", dict(mesh.shape), mesh.size)
 
