@@ -14,8 +14,9 @@ Fields of `config.model` (all backbones):
   vocab                   vocabulary spec (`data.vocabularies`).
 """
 
-from typing import Callable
+from typing import Callable, Optional
 
+import gin
 import jax.numpy as jnp
 import ml_collections
 from flax import linen as nn
@@ -56,11 +57,19 @@ _BACKBONES: dict[str, Callable[[ml_collections.ConfigDict], nn.Module]] = {
 }
 
 
-def build_tower(model_config: ml_collections.ConfigDict) -> EmbeddingTower:
+@gin.configurable(denylist=["model_config"])
+def build_tower(
+    model_config: ml_collections.ConfigDict,
+    backbone_builder: Optional[Callable[[ml_collections.ConfigDict], nn.Module]] = None,
+) -> EmbeddingTower:
     """Returns the (unbound) tower that `model_config` describes.
 
     Args:
       model_config: the `model` section of a config; see the module docstring.
+      backbone_builder: set through gin (`build_tower.backbone_builder =
+        @my_backbone`) to use a backbone class not registered here; it
+        receives `model_config` and returns a module with the backbone call
+        signature `(input_ids, attention_mask, deterministic) -> [B, L, H]`.
 
     Returns:
       An `EmbeddingTower` whose backbone is chosen by `model_config.name`.
@@ -68,7 +77,7 @@ def build_tower(model_config: ml_collections.ConfigDict) -> EmbeddingTower:
     Raises:
       UserError: unknown backbone name, pooling or dtype.
     """
-    builder = _BACKBONES.get(model_config.name)
+    builder = backbone_builder or _BACKBONES.get(model_config.name)
     if builder is None:
         raise UserError(f"Unknown model.name {model_config.name!r}; use one of "
                         f"{sorted(_BACKBONES)}.")

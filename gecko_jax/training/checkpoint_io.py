@@ -3,6 +3,7 @@
 Layout of a workdir:
 
     WORKDIR/config.json          the run's ConfigDict (written at start)
+    WORKDIR/config.gin           gin bindings that swapped components, if any
     WORKDIR/checkpoints/<step>/  one folder per saved step, holding
         state/                   params, optimizer state and step (sharded arrays)
         data/                    the data iterator's position (JSON)
@@ -17,6 +18,7 @@ import json
 import os
 from typing import Any, Optional
 
+import gin
 import jax
 import ml_collections
 import numpy as np
@@ -26,6 +28,7 @@ from absl import logging
 from gecko_jax.errors import UserError
 
 CONFIG_FILE = "config.json"
+GIN_FILE = "config.gin"
 CHECKPOINT_DIR = "checkpoints"
 
 
@@ -121,6 +124,15 @@ def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
     os.replace(path + ".tmp", path)
 
 
+def write_gin_config(workdir: str) -> None:
+    """Records the active gin bindings, so that loading the model rebuilds the same classes."""
+    text = gin.config_str()
+    if jax.process_index() != 0 or not text.strip():
+        return
+    with open(os.path.join(workdir, GIN_FILE), "w") as f:
+        f.write(text)
+
+
 def read_config(workdir: str) -> ml_collections.ConfigDict:
     """The config a workdir was trained with, with the current schema's defaults."""
     from gecko_jax.config_base import base_config  # pylint: disable=g-import-not-at-top
@@ -132,6 +144,9 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
         stored = json.load(f)
     config = base_config()
     _update_locked(config, stored)
+    gin_path = os.path.join(workdir, GIN_FILE)
+    if os.path.exists(gin_path):
+        gin.parse_config_file(gin_path)
     return config
 
 

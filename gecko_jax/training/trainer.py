@@ -116,6 +116,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     model = build_tower(config.model)
     tx, schedule = make_optimizer(config.optimizer, config.total_steps)
     loss_fn = build_loss(config.loss)
+    checkpoint_io.write_gin_config(workdir)
     init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
     boxed_init = functools.partial(init_train_state, model, tx, max_length=config.data.max_length)
     abstract_boxed = jax.eval_shape(boxed_init, init_rng)
