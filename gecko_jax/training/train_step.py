@@ -15,6 +15,7 @@ import optax
 from flax import linen as nn
 
 from gecko_jax.training import sharding as sharding_lib
+from gecko_jax.training.grad_cache import grad_cache_value_and_grad
 
 TEXT_FIELDS = ("query", "positive", "negative")
 
@@ -71,7 +72,7 @@ def encode_batch(model: nn.Module, params, batch: dict, *, deterministic: bool,
 
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
                     loss_fn: Callable[[dict, dict], jax.Array],
-                    schedule: optax.Schedule) -> Callable:
+                    schedule: optax.Schedule, grad_cache_chunk_size: int = 0) -> Callable:
     """Returns `train_step(state, batch, rng) -> (state, metrics)`, not yet jitted.
 
     Args:
@@ -79,6 +80,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
       tx: the optimizer.
       loss_fn: maps (embeddings by field, batch) to the scalar loss.
       schedule: the learning-rate schedule, for logging.
+      grad_cache_chunk_size: texts per forward pass with GradCache; 0 embeds
+        the whole batch at once (the plain step).
     """
 
     def train_step(state: TrainState, batch: dict, rng: jax.Array):
@@ -90,7 +93,12 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
                                       dropout_rng=dropout_rng)
             return loss_fn(embeddings, batch)
 
-        loss, grads = jax.value_and_grad(compute_loss)(state.params)
+        if grad_cache_chunk_size:
+            loss, grads = grad_cache_value_and_grad(model, state.params, batch, loss_fn,
+                                                    TEXT_FIELDS, grad_cache_chunk_size,
+                                                    dropout_rng)
+        else:
+            loss, grads = jax.value_and_grad(compute_loss)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {

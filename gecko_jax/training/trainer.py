@@ -27,6 +27,7 @@ from gecko_jax.models.registry import build_tower
 from gecko_jax.training import checkpoint_io
 from gecko_jax.training import sharding
 from gecko_jax.training.evaluators import Evaluators
+from gecko_jax.training.grad_cache import check_chunk_size
 from gecko_jax.training.metrics_writer import MetricsWriter, Throughput, mean_metrics
 from gecko_jax.training.optimizers import make_optimizer
 from gecko_jax.training.train_step import init_train_state, make_train_step, state_shardings
@@ -55,7 +56,7 @@ def _check_config(config: ml_collections.ConfigDict, mesh) -> None:
         raise UserError(f"eval.batch_size={config.eval.batch_size} is not divisible by the "
                         f"data-parallel size {dp}; pick a multiple of {dp}")
     if config.grad_cache.chunk_size:
-        raise UserError("grad_cache.chunk_size is not available yet; set it to 0")
+        check_chunk_size(config.grad_cache.chunk_size, config.batch_size, dp)
     if config.total_steps < 1:
         raise UserError(f"total_steps={config.total_steps}; it must be at least 1")
 
@@ -128,7 +129,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     # Jit.
     init_fn = jax.jit(lambda r: nn.unbox(boxed_init(r)), out_shardings=shardings)
-    train_step = jax.jit(make_train_step(model, tx, loss_fn, schedule),
+    train_step = jax.jit(make_train_step(model, tx, loss_fn, schedule,
+                                         config.grad_cache.chunk_size),
                          in_shardings=(shardings, batch_sharding, None),
                          out_shardings=(shardings, None), donate_argnums=(0,))
 
