@@ -60,7 +60,13 @@ def base_config() -> ml_collections.ConfigDict:
     c.loss.temperature = 0.05  # Softmax temperature of the contrastive loss.
     c.loss.same_tower = True  # Add query-query in-batch negatives (Gecko).
     c.loss.mrl_dims = ()  # Matryoshka prefix sizes; () = the full embedding only.
-    c.loss.mrl_weights = ()  # One weight per prefix; () = all 1.
+    c.loss.mrl_weights = ()  # One weight per prefix; () = all 1 (jasper_distill: the mean).
+    c.loss.spread_out_weight = 0.0  # EmbeddingGemma's spread-out term (gecko, gemini_nce; 0 = off).
+    c.loss.jasper_weights = (10.0, 200.0, 20.0)  # Jasper: cosine, similarity-MSE, hinge weights.
+    c.loss.jasper_margin = 0.015  # Margin of Jasper's relative-similarity hinge.
+    c.loss.jasper_chunk_size = 1024  # Pair rows per chunk of that hinge; smaller saves memory.
+    c.loss.jasper_teacher_dims = ()  # Widths of the teachers in batch['teacher']; () = one teacher.
+    c.loss.xtr_k_train = 128  # Batch tokens each XTR query token retrieves (paper: 32 to 320).
 
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.name = "adamw"  # Optimizer (training.optimizers).

@@ -52,6 +52,11 @@ def test_two_steps_of_runlocal(tmp_path):
     assert list((tmp_path / "tensorboard").iterdir()), "no TensorBoard event file"
 
 
+def test_runlocal_with_grad_cache(tmp_path):
+    result = _train(tmp_path, "--config.total_steps=2", "--config.grad_cache.chunk_size=4")
+    assert "step 2/2" in result.stdout, result.stdout + result.stderr
+
+
 def test_unknown_field_is_one_line_error(tmp_path):
     result = _train(tmp_path, "--config.model.hiden_size=3", check=False)
     assert result.returncode == 2

@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 import jax
 import jax.numpy as jnp
 
-from gecko_jax.models.tower import truncate_and_normalize
+from gecko_jax.losses.matryoshka import matryoshka
 
 
 def gecko_loss(
@@ -80,15 +80,14 @@ def matryoshka_gecko_loss(
 
     Returns:
       The scalar loss.
+
+    Raises:
+      ValueError: the weights do not match the dims, or a dim exceeds D.
     """
-    dims = tuple(dims) or (query.shape[-1],)
-    weights = tuple(weights) if weights else (1.0,) * len(dims)
-    if len(weights) != len(dims):
-        raise ValueError(f"{len(weights)} Matryoshka weights for {len(dims)} dims")
-    total = 0.0
-    for dim, weight in zip(dims, weights):
-        prefix = lambda x, d=dim: None if x is None else truncate_and_normalize(x, d)
-        total += weight * gecko_loss(
-            prefix(query), prefix(positive), prefix(negative), negative_mask,
-            temperature=temperature, same_tower=same_tower)
-    return total
+    embeddings = {"query": query, "positive": positive, "negative": negative}
+
+    def prefix_loss(prefixes):
+        return gecko_loss(prefixes["query"], prefixes["positive"], prefixes["negative"],
+                          negative_mask, temperature=temperature, same_tower=same_tower)
+
+    return matryoshka(prefix_loss, dims, weights)(embeddings)

@@ -1,8 +1,24 @@
 """Losses chosen by `loss.name`; gin may swap in any function of the same shape.
 
 A training loss maps (embeddings by text field, batch) to a scalar, where the
-embeddings are [global_batch, D] and the batch holds the token arrays and
-flags (`has_negative`) of the same examples.
+embeddings are [global_batch, D] (per-token [global_batch, L, d] for `xtr`)
+and the batch holds the token arrays and flags (`has_negative`) of the same
+examples. The adapters below read these batch keys besides the token arrays:
+
+  * gecko:          `has_negative` [B].
+  * gemini_nce:     `has_negative` [B]; optional `query_hash`, `positive_hash`,
+                    `example_id` [B] int32 for the false-negative mask (see
+                    losses.gemini_nce). Without them only j = i is masked.
+  * jasper_distill: `teacher` [B, T] float, the teachers' vectors side by side
+                    (blocks of `loss.jasper_teacher_dims`); the student is the
+                    `query` embedding.
+  * xtr:            `query_mask`, `positive_mask`, `negative_mask` [B, L] and
+                    `has_negative` [B].
+
+`loss.mrl_dims` / `loss.mrl_weights` apply to every loss through the
+Matryoshka wrapper (jasper_distill: to L_sim and L_resim only, see
+losses.jasper); `loss.spread_out_weight` adds EmbeddingGemma's regulariser to
+the single-vector contrastive losses, on every prefix.
 """
 
 from typing import Callable, Optional
@@ -12,23 +28,88 @@ import jax
 import ml_collections
 
 from gecko_jax.errors import UserError
-from gecko_jax.losses.gecko import matryoshka_gecko_loss
+from gecko_jax.losses.gecko import gecko_loss
+from gecko_jax.losses.gemini_nce import gemini_nce_loss
+from gecko_jax.losses.jasper import jasper_loss, split_teachers, teacher_targets
+from gecko_jax.losses.matryoshka import matryoshka
+from gecko_jax.losses.spread_out import spread_out_loss
+from gecko_jax.losses.xtr import xtr_loss
 
 LossFn = Callable[[dict, dict], jax.Array]
 
 
+def _with_mrl_and_spread_out(loss_config: ml_collections.ConfigDict,
+                             contrastive: LossFn) -> LossFn:
+    """Adds the optional spread-out term, then sums over Matryoshka prefixes."""
+    spread_out_weight = loss_config.spread_out_weight
+
+    def prefix_loss(embeddings: dict, batch: dict) -> jax.Array:
+        loss = contrastive(embeddings, batch)
+        if spread_out_weight:
+            loss += spread_out_weight * spread_out_loss(
+                [embeddings["query"], embeddings["positive"]])
+        return loss
+
+    return matryoshka(prefix_loss, loss_config.mrl_dims, loss_config.mrl_weights or None)
+
+
+def _no_spread_out(loss_config: ml_collections.ConfigDict) -> None:
+    """Refuses the spread-out term where towers are not single [B, D] vectors."""
+    if loss_config.spread_out_weight:
+        raise UserError(f"loss.spread_out_weight is for the single-vector contrastive losses "
+                        f"(gecko, gemini_nce), not loss.name={loss_config.name!r}")
+
+
 def _gecko(loss_config: ml_collections.ConfigDict) -> LossFn:
-    def loss_fn(embeddings: dict, batch: dict) -> jax.Array:
-        return matryoshka_gecko_loss(
-            embeddings["query"], embeddings["positive"], embeddings["negative"],
-            batch.get("has_negative"), dims=loss_config.mrl_dims,
-            weights=loss_config.mrl_weights or None, temperature=loss_config.temperature,
+    def contrastive(embeddings: dict, batch: dict) -> jax.Array:
+        return gecko_loss(
+            embeddings["query"], embeddings["positive"], embeddings.get("negative"),
+            batch.get("has_negative"), temperature=loss_config.temperature,
             same_tower=loss_config.same_tower)
+    return _with_mrl_and_spread_out(loss_config, contrastive)
+
+
+def _gemini_nce(loss_config: ml_collections.ConfigDict) -> LossFn:
+    def contrastive(embeddings: dict, batch: dict) -> jax.Array:
+        return gemini_nce_loss(
+            embeddings["query"], embeddings["positive"], embeddings.get("negative"),
+            batch.get("has_negative"), query_hash=batch.get("query_hash"),
+            positive_hash=batch.get("positive_hash"), example_id=batch.get("example_id"),
+            temperature=loss_config.temperature)
+    return _with_mrl_and_spread_out(loss_config, contrastive)
+
+
+def _jasper_distill(loss_config: ml_collections.ConfigDict) -> LossFn:
+    _no_spread_out(loss_config)
+    dims = tuple(loss_config.mrl_dims)
+    # The released Jasper code averages L_sim and L_resim over the prefixes.
+    dim_weights = loss_config.mrl_weights or ((1.0 / len(dims),) * len(dims) if dims else None)
+
+    def loss_fn(embeddings: dict, batch: dict) -> jax.Array:
+        teacher = teacher_targets(split_teachers(batch["teacher"], loss_config.jasper_teacher_dims))
+        return jasper_loss(
+            embeddings["query"], teacher, weights=loss_config.jasper_weights,
+            margin=loss_config.jasper_margin, dims=dims, dim_weights=dim_weights,
+            chunk_size=loss_config.jasper_chunk_size)
     return loss_fn
+
+
+def _xtr(loss_config: ml_collections.ConfigDict) -> LossFn:
+    _no_spread_out(loss_config)
+
+    def token_loss(embeddings: dict, batch: dict) -> jax.Array:
+        return xtr_loss(
+            embeddings["query"], batch["query_mask"], embeddings["positive"],
+            batch["positive_mask"], embeddings.get("negative"), batch.get("negative_mask"),
+            batch.get("has_negative"), k_train=loss_config.xtr_k_train)
+    return matryoshka(token_loss, loss_config.mrl_dims, loss_config.mrl_weights or None)
 
 
 LOSSES: dict[str, Callable[[ml_collections.ConfigDict], LossFn]] = {
     "gecko": _gecko,
+    "gemini_nce": _gemini_nce,
+    "jasper_distill": _jasper_distill,
+    "xtr": _xtr,
 }
 
 
