@@ -5,6 +5,7 @@ import ml_collections
 import optax
 
 from gecko_jax.errors import UserError
+from gecko_jax.training import param_groups
 
 
 def learning_rate_schedule(opt: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
@@ -30,16 +31,56 @@ def _decay_mask(params):
     return jax.tree_util.tree_map(lambda p: p.ndim > 1, params)
 
 
-def make_optimizer(opt: ml_collections.ConfigDict, total_steps: int):
-    """Returns (optax transformation, schedule) for the run."""
-    schedule = learning_rate_schedule(opt, total_steps)
+def _base_optimizer(opt: ml_collections.ConfigDict, schedule: optax.Schedule):
     if opt.name == "adamw":
-        core = optax.adamw(schedule, b1=opt.b1, b2=opt.b2, eps=opt.eps,
+        return optax.adamw(schedule, b1=opt.b1, b2=opt.b2, eps=opt.eps,
                            weight_decay=opt.weight_decay, mask=_decay_mask)
-    elif opt.name == "adafactor":
-        core = optax.adafactor(schedule, weight_decay_rate=opt.weight_decay or None)
-    else:
-        raise UserError(f"optimizer.name={opt.name!r}; use adamw or adafactor")
-    if opt.grad_clip_norm:
-        return optax.chain(optax.clip_by_global_norm(opt.grad_clip_norm), core), schedule
-    return core, schedule
+    if opt.name == "adafactor":
+        return optax.adafactor(schedule, weight_decay_rate=opt.weight_decay or None)
+    raise UserError(f"optimizer.name={opt.name!r}; use adamw or adafactor")
+
+
+def _uses_groups(opt: ml_collections.ConfigDict) -> bool:
+    return bool(opt.trainable or opt.frozen or opt.lr_multipliers)
+
+
+def make_optimizer(opt: ml_collections.ConfigDict, total_steps: int, params=None):
+    """Returns (optax transformation, schedule) for the run.
+
+    With parameter groups (see `param_groups`), frozen parameters get zero
+    updates and no optimizer state, their gradients are left out of the
+    clipping norm, and each learning-rate multiplier gets its own optimizer
+    over a scaled schedule.
+
+    Args:
+      opt: the `optimizer` config section.
+      total_steps: length of the schedule.
+      params: the parameter tree (arrays or shapes), needed only when
+        parameter groups are configured.
+    """
+    schedule = learning_rate_schedule(opt, total_steps)
+    clip = [optax.clip_by_global_norm(opt.grad_clip_norm)] if opt.grad_clip_norm else []
+    if not _uses_groups(opt):
+        return optax.chain(*clip, _base_optimizer(opt, schedule)), schedule
+    if params is None:
+        raise ValueError("parameter groups need the parameter tree")
+
+    labels = param_groups.group_labels(params, opt.trainable, opt.frozen, opt.lr_multipliers)
+    is_frozen = jax.tree.map(lambda label: label == param_groups.FROZEN, labels)
+
+    def make(label):
+        if label == param_groups.FROZEN:
+            return optax.set_to_zero()
+        factor = float(label)
+        return _base_optimizer(opt, lambda step: factor * schedule(step))
+
+    # multi_transform needs a transform for every label up front.
+    groups = optax.multi_transform({label: make(label) for label in _label_universe(opt)}, labels)
+    return optax.chain(optax.masked(optax.set_to_zero(), is_frozen), *clip, groups), schedule
+
+
+def _label_universe(opt: ml_collections.ConfigDict) -> list[str]:
+    """Every label `group_labels` can produce for this config."""
+    factors = {repr(1.0)} | {repr(f) for _, f in param_groups.parse_multipliers(opt.lr_multipliers)
+                             if f != 0}
+    return [param_groups.FROZEN, *sorted(factors)]

@@ -28,6 +28,13 @@ class TrainState:
     opt_state: Any
 
 
+def param_shapes(model: nn.Module, max_length: int):
+    """The unboxed parameter tree as shapes, without allocating anything."""
+    ids = jax.ShapeDtypeStruct((1, max_length), jnp.int32)
+    variables = jax.eval_shape(model.init, {"params": jax.random.key(0)}, ids, ids)
+    return nn.unbox(variables["params"])
+
+
 def init_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,
                      max_length: int) -> TrainState:
     """A fresh state with logically annotated (boxed) parameters."""
@@ -42,10 +49,11 @@ def state_shardings(abstract: TrainState, tx: optax.GradientTransformation, mesh
     with nn.logical_axis_rules(sharding_lib.LOGICAL_AXIS_RULES):
         param_shardings = sharding_lib.logical_to_shardings(abstract.params, mesh)
     replicated = sharding_lib.replicated(mesh)
+    # Frozen parameter groups leave MaskedNode placeholders (no state) in place.
     opt_shardings = optax.tree_utils.tree_map_params(
-        tx, lambda _, s: s, abstract.opt_state, param_shardings,
-        transform_non_params=lambda _: replicated,
-        is_leaf=lambda x: isinstance(x, jax.sharding.Sharding))
+        tx, lambda v, s: v if isinstance(v, optax.MaskedNode) else s, abstract.opt_state,
+        param_shardings, transform_non_params=lambda _: replicated,
+        is_leaf=lambda x: isinstance(x, (jax.sharding.Sharding, optax.MaskedNode)))
     return TrainState(step=replicated, params=param_shardings, opt_state=opt_shardings)
 
 

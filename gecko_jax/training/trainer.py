@@ -30,7 +30,8 @@ from gecko_jax.training.evaluators import Evaluators
 from gecko_jax.training.grad_cache import check_chunk_size
 from gecko_jax.training.metrics_writer import MetricsWriter, Throughput, mean_metrics
 from gecko_jax.training.optimizers import make_optimizer
-from gecko_jax.training.train_step import init_train_state, make_train_step, state_shardings
+from gecko_jax.training.train_step import (init_train_state, make_train_step, param_shapes,
+                                           state_shardings)
 
 
 class _SigtermFlag:
@@ -115,7 +116,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     # Init (abstract: nothing is allocated until the jitted init below).
     model = build_tower(config.model)
-    tx, schedule = make_optimizer(config.optimizer, config.total_steps)
+    tx, schedule = make_optimizer(config.optimizer, config.total_steps,
+                                  param_shapes(model, config.data.max_length))
     loss_fn = build_loss(config.loss)
     checkpoint_io.write_gin_config(workdir)
     init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
