@@ -26,7 +26,7 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "bert"  # Backbone family (models.registry).
-    c.model.init = ""  # Pretrained weights: '' (random), 'minilm', 'st:PATH'.
+    c.model.init = ""  # Pretrained weights: '' (random), 'minilm', 'st:PATH', 'gguf:PATH', 'hf:PATH', 'gemma3-270m'.
     c.model.vocab = "minilm"  # Vocabulary spec (data.vocabularies.get_vocabulary).
     c.model.vocab_size = 30522  # Rows of the token embedding.
     c.model.hidden_size = 384  # Width of the residual stream.
@@ -42,6 +42,19 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.projection_dim = 0  # Dense head after pooling (0 = none).
     c.model.normalize = True  # L2-normalise the embedding.
     c.model.dtype = "float32"  # Compute dtype (float32 | bfloat16); parameters stay float32.
+    # Gemma backbones (model.name = 'gemma'; layer_norm_eps is the RMSNorm epsilon).
+    c.model.gemma_version = 3  # Gemma generation 1 | 2 | 3 (norm layout, QK-norm, local/global pattern).
+    c.model.num_kv_heads = 1  # Key/value heads (1 = multi-query; num_heads = multi-head).
+    c.model.head_dim = 256  # Width of each attention head.
+    c.model.query_pre_attn_scalar = 0.0  # Queries are scaled by its inverse sqrt (0 = head_dim).
+    c.model.sliding_window = 512  # Span of local-attention layers in tokens (0 = all layers global).
+    c.model.sliding_window_pattern = 6  # Every N-th layer is global, the rest local (Gemma 2: 2, Gemma 3: 6).
+    c.model.rope_global_base = 1_000_000.0  # RoPE base of global layers (Gemma 1/2: 10k).
+    c.model.rope_local_base = 10_000.0  # RoPE base of local layers.
+    c.model.rope_scaling_factor = 1.0  # Linear RoPE position scaling of global layers (1 = none).
+    c.model.attn_logit_softcap = 0.0  # tanh soft-cap of attention scores (Gemma 2: 50; 0 = off).
+    c.model.final_logit_softcap = 0.0  # tanh soft-cap of LM logits (Gemma 2: 30; 0 = off).
+    c.model.attention = "bidirectional"  # Gemma attention mode: bidirectional (towers) | causal.
 
     c.data = ml_collections.ConfigDict()
     c.data.data_dir = ""  # Folder with the bundled real data (squad/, snli/, stsb/ ...).

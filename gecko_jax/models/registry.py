@@ -12,6 +12,12 @@ Fields of `config.model` (all backbones):
   init                    pretrained weights ('' | 'minilm' | 'st:PATH'); read
                           by the trainer through `bert_import`, not here.
   vocab                   vocabulary spec (`data.vocabularies`).
+
+Fields read by 'gemma' only (see `models.gemma.GemmaConfig`):
+  gemma_version, num_kv_heads, head_dim, query_pre_attn_scalar,
+  sliding_window, sliding_window_pattern, rope_global_base, rope_local_base,
+  rope_scaling_factor, attn_logit_softcap, final_logit_softcap, attention;
+  layer_norm_eps is the RMSNorm epsilon and dropout_rate the residual dropout.
 """
 
 from typing import Callable, Optional
@@ -23,6 +29,7 @@ from flax import linen as nn
 
 from gecko_jax.errors import UserError
 from gecko_jax.models.bert import BertEncoder
+from gecko_jax.models.gemma import Gemma, GemmaConfig
 from gecko_jax.models.tower import POOLINGS, EmbeddingTower
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -51,9 +58,40 @@ def _bert(config: ml_collections.ConfigDict) -> nn.Module:
     )
 
 
+def gemma_config(config: ml_collections.ConfigDict) -> GemmaConfig:
+    """The `GemmaConfig` that a `config.model` section describes."""
+    return GemmaConfig(
+        vocab_size=config.vocab_size,
+        hidden_size=config.hidden_size,
+        num_layers=config.num_layers,
+        num_heads=config.num_heads,
+        num_kv_heads=config.num_kv_heads,
+        head_dim=config.head_dim,
+        intermediate_size=config.intermediate_size,
+        version=config.gemma_version,
+        norm_eps=config.layer_norm_eps,
+        query_pre_attn_scalar=config.query_pre_attn_scalar,
+        sliding_window=config.sliding_window,
+        sliding_window_pattern=config.sliding_window_pattern,
+        rope_global_base=config.rope_global_base,
+        rope_local_base=config.rope_local_base,
+        rope_scaling_factor=config.rope_scaling_factor,
+        attn_logit_softcap=config.attn_logit_softcap,
+        final_logit_softcap=config.final_logit_softcap,
+        attention=config.attention,
+        dropout_rate=config.dropout_rate,
+        dtype=_dtype(config.dtype),
+    )
+
+
+def _gemma(config: ml_collections.ConfigDict) -> nn.Module:
+    return Gemma(gemma_config(config))
+
+
 # Backbone name -> builder from `config.model`.
 _BACKBONES: dict[str, Callable[[ml_collections.ConfigDict], nn.Module]] = {
     "bert": _bert,
+    "gemma": _gemma,
 }
 
 

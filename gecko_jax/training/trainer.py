@@ -22,6 +22,7 @@ from gecko_jax.data.pipeline import TrainData
 from gecko_jax.data.vocabularies import get_vocabulary
 from gecko_jax.errors import UserError
 from gecko_jax.losses.registry import build_loss
+from gecko_jax.models import gemma_import
 from gecko_jax.models.bert_import import merge_pretrained, resolve_pretrained
 from gecko_jax.models.registry import build_tower
 from gecko_jax.training import checkpoint_io
@@ -62,6 +63,13 @@ def _check_config(config: ml_collections.ConfigDict, mesh) -> None:
         raise UserError(f"total_steps={config.total_steps}; it must be at least 1")
 
 
+def _import_pretrained(spec: str):
+    """Weights named by `model.init`: a Gemma checkpoint or a BERT / sentence-transformers one."""
+    if gemma_import.is_gemma_spec(spec):
+        return gemma_import.to_imported_model(gemma_import.load_checkpoint(spec))
+    return resolve_pretrained(spec)
+
+
 def _starting_state(config, manager, abstract_state, shardings, init_fn, tx, rng):
     """(state, data_state) from a checkpoint, pretrained weights or scratch."""
     abstract_with_shardings = jax.tree.map(
@@ -74,7 +82,7 @@ def _starting_state(config, manager, abstract_state, shardings, init_fn, tx, rng
         return state, data_state
     state = init_fn(rng)
     if config.model.init:
-        imported = resolve_pretrained(config.model.init)
+        imported = _import_pretrained(config.model.init)
         host_params = jax.device_get(state.params)
         params = merge_pretrained(host_params, imported.params)
         params = jax.device_put(params, shardings.params)
