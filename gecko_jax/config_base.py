@@ -92,6 +92,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.optimizer.b2 = 0.999  # Adam beta2.
     c.optimizer.eps = 1e-6  # Adam epsilon.
     c.optimizer.grad_clip_norm = 1.0  # Clip the global gradient norm (0 = off).
+    c.optimizer.grad_accum_steps = 1  # Average gradients over N steps before one update.
     c.optimizer.trainable = ()  # Regexes over parameter paths; only matches train (() = all).
     c.optimizer.frozen = ()  # Regexes of parameters that never train.
     c.optimizer.lr_multipliers = ()  # 'REGEX=FACTOR' entries scaling the learning rate (first match).

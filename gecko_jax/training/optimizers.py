@@ -45,7 +45,14 @@ def _uses_groups(opt: ml_collections.ConfigDict) -> bool:
 
 
 def make_optimizer(opt: ml_collections.ConfigDict, total_steps: int, params=None):
-    """Returns (optax transformation, schedule) for the run.
+    """Returns (optax transformation, schedule over train steps) for the run.
+
+    With `grad_accum_steps` = k > 1 the optimizer applies one update every k
+    train steps, with the mean of their gradients (optax.MultiSteps); the
+    schedule advances once per update, and the returned schedule maps a train
+    step to the learning rate in force at it. Each step's loss still sees only
+    its own batch's negatives: to enlarge the contrastive batch itself, use
+    GradCache.
 
     With parameter groups (see `param_groups`), frozen parameters get zero
     updates and no optimizer state, their gradients are left out of the
@@ -58,10 +65,21 @@ def make_optimizer(opt: ml_collections.ConfigDict, total_steps: int, params=None
       params: the parameter tree (arrays or shapes), needed only when
         parameter groups are configured.
     """
-    schedule = learning_rate_schedule(opt, total_steps)
+    accum = opt.grad_accum_steps
+    if accum < 1 or total_steps % accum:
+        raise UserError(f"optimizer.grad_accum_steps={accum} must be >= 1 and divide "
+                        f"total_steps={total_steps}")
+    schedule = learning_rate_schedule(opt, total_steps // accum)
+    tx = _grouped_optimizer(opt, schedule, params)
+    if accum == 1:
+        return tx, schedule
+    return optax.MultiSteps(tx, every_k_schedule=accum), lambda step: schedule(step // accum)
+
+
+def _grouped_optimizer(opt: ml_collections.ConfigDict, schedule: optax.Schedule, params):
     clip = [optax.clip_by_global_norm(opt.grad_clip_norm)] if opt.grad_clip_norm else []
     if not _uses_groups(opt):
-        return optax.chain(*clip, _base_optimizer(opt, schedule)), schedule
+        return optax.chain(*clip, _base_optimizer(opt, schedule))
     if params is None:
         raise ValueError("parameter groups need the parameter tree")
 
@@ -76,7 +94,7 @@ def make_optimizer(opt: ml_collections.ConfigDict, total_steps: int, params=None
 
     # multi_transform needs a transform for every label up front.
     groups = optax.multi_transform({label: make(label) for label in _label_universe(opt)}, labels)
-    return optax.chain(optax.masked(optax.set_to_zero(), is_frozen), *clip, groups), schedule
+    return optax.chain(optax.masked(optax.set_to_zero(), is_frozen), *clip, groups)
 
 
 def _label_universe(opt: ml_collections.ConfigDict) -> list[str]:
