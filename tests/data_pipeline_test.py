@@ -164,3 +164,17 @@ def test_queries_can_be_shorter_than_documents(vocab):
     assert batch["positive_ids"].shape == (GLOBAL_BATCH, 48)
     full = pipeline.TrainData(_data_config(), vocab, GLOBAL_BATCH, SEED).batch(0)
     np.testing.assert_array_equal(batch["positive_ids"], full["positive_ids"])
+
+
+def test_identity_features_mark_equal_texts(vocab):
+    data = pipeline.TrainData(_data_config(), vocab, GLOBAL_BATCH, SEED)
+    batch = data.batch(0)
+    for key in pipeline.IDENTITY_FEATURES:
+        assert batch[key].shape == (GLOBAL_BATCH,) and batch[key].dtype == np.int32
+    indices = data.example_indices(0)
+    examples = sources.tiny()
+    queries = [formats.format_example(examples[i], "gecko")["query"] for i in indices]
+    for a in range(GLOBAL_BATCH):
+        for b in range(GLOBAL_BATCH):
+            assert (batch["query_hash"][a] == batch["query_hash"][b]) == (queries[a] == queries[b])
+    assert len(set(batch["example_id"].tolist())) == GLOBAL_BATCH

@@ -13,6 +13,7 @@ the end of one epoch and the start of the next (no example is dropped).
 Masks are stored as lengths (each mask is a prefix of ones) to halve memory.
 """
 
+import zlib
 from typing import Any
 
 from absl import logging
@@ -25,13 +26,34 @@ from gecko_jax.errors import UserError
 
 _STATE_KEYS = ("next_batch", "global_batch_size", "seed", "num_examples")
 
+# Per-example int32 fingerprints that let a loss mask false negatives (Gemini
+# NCE): equal values mean the same formatted query, the same formatted
+# positive, or the same example id.
+IDENTITY_FEATURES = ("query_hash", "positive_hash", "example_id")
+
+
+def _fingerprint(text: str) -> int:
+    # crc32 is stable across processes and hosts, unlike hash(); int32 for JAX.
+    return zlib.crc32(text.encode("utf-8")) - (1 << 31)
+
+
+def _identities(examples: list, fmt: str, source: str) -> dict[str, np.ndarray]:
+    """The IDENTITY_FEATURES of one source's examples."""
+    formatted = [formats.format_example(e, fmt) for e in examples]
+    ids = [f"{source}/{e['id']}" if "id" in e else f"{source}#{row}" for row, e in enumerate(examples)]
+    return {
+        "query_hash": np.array([_fingerprint(f["query"]) for f in formatted], np.int32),
+        "positive_hash": np.array([_fingerprint(f["positive"]) for f in formatted], np.int32),
+        "example_id": np.array([_fingerprint(i) for i in ids], np.int32),
+    }
+
 
 class TrainData:
     """Iterator over this host's rows of each global training batch.
 
     Each item maps `{query,positive,negative}_{ids,mask}` to int32
-    [global_batch_size // process_count, lengths[field]] and `has_negative` to
-    int32 [global_batch_size // process_count].
+    [global_batch_size // process_count, lengths[field]], and `has_negative`
+    and the IDENTITY_FEATURES to int32 [global_batch_size // process_count].
 
     Attributes:
         num_examples: examples in one epoch (all sources together).
@@ -80,7 +102,7 @@ class TrainData:
         self._seed = seed
 
         converter = tasks.DualEncoderFeatureConverter(vocabulary.bos_id, vocabulary.eos_id, vocabulary.pad_id)
-        parts = []
+        parts, identities = [], []
         for i, (name, examples) in enumerate(sources.load_examples(data_config, seed)):
             if not examples:
                 raise UserError(f"data source {name!r} gave no examples; check its files or drop it from the mixture")
@@ -88,11 +110,13 @@ class TrainData:
             arrays = tasks.materialize(task, converter, self.lengths)
             _log_source(name, arrays)
             parts.append(arrays)
+            identities.append(_identities(examples, fmt, name))
         data = {k: np.concatenate([p[k] for p in parts]) for k in tasks.MODEL_FEATURES}
         self.num_examples = len(data["has_negative"])
         self._ids = {k: data[f"{k}_ids"] for k in tasks.TEXT_FEATURES}
         self._lengths = {k: data[f"{k}_mask"].sum(axis=1, dtype=np.int32) for k in tasks.TEXT_FEATURES}
         self._has_negative = data["has_negative"]
+        self._identity = {k: np.concatenate([part[k] for part in identities]) for k in IDENTITY_FEATURES}
         self._permutations = {}
         self._next_batch = 0
         logging.info("data: %d examples in all, global batch %d, %.2f steps per epoch", self.num_examples,
@@ -132,6 +156,8 @@ class TrainData:
             positions = np.arange(self.lengths[k], dtype=np.int32)
             out[f"{k}_mask"] = (positions[None, :] < self._lengths[k][indices, None]).astype(np.int32)
         out["has_negative"] = self._has_negative[indices]
+        for k in IDENTITY_FEATURES:
+            out[k] = self._identity[k][indices]
         return out
 
     def __iter__(self) -> "TrainData":
