@@ -18,14 +18,18 @@ default when it is absent. Optional fields may also be `null`, which means
 absent, because many exporters write missing values that way.
 
 Blank lines are skipped. Anything else that is not a valid example (bad JSON,
-non-UTF-8 bytes, a missing or empty required field, a wrong type, an unknown
-key such as a misspelt "postive") raises `UserError("PATH:LINE: ...")`, so a
-bad row is found before training starts rather than silently dropped.
+non-UTF-8 bytes, a missing or empty required field, a wrong type) raises
+`UserError("PATH:LINE: ...")`, so a bad row is found before training starts
+rather than silently dropped. Keys outside the contract (an exporter's
+`label` or `score`, or a misspelt "negatve") are ignored, and named in one
+warning per file so that a typo does not go unnoticed.
 """
 
 import json
 import os
 from typing import Any
+
+from absl import logging
 
 from gecko_jax.errors import UserError
 
@@ -62,10 +66,6 @@ def validate_example(obj: Any) -> Example:
     """
     if not isinstance(obj, dict):
         raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
-    unknown = sorted(set(obj) - ALLOWED_KEYS)
-    if unknown:
-        raise ValueError(f"unknown key(s) {', '.join(map(repr, unknown))}; "
-                         f"allowed keys are {', '.join(sorted(ALLOWED_KEYS))}")
     example = {}
     for key in REQUIRED_TEXT_FIELDS + OPTIONAL_TEXT_FIELDS:
         value = obj.get(key)
@@ -107,6 +107,7 @@ def read_jsonl(path: str) -> list[Example]:
     if not os.path.isfile(path):
         raise UserError(f"{path}: training file not found; check the path in --config.data.train_files")
     examples = []
+    unknown = {}  # Key -> first line it appears on.
     try:
         with open(path, "rb") as f:
             for line_no, raw in enumerate(f, start=1):
@@ -126,6 +127,9 @@ def read_jsonl(path: str) -> list[Example]:
                     what = f"{e.msg} at column {e.colno}" if isinstance(e, json.JSONDecodeError) else str(e)
                     raise UserError(f"{path}:{line_no}: not valid JSON ({what}); "
                                     "each line must be one JSON object") from None
+                if isinstance(obj, dict):
+                    for key in set(obj) - ALLOWED_KEYS:
+                        unknown.setdefault(key, line_no)
                 try:
                     examples.append(validate_example(obj))
                 except ValueError as e:
@@ -134,4 +138,8 @@ def read_jsonl(path: str) -> list[Example]:
         raise UserError(f"{path}: cannot read training file ({e.strerror})") from None
     if not examples:
         raise UserError(f"{path}: no examples (the file is empty or only blank lines)")
+    if unknown:
+        listed = ", ".join(f"{k!r} (line {n})" for k, n in sorted(unknown.items(), key=lambda kv: kv[1]))
+        logging.warning("%s: ignoring keys %s; the known keys are %s", path, listed,
+                        ", ".join(sorted(ALLOWED_KEYS)))
     return examples
