@@ -24,6 +24,7 @@ from flax import linen as nn
 from gecko_jax.data.packing import pack
 from gecko_jax.data.vocabularies import get_vocabulary
 from gecko_jax.errors import UserError
+from gecko_jax.text_inputs import check_texts
 from gecko_jax.models import gemma_import
 from gecko_jax.models.bert_import import (ImportedModel, load_bert_folder,
                                           resolve_pretrained)
@@ -38,21 +39,6 @@ _SPEC_HELP = ("use 'minilm', 'st:PATH' (a sentence-transformers or HF BERT "
 def _length_buckets(max_length: int) -> list[int]:
     buckets = [2 ** k for k in range(5, 16) if 2 ** k < max_length]
     return buckets + [max_length]
-
-
-def _check_texts(texts: Sequence[str]) -> list[str]:
-    if isinstance(texts, (str, bytes)):
-        raise UserError("encode() takes a list of texts, not a single string; "
-                        "wrap it in a list.")
-    texts = list(texts)
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise UserError(f"Text {i} is a {type(text).__name__}, not a str; "
-                            "decode bytes as UTF-8 before encoding.")
-        if not text.strip():
-            raise UserError(f"Text {i} is empty; drop or fill empty texts "
-                            "before encoding.")
-    return texts
 
 
 def _is_hf_bert_folder(path: str) -> bool:
@@ -176,7 +162,7 @@ class Encoder:
         Raises:
           UserError: a text is empty or not a str, or `dim` is out of range.
         """
-        texts = _check_texts(texts)
+        texts = check_texts(texts)
         if dim is not None and not 0 <= dim <= self.embedding_dim:
             raise UserError(f"dim must be between 1 and {self.embedding_dim} "
                             f"(or None for all); got {dim}.")

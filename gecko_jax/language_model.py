@@ -29,6 +29,7 @@ import numpy as np
 
 from gecko_jax.data.vocabularies import get_vocabulary
 from gecko_jax.errors import UserError
+from gecko_jax.text_inputs import check_texts
 from gecko_jax.models import gemma_import
 from gecko_jax.models.gemma import Gemma, GemmaConfig, init_cache
 
@@ -38,18 +39,6 @@ _MIN_BUCKET = 16
 def _bucket(n: int) -> int:
     """The smallest power of two (at least `_MIN_BUCKET`) holding `n`."""
     return max(_MIN_BUCKET, 1 << (max(n, 1) - 1).bit_length())
-
-
-def _check_strings(texts: Sequence[str], what: str) -> list[str]:
-    if isinstance(texts, (str, bytes)):
-        raise UserError(f"{what} must be a list of strings, not a single "
-                        "string; wrap it in a list.")
-    texts = list(texts)
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise UserError(f"{what}[{i}] is a {type(text).__name__}, not a "
-                            "str; decode bytes as UTF-8 first.")
-    return texts
 
 
 class LanguageModel:
@@ -138,8 +127,8 @@ class LanguageModel:
         Raises:
           UserError: lengths differ, or a continuation has no tokens.
         """
-        prompts = _check_strings(prompts, "prompts")
-        continuations = _check_strings(continuations, "continuations")
+        prompts = check_texts(prompts, "prompts", allow_empty=True)
+        continuations = check_texts(continuations, "continuations", allow_empty=True)
         if len(prompts) != len(continuations):
             raise UserError(f"score() got {len(prompts)} prompts but "
                             f"{len(continuations)} continuations.")
@@ -222,7 +211,7 @@ class LanguageModel:
                      temperature: float = 0.0, batch_size: Optional[int] = None,
                      seed: int = 0) -> list[list[int]]:
         """Like `generate`, but returns the new token ids (up to eos)."""
-        prompts = _check_strings(prompts, "prompts")
+        prompts = check_texts(prompts, "prompts", allow_empty=True)
         if max_new_tokens < 1:
             raise UserError(f"max_new_tokens must be at least 1; got "
                             f"{max_new_tokens}.")
