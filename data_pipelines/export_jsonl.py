@@ -16,7 +16,6 @@ the default is Beam's in-process BundleBasedDirectRunner.
 import json
 import os
 
-from absl import app
 from absl import flags
 import apache_beam as beam
 import ml_collections

@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 
-from absl import app
 from absl import flags
 import numpy as np
 import tqdm

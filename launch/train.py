@@ -8,7 +8,6 @@ workdir resumes from the newest checkpoint.
 """
 
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 

@@ -1,6 +1,5 @@
 """GradCache gives the plain step's loss and gradients, on one device and on eight."""
 
-import functools
 
 import jax
 import numpy as np
