@@ -22,13 +22,13 @@ import ml_collections
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from gecko_jax.config_base import base_config
-from gecko_jax.data import sources
+from gecko_jax.data import mixtures
 
-_SOURCES = flags.DEFINE_list("sources", ["squad", "snli"], f"Any of {sources.SOURCE_NAMES}.")
-_DATA_DIR = flags.DEFINE_string("data_dir", "", "Folder holding squad/ and snli/.")
+_SOURCES = flags.DEFINE_list("sources", ["squad", "snli"], f"Any of {mixtures.SOURCE_NAMES}.")
+_DATA_DIR = flags.DEFINE_string("data_dir", "", "Folder laid out like ../shared/data (squad/, snli/, ...).")
+_TFDS_DIR = flags.DEFINE_string("tfds_dir", "", "Where TFDS keeps prepared datasets ('' = ~/tensorflow_datasets).")
 _OUTPUT = flags.DEFINE_string("output", None, "Output prefix; shards get -SSSSS-of-NNNNN.jsonl.")
 _NUM_SHARDS = flags.DEFINE_integer("num_shards", 1, "Output files (0 lets the runner choose).")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of the sources that draw at random.")
 # The plain DirectRunner of Beam 2.77 first tries to download the Prism runner
 # binary, which fails (noisily) on machines without internet.
 _RUNNER = flags.DEFINE_string("runner", "BundleBasedDirectRunner", "Beam runner.")
@@ -36,9 +36,10 @@ _BEAM_ARGS = flags.DEFINE_list("beam_args", [], "More Beam pipeline options, com
 flags.mark_flag_as_required("output")
 
 
-def _data_config(data_dir: str) -> ml_collections.ConfigDict:
+def _data_config(data_dir: str, tfds_dir: str) -> ml_collections.ConfigDict:
     config = base_config().data
     config.data_dir = data_dir
+    config.tfds_dir = tfds_dir
     return config
 
 
@@ -52,12 +53,12 @@ def _to_line(source: str, example: dict) -> str:
 
 def main(argv):
     del argv
-    data_config = _data_config(_DATA_DIR.value)
+    data_config = _data_config(_DATA_DIR.value, _TFDS_DIR.value)
     os.makedirs(os.path.dirname(os.path.abspath(_OUTPUT.value)), exist_ok=True)
     options = PipelineOptions(_BEAM_ARGS.value, runner=_RUNNER.value)
     with beam.Pipeline(options=options) as pipeline:
         for name in _SOURCES.value:
-            examples = sources.load_source(name, data_config, _SEED.value)
+            examples = mixtures.load_source(name, data_config)
             lines = (pipeline
                      | f"Read {name}" >> beam.Create(examples)
                      | f"Encode {name}" >> beam.Map(lambda e, n=name: _to_line(n, e)))

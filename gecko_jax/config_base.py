@@ -23,10 +23,11 @@ def base_config() -> ml_collections.ConfigDict:
     # Mesh axis name -> size; -1 takes the devices left over. Batch is split
     # over (data, fsdp); parameters are sharded over fsdp and tensor.
     c.mesh_shape = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+    c.sharding = "fsdp_tp"  # Logical-axis rules preset: fsdp | fsdp_tp | dp (training.sharding).
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "bert"  # Backbone family (models.registry).
-    c.model.init = ""  # Pretrained weights: '' (random), 'minilm', 'st:PATH', 'gguf:PATH', 'hf:PATH', 'gemma3-270m'.
+    c.model.init = ""  # Pretrained weights: '' (random), 'minilm', 'st:PATH', 'gguf:PATH', 'hf:PATH', 'gemma3-270m', a workdir.
     c.model.vocab = "minilm"  # Vocabulary spec (data.vocabularies.get_vocabulary).
     c.model.vocab_size = 30522  # Rows of the token embedding.
     c.model.hidden_size = 384  # Width of the residual stream.
@@ -40,6 +41,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.attention_dropout_rate = 0.1  # Dropout on attention weights during training.
     c.model.pooling = "mean"  # Pooling of token states: mean | cls | last.
     c.model.projection_dim = 0  # Dense head after pooling (0 = none).
+    c.model.multi_vector_dim = 0  # Per-token output vectors of this width, for XTR (0 = pooled).
     c.model.normalize = True  # L2-normalise the embedding.
     c.model.dtype = "float32"  # Compute dtype (float32 | bfloat16); parameters stay float32.
     # Gemma backbones (model.name = 'gemma'; layer_norm_eps is the RMSNorm epsilon).
@@ -55,18 +57,23 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.attn_logit_softcap = 0.0  # tanh soft-cap of attention scores (Gemma 2: 50; 0 = off).
     c.model.final_logit_softcap = 0.0  # tanh soft-cap of LM logits (Gemma 2: 30; 0 = off).
     c.model.attention = "bidirectional"  # Gemma attention mode: bidirectional (towers) | causal.
+    c.model.remat = False  # Gemma: recompute each layer in the backward pass (less memory).
 
     c.data = ml_collections.ConfigDict()
     c.data.data_dir = ""  # Folder with the bundled real data (squad/, snli/, stsb/ ...).
-    c.data.train_files = ""  # Comma-separated JSONL paths; when set, replaces the mixture.
-    c.data.mixture = ("tiny",)  # Named sources pooled into one training stream.
-    c.data.squad_file = "squad/train-du-split.json"  # SQuAD source, relative to data_dir.
+    c.data.train_files = ""  # Comma-separated JSONL/TFRecord paths; when set, replaces the mixture.
+    c.data.mixture = ("tiny",)  # Sources, 'NAME' or 'NAME:RATE' (data.mixtures); no rates = by size.
+    c.data.one_source_batches = False  # Each global batch from one source, drawn by rate (Gemini Embedding).
+    c.data.tfds_dir = ""  # Where TFDS keeps prepared datasets ('' = ~/tensorflow_datasets).
+    c.data.download = False  # Fetch datasets missing from data_dir from their official URLs.
+    c.data.fret_files = ""  # FRet output (JSONL/TFRecord, comma-separated) for the 'fret' source.
     c.data.squad_hard_negatives = True  # Give each SQuAD question another paragraph of its article.
-    c.data.snli_dir = "snli"  # SNLI source folder, relative to data_dir.
-    c.data.snli_split = "dev"  # SNLI split to train on (dev | test; SentEval file suffix).
     c.data.max_length = 128  # Tokens per text, special tokens included.
     c.data.query_max_length = 0  # Tokens per query (0 = max_length); short queries save compute.
     c.data.format = "gecko"  # Input format: gecko (task/title prompts) | plain.
+    # Jasper teachers: teacher-store folders or Encoder specs (encoded into
+    # WORKDIR/teachers once); each batch gets their vectors as batch['teacher'].
+    c.data.teachers = ()
 
     c.loss = ml_collections.ConfigDict()
     c.loss.name = "gecko"  # Loss function (losses.registry).
@@ -78,7 +85,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.loss.jasper_weights = (10.0, 200.0, 20.0)  # Jasper: cosine, similarity-MSE, hinge weights.
     c.loss.jasper_margin = 0.015  # Margin of Jasper's relative-similarity hinge.
     c.loss.jasper_chunk_size = 1024  # Pair rows per chunk of that hinge; smaller saves memory.
-    c.loss.jasper_teacher_dims = ()  # Widths of the teachers in batch['teacher']; () = one teacher.
+    c.loss.jasper_teacher_dims = ()  # Widths of the teachers in batch['teacher']; () = one (or data.teachers).
     c.loss.xtr_k_train = 128  # Batch tokens each XTR query token retrieves (paper: 32 to 320).
 
     c.optimizer = ml_collections.ConfigDict()
@@ -109,5 +116,36 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.dims = ()  # Matryoshka dims to evaluate besides the full one.
     c.eval.batch_size = 64  # Encoding batch size during evaluation.
 
+    # Evaluators by name, each built with `evaluator(...)` below (training.evaluators).
+    c.evals = ml_collections.ConfigDict()
+    c.best_metric = ""  # Keep WORKDIR/best by this result, e.g. 'evals.stsb.spearman' ('' = off).
+    c.best_mode = "max"  # Whether a higher (max) or lower (min) best_metric is better.
+
     c.lock()
+    c.evals.unlock()  # Recipes add their evaluators by name.
     return c
+
+
+def evaluator(task: str, data: str, every: int = 0, dims: tuple[int, ...] = (),
+              split: str = "", prompt: str = "", doc_prompt: str = "",
+              doc_format: str = "") -> ml_collections.ConfigDict:
+    """One entry of `config.evals`: a task of `gecko_jax.evaluation.tasks` on some data.
+
+    Args:
+      task: sts | retrieval | classification | clustering.
+      data: its file or folder, relative to `data.data_dir`.
+      every: run every N steps (0 = every `eval_every` steps); always before and after training.
+      dims: Matryoshka dims to evaluate besides the full one.
+      split: the split of an STS or BEIR folder ('' = test).
+      prompt: prompt of queries and symmetric texts ('' = the model's own for `data.format`).
+      doc_prompt: prompt of retrieval documents ('' = the model's own).
+      doc_format: template over {title} and {text} for documents ('' = the model's own).
+
+    Returns:
+      A locked ConfigDict with those fields.
+    """
+    entry = ml_collections.ConfigDict(dict(
+        task=task, data=data, every=every, dims=tuple(dims), split=split, prompt=prompt,
+        doc_prompt=doc_prompt, doc_format=doc_format))
+    entry.lock()
+    return entry

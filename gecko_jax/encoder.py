@@ -6,12 +6,14 @@
 Texts are tokenized in Python, sorted by length and packed into batches of a
 fixed size whose length is the smallest bucket (32, 64, 128, ... up to
 `max_length`) that holds the batch's longest text; the jitted forward pass
-therefore compiles once per bucket and short texts stay cheap.
+therefore compiles once per bucket and short texts stay cheap. Results come
+back in input order. A progress bar on stderr follows encodes of many batches.
 """
 
 import functools
 import json
 import os
+import sys
 from typing import Any, Sequence
 
 import jax
@@ -34,6 +36,10 @@ from gecko_jax.models.tower import truncate_and_normalize
 _SPEC_HELP = ("use 'minilm', 'st:PATH' (a sentence-transformers or HF BERT "
               "folder), 'gguf:PATH', 'hf:PATH' (an HF Gemma folder), "
               "'gemma3-270m' or a training workdir")
+
+# With `show_progress=None`, encodes of at least this many batches draw a
+# progress bar; shorter ones finish too fast for one to help.
+_PROGRESS_MIN_BATCHES = 20
 
 
 def _length_buckets(max_length: int) -> list[int]:
@@ -65,10 +71,14 @@ class Encoder:
       vocabulary: the seqio vocabulary that tokenizes texts for it.
       max_length: tokens per text, bos and eos included; longer texts are cut.
       batch_size: default texts per forward pass.
+      input_format: how the model was trained to see texts: 'gecko' (task
+        and title prompts, `gecko_jax.data.formats`) or 'plain' (bare text);
+        evaluation picks its default prompts by it.
     """
 
     def __init__(self, tower: nn.Module, params: Any,
-                 vocabulary: Any, max_length: int, batch_size: int = 64):
+                 vocabulary: Any, max_length: int, batch_size: int = 64,
+                 input_format: str = "plain"):
         """Wraps a tower.
 
         Args:
@@ -77,12 +87,18 @@ class Encoder:
           vocabulary: a seqio vocabulary with bos/eos/pad ids.
           max_length: sequence length, bos and eos included.
           batch_size: default batch size of `encode`.
+          input_format: see the class docstring.
         """
+        if getattr(tower, "multi_vector_dim", 0):
+            raise UserError(f"this model gives token vectors (model.multi_vector_dim="
+                            f"{tower.multi_vector_dim}), and Encoder embeds one vector per "
+                            "text; multi-vector search is not built yet")
         self.tower = tower
         self.params = jax.tree.map(jnp.asarray, params)
         self.vocabulary = vocabulary
         self.max_length = max_length
         self.batch_size = batch_size
+        self.input_format = input_format
         self._buckets = _length_buckets(max_length)
         self._apply = jax.jit(
             lambda p, ids, mask: tower.apply({"params": p}, ids, mask))
@@ -107,6 +123,8 @@ class Encoder:
         """
         if spec == "minilm" or spec.startswith("st:"):
             return cls._from_imported(resolve_pretrained(spec), batch_size)
+        if os.path.isdir(spec) and gemma_import.is_gemma_folder(spec):
+            spec = f"hf:{spec}"  # An exported or EmbeddingGemma folder.
         if gemma_import.is_gemma_spec(spec):
             return cls._from_imported(gemma_import.to_imported_model(
                 gemma_import.load_checkpoint(spec)), batch_size)
@@ -119,7 +137,8 @@ class Encoder:
             config, params = checkpoint_io.restore_params(spec)
             return cls(build_tower(config.model), params,
                        get_vocabulary(config.model.vocab),
-                       max_length=config.data.max_length, batch_size=batch_size)
+                       max_length=config.data.max_length, batch_size=batch_size,
+                       input_format=config.data.get("format", "plain"))
         raise UserError(f"Unknown model {spec!r}; {_SPEC_HELP}.")
 
     @classmethod
@@ -143,7 +162,7 @@ class Encoder:
         prompt: str | None = None,
         dim: int | None = None,
         batch_size: int | None = None,
-        show_progress: bool = False,
+        show_progress: bool | None = None,
     ) -> np.ndarray:
         """Embeds texts, in order.
 
@@ -154,7 +173,8 @@ class Encoder:
             keeps all. If the tower L2-normalises, the prefix is normalised
             again; otherwise it is returned as is.
           batch_size: texts per forward pass; None uses `self.batch_size`.
-          show_progress: draw a tqdm progress bar over batches.
+          show_progress: draw a progress bar over batches on stderr: True
+            always, False never, None when there are many batches.
 
         Returns:
           float32 [len(texts), dim or D].
@@ -176,8 +196,10 @@ class Encoder:
         order = sorted(range(len(texts)), key=lambda i: -len(tokens[i]))
         out = np.zeros((len(texts), self.embedding_dim), np.float32)
         starts = range(0, len(texts), batch_size)
+        if show_progress is None:
+            show_progress = len(starts) >= _PROGRESS_MIN_BATCHES
         for start in tqdm.tqdm(starts, desc="Encoding", unit="batch",
-                               disable=not show_progress):
+                               file=sys.stderr, disable=not show_progress):
             rows = order[start:start + batch_size]
             longest = len(tokens[rows[0]]) + 2
             length = next(b for b in self._buckets if b >= longest)

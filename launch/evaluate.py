@@ -1,17 +1,29 @@
 r"""Evaluates an embedding model and prints one JSON object with the metrics.
 
-    python launch/evaluate.py --model=SPEC --task=sts|retrieval --data=PATH \
+    python launch/evaluate.py --model=SPEC \
+        --task=sts|retrieval|classification|clustering --data=PATH \
         [--split=test] [--dim=N] [--output=FILE.json] [--prompt=...] \
         [--doc_prompt=...] [--doc_format='title: {title} | text: {text}'] \
         [--batch_size=N]
+    python launch/evaluate.py --model=SPEC --suite=SUITE.json [--output=FILE.json]
 
 `--data` is, for `sts`, an STS Benchmark or SICK file (or a folder of per-split
-files); for `retrieval`, a BEIR folder or a SQuAD v1.1 JSON file. Stdout holds
-the JSON object only; logs and progress bars go to stderr. Correlations and
-retrieval metrics are fractions (MTEB's convention), not percentages.
+files); for `retrieval`, a BEIR folder or a SQuAD v1.1 JSON file; for
+`classification`, a folder with train.csv and test.csv; for `clustering`, a
+CSV of text and label. Prompts default to the model's own (none for
+sentence-transformers models, Gecko's for models trained in Gecko's format);
+`--prompt=''` turns them off. Stdout holds the JSON object only; logs and
+progress bars go to stderr. Metrics are fractions (MTEB's convention), not
+percentages.
+
+A suite is a JSON list of evaluations, each an object with `task` and `data`
+and optionally `name`, `split`, `dim`, `prompt`, `doc_prompt`, `doc_format`.
+The model is loaded once; stdout gets a table of the headline metrics and
+`--output` the full results as a JSON list.
 """
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -22,75 +34,118 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from absl import flags  # pylint: disable=g-import-not-at-top
 
 from gecko_jax.errors import UserError  # pylint: disable=g-import-not-at-top
-from gecko_jax.evaluation import retrieval  # pylint: disable=g-import-not-at-top
-from gecko_jax.evaluation import sts  # pylint: disable=g-import-not-at-top
-
-_TASKS = ("sts", "retrieval")
-# Named in the command-line contract but not built yet.
-_PLANNED_TASKS = ("classification", "clustering")
+from gecko_jax.evaluation import prompts as prompts_lib  # pylint: disable=g-import-not-at-top
+from gecko_jax.evaluation import tasks  # pylint: disable=g-import-not-at-top
 
 _MODEL = flags.DEFINE_string(
     "model", None, "Model SPEC: a training workdir, st:PATH, minilm, ...")
-_TASK = flags.DEFINE_string("task", None, f"One of: {', '.join(_TASKS)}.")
+_TASK = flags.DEFINE_string("task", None, f"One of: {', '.join(tasks.TASKS)}.")
 _DATA = flags.DEFINE_string("data", None, "Dataset file or folder.")
+_SUITE = flags.DEFINE_string(
+    "suite", None, "JSON list of evaluations to run instead of --task/--data.")
 _SPLIT = flags.DEFINE_string(
     "split", None,
     "Split of a folder (default test); a single-split file ignores it.")
 _DIM = flags.DEFINE_integer(
     "dim", None, "Matryoshka prefix width; default the full width.")
 _OUTPUT = flags.DEFINE_string(
-    "output", None, "Also write the JSON object to this file.")
+    "output", None, "Also write the results as JSON to this file.")
 _PROMPT = flags.DEFINE_string(
-    "prompt", None, "Prompt for STS sentences or retrieval queries.")
+    "prompt", None,
+    "Prompt for queries and symmetric tasks; default the model's own.")
 _DOC_PROMPT = flags.DEFINE_string(
-    "doc_prompt", None, "Prompt for retrieval documents.")
+    "doc_prompt", None, "Prompt for retrieval documents; default none.")
 _DOC_FORMAT = flags.DEFINE_string(
     "doc_format", None,
-    "Template over {title} and {text} for retrieval documents; default"
-    " '{title} {text}'.")
+    "Template over {title} and {text} for retrieval documents; default the"
+    " model's own ('{title} {text}' for sentence-transformers models).")
 _BATCH_SIZE = flags.DEFINE_integer(
     "batch_size", None, "Texts per encoder batch; default the encoder's.")
 
+_SUITE_KEYS = {"name", "task", "data", "split", "dim", "prompt", "doc_prompt",
+               "doc_format"}
 
-def _check_flags() -> None:
-    """Raises UserError for missing or invalid flags, before loading a model."""
-    for flag in (_MODEL, _TASK, _DATA):
+
+@dataclasses.dataclass(frozen=True)
+class _Evaluation:
+    """One evaluation to run, from the flags or a suite entry."""
+
+    name: str
+    task: str
+    data: str
+    split: str | None = None
+    dim: int | None = None
+    prompt: str | None = None
+    doc_prompt: str | None = None
+    doc_format: str | None = None
+
+
+def _check_dim(dim, where: str) -> None:
+    if dim is not None and (not isinstance(dim, int) or dim <= 0):
+        raise UserError(f"{where}: dim must be a positive integer, got {dim!r}")
+
+
+def _from_flags() -> _Evaluation:
+    for flag in (_TASK, _DATA):
         if not flag.value:
-            raise UserError(f"--{flag.name} is required")
-    if _TASK.value in _PLANNED_TASKS:
-        raise UserError(
-            f"--task={_TASK.value} is not implemented yet; tasks: {', '.join(_TASKS)}")
-    if _TASK.value not in _TASKS:
-        raise UserError(f"unknown --task={_TASK.value}; tasks: {', '.join(_TASKS)}")
-    if not os.path.exists(_DATA.value):
-        raise UserError(f"--data={_DATA.value}: no such file or folder")
+            raise UserError(f"--{flag.name} is required (or pass --suite=FILE)")
+    tasks.check_task(_TASK.value)
+    _check_dim(_DIM.value, "--dim")
+    return _Evaluation(_TASK.value, _TASK.value, _DATA.value, _SPLIT.value,
+                       _DIM.value, _PROMPT.value, _DOC_PROMPT.value,
+                       _DOC_FORMAT.value)
+
+
+def _read_suite(path: str) -> list[_Evaluation]:
+    """Parses a suite file; raises UserError naming the bad entry."""
+    clashing = [f.name for f in (_TASK, _DATA, _SPLIT, _DIM, _PROMPT,
+                                 _DOC_PROMPT, _DOC_FORMAT) if f.value is not None]
+    if clashing:
+        raise UserError(f"--suite sets each evaluation itself; drop --{clashing[0]}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            entries = json.load(f)
+    except OSError as e:
+        raise UserError(f"--suite={path}: {e.strerror}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"--suite={path}: not a JSON file ({e})") from None
+    if not isinstance(entries, list) or not entries:
+        raise UserError(f"--suite={path}: expected a non-empty JSON list of"
+                        " objects with 'task' and 'data'")
+    evaluations = []
+    for i, entry in enumerate(entries):
+        where = f"--suite={path} entry {i}"
+        if not isinstance(entry, dict) or not {"task", "data"} <= set(entry):
+            raise UserError(f"{where}: expected an object with 'task' and 'data'")
+        unknown = sorted(set(entry) - _SUITE_KEYS)
+        if unknown:
+            raise UserError(f"{where}: unknown key {unknown[0]!r}; keys:"
+                            f" {', '.join(sorted(_SUITE_KEYS))}")
+        tasks.check_task(entry["task"])
+        _check_dim(entry.get("dim"), where)
+        entry.setdefault("name", f"{entry['task']}:{os.path.basename(os.path.normpath(entry['data']))}")
+        evaluations.append(_Evaluation(**entry))
+    return evaluations
+
+
+def _check_paths(evaluations: list[_Evaluation]) -> None:
+    for evaluation in evaluations:
+        if not os.path.exists(evaluation.data):
+            raise UserError(f"--data={evaluation.data}: no such file or folder")
     output_dir = os.path.dirname(_OUTPUT.value or "") or "."
     if _OUTPUT.value and not os.path.isdir(output_dir):
         raise UserError(f"--output={_OUTPUT.value}: folder {output_dir} does not exist")
-    for flag in (_DIM, _BATCH_SIZE):
-        if flag.value is not None and flag.value <= 0:
-            raise UserError(f"--{flag.name} must be positive, got {flag.value}")
+    if _BATCH_SIZE.value is not None and _BATCH_SIZE.value <= 0:
+        raise UserError(f"--batch_size must be positive, got {_BATCH_SIZE.value}")
 
 
-def _load_dataset():
-    """Reads --data; done before loading the model so data errors come fast."""
-    if _TASK.value == "sts":
-        return sts.load_sts(_DATA.value, _SPLIT.value)
-    return retrieval.load_retrieval(_DATA.value, _SPLIT.value)
-
-
-def _score(encoder, dataset) -> dict[str, float | int]:
-    """Runs the task's metrics for `encoder` on `dataset`."""
-    if _TASK.value == "sts":
-        return sts.score_sts(
-            encoder, dataset, prompt=_PROMPT.value, dim=_DIM.value,
-            batch_size=_BATCH_SIZE.value, show_progress=True)
-    return retrieval.evaluate_retrieval(
-        encoder, dataset.corpus, dataset.queries, dataset.qrels,
-        query_prompt=_PROMPT.value, doc_prompt=_DOC_PROMPT.value,
-        dim=_DIM.value,
-        doc_format=_DOC_FORMAT.value or retrieval.DEFAULT_DOC_FORMAT,
-        batch_size=_BATCH_SIZE.value, show_progress=True)
+def _prompts(evaluation: _Evaluation, input_format: str) -> prompts_lib.Prompts:
+    """The model's own prompts for the task, with the evaluation's overrides."""
+    defaults = prompts_lib.default_prompts(input_format, evaluation.task)
+    overrides = {key: value for key, value in (
+        ("query", evaluation.prompt), ("document", evaluation.doc_prompt),
+        ("doc_format", evaluation.doc_format)) if value is not None}
+    return dataclasses.replace(defaults, **overrides)
 
 
 def _finite_or_none(value):
@@ -100,14 +155,42 @@ def _finite_or_none(value):
     return value
 
 
+def _run(encoder, evaluation: _Evaluation, dataset) -> dict:
+    metrics = tasks.score_task(
+        encoder, evaluation.task, dataset,
+        _prompts(evaluation, getattr(encoder, "input_format", "plain")),
+        dim=evaluation.dim, batch_size=_BATCH_SIZE.value, show_progress=None)
+    result = {key: _finite_or_none(value) for key, value in metrics.items()}
+    result.update(model=_MODEL.value, task=evaluation.task, data=evaluation.data,
+                  split=tasks.dataset_split(dataset), dim=evaluation.dim)
+    return result
+
+
+def _table(evaluations: list[_Evaluation], results: list[dict]) -> str:
+    """A Markdown table of each evaluation's headline metrics."""
+    lines = ["| evaluation | task | dim | metrics |", "|---|---|---|---|"]
+    for evaluation, result in zip(evaluations, results):
+        shown = ", ".join(
+            f"{name} {result[name]:.4f}" if result[name] is not None else f"{name} n/a"
+            for name in tasks.HEADLINE_METRICS[evaluation.task])
+        lines.append(f"| {evaluation.name} | {evaluation.task} |"
+                     f" {evaluation.dim or 'full'} | {shown} |")
+    return "\n".join(lines)
+
+
 def main(argv):
     if len(argv) > 1:
         raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
-    _check_flags()
-    # Stdout must carry the JSON object alone, so anything a library prints
-    # while loading or encoding is sent to stderr.
+    if not _MODEL.value:
+        raise UserError("--model is required")
+    evaluations = _read_suite(_SUITE.value) if _SUITE.value else [_from_flags()]
+    _check_paths(evaluations)
+    # Stdout must carry the results alone, so anything a library prints while
+    # loading or encoding is sent to stderr.
     with contextlib.redirect_stdout(sys.stderr):
-        dataset = _load_dataset()
+        # Data first: errors in it should not wait for the model to load.
+        datasets = [tasks.load_task_data(e.task, e.data, e.split)
+                    for e in evaluations]
         # Imported late: JAX and TensorFlow take seconds to start, and bad
         # flags or data should not wait for them.
         from gecko_jax.encoder import Encoder  # pylint: disable=g-import-not-at-top
@@ -115,13 +198,19 @@ def main(argv):
         if _BATCH_SIZE.value is not None:
             load_kwargs["batch_size"] = _BATCH_SIZE.value
         encoder = Encoder.load(_MODEL.value, **load_kwargs)
-        metrics = _score(encoder, dataset)
-    result = {key: _finite_or_none(value) for key, value in metrics.items()}
-    result.update(model=_MODEL.value, task=_TASK.value, data=_DATA.value,
-                  split=dataset.split, dim=_DIM.value)
-    text = json.dumps(result, sort_keys=True)
-    # Printed before writing --output so that a write failure loses nothing.
-    print(text, flush=True)
+        results = []
+        for evaluation, dataset in zip(evaluations, datasets):
+            results.append(_run(encoder, evaluation, dataset))
+            if _SUITE.value:
+                print(f"done: {evaluation.name}", flush=True)
+    if _SUITE.value:
+        text = json.dumps([dict(r, name=e.name) for e, r in zip(evaluations, results)],
+                          sort_keys=True)
+        print(_table(evaluations, results), flush=True)
+    else:
+        text = json.dumps(results[0], sort_keys=True)
+        # Printed before writing --output so that a write failure loses nothing.
+        print(text, flush=True)
     if _OUTPUT.value:
         try:
             with open(_OUTPUT.value, "w", encoding="utf-8") as f:

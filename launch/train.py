@@ -24,25 +24,19 @@ _GIN_BINDINGS = flags.DEFINE_multi_string("gin_bindings", [], "Gin bindings, e.g
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def _initialize_distributed() -> None:
-    """Joins the other hosts of a multi-host job; a no-op on one machine."""
-    import jax  # pylint: disable=g-import-not-at-top
-    multi_tpu_host = "," in os.environ.get("TPU_WORKER_HOSTNAMES", "")
-    if multi_tpu_host or os.environ.get("JAX_COORDINATOR_ADDRESS"):
-        jax.distributed.initialize()
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     import gin  # pylint: disable=g-import-not-at-top
+    from gecko_jax.training import distributed  # pylint: disable=g-import-not-at-top
     from gecko_jax.training import trainer  # pylint: disable=g-import-not-at-top
 
     if not flags.FLAGS["verbosity"].present:
         # Orbax and seqio log every file operation at INFO; keep the console to
         # our progress lines unless the user asks for more with -v.
         logging.set_verbosity(logging.WARNING)
-    _initialize_distributed()
+    # Before anything asks JAX for devices: on a pod slice they span all hosts.
+    distributed.initialize()
     gin.parse_config_files_and_bindings(_GIN_FILES.value, _GIN_BINDINGS.value)
     trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 

@@ -32,8 +32,6 @@ def test_reads_valid_lines_and_skips_blank_ones(tmp_path):
     ('["q", "p"]', "expected a JSON object"),
     ('{"positive": "p"}', 'missing required field "query"'),
     ('{"query": "q"}', 'missing required field "positive"'),
-    ('{"query": "  ", "positive": "p"}', 'field "query" is empty'),
-    ('{"query": "q", "positive": "p", "negative": ""}', 'field "negative" is empty'),
     ('{"query": 3, "positive": "p"}', 'field "query" must be a string'),
     ('{"query": "q", "positive": "p", "task": ["qa"]}', 'field "task" must be a string'),
     ('{"query": "q", "positive": "p", "query": "again"}', "duplicate key 'query'"),
@@ -54,8 +52,28 @@ def test_malformed_line_names_file_and_line(tmp_path, line, expected):
 
 def test_non_utf8_bytes(tmp_path):
     path = _write(tmp_path, b'{"query": "q", "positive": "p"}\n{"query": "caf\xe9", "positive": "p"}\n')
-    with pytest.raises(UserError, match=r":2: not valid UTF-8.*re-encode"):
+    with pytest.raises(UserError, match=r":2: not valid UTF-8 at byte offset 46 of the file.*re-encode"):
         jsonl.read_jsonl(path)
+
+
+def test_empty_texts_are_dropped_and_counted_in_one_warning(tmp_path):
+    path = _write(tmp_path, '{"query": "q1", "positive": "p1"}\n'
+                            '{"query": "  ", "positive": "p2"}\n'
+                            '{"query": "q3", "positive": "p3", "negative": "", "negative_title": "t"}\n'
+                            '{"query": "q4", "positive": ""}\n')
+    with mock.patch.object(jsonl.logging, "warning") as warning:
+        examples = jsonl.read_jsonl(path)
+    assert examples == [{"query": "q1", "positive": "p1"}, {"query": "q3", "positive": "p3"}]
+    warning.assert_called_once()
+    text = warning.call_args.args[0] % warning.call_args.args[1:]
+    assert "dropped 2 examples" in text and "1 empty optional texts" in text and "line 2" in text
+    with pytest.raises(UserError, match="only empty texts"):
+        jsonl.read_jsonl(_write(tmp_path, '{"query": "", "positive": "p"}\n', name="empty.jsonl"))
+
+
+def test_validate_example_without_counter_rejects_empty_text():
+    with pytest.raises(ValueError, match='field "query" is empty'):
+        jsonl.validate_example({"query": " ", "positive": "p"})
 
 
 def test_missing_and_empty_files(tmp_path):

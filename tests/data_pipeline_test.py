@@ -137,9 +137,9 @@ def test_malformed_training_file_names_path_and_line(tmp_path, vocab):
         pipeline.TrainData(_data_config(train_files=str(path)), vocab, 8, 0)
 
 
-def test_missing_data_dir_says_how_to_fix(vocab):
+def test_missing_data_dir_says_how_to_fix(tmp_path, vocab):
     with pytest.raises(UserError, match="--config.data.data_dir"):
-        pipeline.TrainData(_data_config(mixture=("squad", "snli")), vocab, 8, 0)
+        pipeline.TrainData(_data_config(mixture=("squad", "snli"), tfds_dir=str(tmp_path)), vocab, 8, 0)
 
 
 def test_with_the_minilm_vocabulary(tmp_path):
@@ -178,3 +178,58 @@ def test_identity_features_mark_equal_texts(vocab):
         for b in range(GLOBAL_BATCH):
             assert (batch["query_hash"][a] == batch["query_hash"][b]) == (queries[a] == queries[b])
     assert len(set(batch["example_id"].tolist())) == GLOBAL_BATCH
+
+
+def _two_source_config(tmp_path, **fields):
+    """tiny (64 examples) plus a 10-example JSONL source read as FRet output."""
+    path = tmp_path / "fret.jsonl"
+    path.write_text("".join(json.dumps({"query": f"fret query {i}", "positive": f"fret passage {i}",
+                                        "task": "search result"}) + "\n" for i in range(10)), encoding="utf-8")
+    return _data_config(mixture=("tiny:1", "fret:1"), fret_files=str(path), **fields)
+
+
+def test_one_source_batches_resume_equals_uninterrupted(tmp_path, vocab):
+    config = _two_source_config(tmp_path, one_source_batches=True)
+    uninterrupted = pipeline.TrainData(config, vocab, 4, SEED)
+    expected = [next(uninterrupted) for _ in range(40)]
+    sources_seen = set()
+    for k in range(40):
+        indices = uninterrupted.example_indices(k)
+        names = set(uninterrupted.source_of(indices))
+        assert names == {uninterrupted.batch_source(k)}  # Every row of a batch from the one source.
+        sources_seen |= names
+    assert sources_seen == {"tiny", "fret"}
+
+    state = json.loads(json.dumps(pipeline.TrainData(config, vocab, 4, SEED).get_state()))
+    restarted = pipeline.TrainData(config, vocab, 4, SEED)
+    state["next_batch"] = 25
+    restarted.set_state(state)
+    for k in range(25, 40):
+        _assert_batches_equal(next(restarted), expected[k])
+    with pytest.raises(UserError, match="mixture .* changed"):
+        pipeline.TrainData(_two_source_config(tmp_path), vocab, 4, SEED).set_state(state)
+
+
+def test_one_source_batches_walk_each_source_as_permutations(tmp_path, vocab):
+    data = pipeline.TrainData(_two_source_config(tmp_path, one_source_batches=True), vocab, 4, SEED)
+    by_source = {"tiny": [], "fret": []}
+    for k in range(200):
+        by_source[data.batch_source(k)].append(data.example_indices(k))
+    # Rates 1:1: about half the batches each (binomial, 200 draws).
+    assert 70 < len(by_source["fret"]) < 130
+    tiny = np.concatenate(by_source["tiny"])[:64]
+    np.testing.assert_array_equal(np.sort(tiny), np.arange(64))
+    fret = np.concatenate(by_source["fret"])[:20]
+    for epoch in range(2):
+        np.testing.assert_array_equal(np.sort(fret[10 * epoch:10 * (epoch + 1)]), np.arange(64, 74))
+
+
+def test_rates_mix_rows_in_proportion_and_host_shards_agree(tmp_path, vocab):
+    config = _two_source_config(tmp_path)
+    whole = pipeline.TrainData(config, vocab, 8, SEED)
+    names = [n for k in range(100) for n in whole.source_of(whole.example_indices(k))]
+    assert 0.4 < names.count("fret") / len(names) < 0.6  # Rate 1:1, although tiny has 6x the examples.
+    hosts = [pipeline.TrainData(config, vocab, 8, SEED, process_index=p, process_count=2) for p in range(2)]
+    for k in range(5):
+        np.testing.assert_array_equal(np.concatenate([h.example_indices(k) for h in hosts]),
+                                      whole.example_indices(k))

@@ -1,4 +1,4 @@
-"""Tests for gecko_jax.data.sources: bundled, JSONL, SQuAD and SNLI sources."""
+"""Tests for gecko_jax.data.sources: the bundled set, SQuAD and SNLI readers."""
 
 import collections
 import json
@@ -6,19 +6,12 @@ import os
 
 import pytest
 
-from gecko_jax.config_base import base_config
 from gecko_jax.data import jsonl
 from gecko_jax.data import sources
 from gecko_jax.errors import UserError
 
 SHARED_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
 needs_shared_data = pytest.mark.skipif(not os.path.isdir(SHARED_DATA), reason="shared data folder not present")
-
-
-def _data_config(**fields):
-    config = base_config().data
-    config.update({"mixture": ("tiny",), "max_length": 32, **fields})
-    return config
 
 
 def _write_squad(path, articles):
@@ -41,16 +34,6 @@ def test_bundled_tiny_set():
     assert 0 < sum("title" in ex for ex in examples) < 64
     assert len({ex["id"] for ex in examples}) == 64
     assert os.path.isfile(sources.bundled_path())
-
-
-def test_jsonl_files_concatenates_in_order(tmp_path):
-    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
-    a.write_text('{"query": "a", "positive": "pa"}\n', encoding="utf-8")
-    b.write_text('{"query": "b", "positive": "pb"}\n', encoding="utf-8")
-    examples = sources.jsonl_files(f"{a}, {b}")
-    assert [ex["query"] for ex in examples] == ["a", "b"]
-    with pytest.raises(UserError, match="names no file"):
-        sources.jsonl_files(" , ")
 
 
 def test_squad_pairs_titles_and_negatives(tmp_path):
@@ -125,28 +108,6 @@ def test_snli_mismatched_files(tmp_path):
         sources.snli(folder)
     with pytest.raises(UserError, match="SNLI file not found"):
         sources.snli(folder, split="train")
-
-
-def test_load_examples_train_files_replace_mixture(tmp_path):
-    path = tmp_path / "t.jsonl"
-    path.write_text('{"query": "q", "positive": "p"}\n', encoding="utf-8")
-    named = sources.load_examples(_data_config(train_files=str(path), mixture=("squad",)))
-    assert named == [("train_files", [{"query": "q", "positive": "p"}])]
-    named = sources.load_examples(_data_config(mixture=("tiny", "tiny")))
-    assert [name for name, _ in named] == ["tiny", "tiny"]
-
-
-def test_load_examples_errors(tmp_path):
-    with pytest.raises(UserError, match="--config.data.data_dir is not set"):
-        sources.load_examples(_data_config(mixture=("squad",)))
-    with pytest.raises(UserError, match="is not a folder"):
-        sources.load_examples(_data_config(mixture=("snli",), data_dir=str(tmp_path / "none")))
-    with pytest.raises(UserError, match="SQuAD file not found"):
-        sources.load_examples(_data_config(mixture=("squad",), data_dir=str(tmp_path)))
-    with pytest.raises(UserError, match="unknown data source 'nq'"):
-        sources.load_examples(_data_config(mixture=("nq",)))
-    with pytest.raises(UserError, match="no training data"):
-        sources.load_examples(_data_config(mixture=()))
 
 
 @needs_shared_data

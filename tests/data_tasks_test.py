@@ -29,10 +29,14 @@ def vocab():
 
 
 @pytest.mark.parametrize("fmt", formats.FORMATS)
-def test_tf_format_matches_python(fmt):
+@pytest.mark.parametrize("batch_size", [None, 4])
+def test_tf_format_matches_python(fmt, batch_size):
     ds = tf.data.Dataset.from_tensor_slices(tasks.examples_to_columns(EXAMPLES))
-    formatted = tasks.format_preprocessor(fmt)(ds).as_numpy_iterator()
-    got = [{k: v.decode("utf-8") for k, v in ex.items()} for ex in formatted]
+    if batch_size:  # The Task formats whole batches; a last, partial one too.
+        formatted = ds.batch(batch_size).map(tasks.format_fn(fmt)).unbatch()
+    else:
+        formatted = ds.map(tasks.format_fn(fmt))
+    got = [{k: v.decode("utf-8") for k, v in ex.items()} for ex in formatted.as_numpy_iterator()]
     assert got == [formats.format_example(ex, fmt) for ex in EXAMPLES]
 
 
@@ -82,3 +86,15 @@ def test_converter_per_feature_lengths_and_specials():
     assert out["has_negative"] == 0
     with pytest.raises(ValueError, match="at least 2"):
         converter(ds, {"query": 1, "positive": 5, "negative": 4})
+
+
+def test_batched_tf_tokens_match_python_with_a_repeated_vocab_token(tmp_path):
+    # A repeated token leaves its earlier id unused; the TF tokenizer must
+    # still give the later id, as the Python path (and HF) do.
+    path = tmp_path / "vocab.txt"
+    path.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "a", "b", "a", "##b", ""]) + "\n")
+    vocab = vocabularies.get_vocabulary(f"wordpiece:{path}")
+    texts = ["ab a b", "b [SEP] a", "zzz", ""]
+    got = vocab.encode_tf(tf.constant(texts)).to_list()
+    assert got == [list(vocab.encode(t)) for t in texts]
+    assert got[0] == [6, 7, 6, 5]

@@ -114,3 +114,21 @@ def test_training_workdir(tmp_path, monkeypatch):
     loaded = Encoder.load(str(tmp_path))
     assert loaded.max_length == 16
     assert loaded.encode(["a cat"]).shape == (1, 384)
+
+
+def test_length_sorted_batches_equal_one_text_at_a_time(encoder):
+    texts = ["x " * 60, "a cat", "a somewhat longer sentence about cats and dogs",
+             "mid length text here", "y " * 30, "z"]
+    batched = encoder.encode(texts, batch_size=4)
+    one_by_one = np.concatenate([encoder.encode([t], batch_size=4) for t in texts])
+    np.testing.assert_allclose(batched, one_by_one, atol=1e-5)
+
+
+def test_progress_bar_only_on_long_encodes(encoder, capsys):
+    texts = [f"text number {i}" for i in range(24)]
+    encoder.encode(texts, batch_size=8)
+    assert "Encoding" not in capsys.readouterr().err
+    encoder.encode(texts, batch_size=1)
+    assert "24/24" in capsys.readouterr().err
+    encoder.encode(texts, batch_size=1, show_progress=False)
+    assert "Encoding" not in capsys.readouterr().err

@@ -80,10 +80,52 @@ def test_retrieval_on_a_beir_folder(tmp_path):
     assert metrics["ndcg@10"] == metrics["mrr@10"] == metrics["recall@1"] == 1.0
 
 
-@pytest.mark.parametrize("task", ["classification", "clustering", "bogus"])
-def test_unsupported_task_is_a_one_line_error(task, tmp_path):
-    result = _evaluate("--model=minilm", f"--task={task}", f"--data={tmp_path}")
-    _assert_one_line_error(result, f"--task={task}", "tasks: sts, retrieval")
+def test_unknown_task_is_a_one_line_error(tmp_path):
+    result = _evaluate("--model=minilm", "--task=bogus", f"--data={tmp_path}")
+    _assert_one_line_error(result, "'bogus'",
+                           "tasks: retrieval, sts, classification, clustering")
+
+
+def test_classification_csv_without_label_column_is_a_one_line_error(tmp_path):
+    for split in ("train", "test"):
+        (tmp_path / f"{split}.csv").write_text("text,topic\nhello,a\n", encoding="utf-8")
+    result = _evaluate("--model=minilm", "--task=classification", f"--data={tmp_path}")
+    _assert_one_line_error(result, "train.csv:1", "'label' or 'category'")
+
+
+def _tiny_clustering_csv(path):
+    path.write_text("text,label\n" + "".join(
+        f"{text},{label}\n" for text, label in [
+            ("cats purr and meow", "pets"), ("dogs bark at night", "pets"),
+            ("kittens chase yarn", "pets"), ("stocks fell sharply", "money"),
+            ("the bank raised rates", "money"), ("bond yields climbed", "money")]),
+        encoding="utf-8")
+
+
+def test_suite_prints_a_table_and_writes_json(tmp_path):
+    data = tmp_path / "tiny.csv"
+    _tiny_clustering_csv(data)
+    suite = tmp_path / "suite.json"
+    suite.write_text(json.dumps([
+        {"name": "tiny", "task": "clustering", "data": str(data)},
+        {"name": "tiny-64", "task": "clustering", "data": str(data), "dim": 64}]))
+    output = tmp_path / "out.json"
+    result = _evaluate("--model=minilm", f"--suite={suite}", f"--output={output}")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[0] == "| evaluation | task | dim | metrics |"
+    assert lines[2].startswith("| tiny | clustering | full | v_measure ")
+    assert lines[3].startswith("| tiny-64 | clustering | 64 | v_measure ")
+    written = json.loads(output.read_text())
+    assert [r["name"] for r in written] == ["tiny", "tiny-64"]
+    assert all(0 <= r["v_measure"] <= 1 and r["num_texts"] == 6 for r in written)
+
+
+def test_bad_suite_entry_is_a_one_line_error(tmp_path):
+    suite = tmp_path / "suite.json"
+    suite.write_text(json.dumps([{"task": "sts"}]))
+    result = _evaluate("--model=minilm", f"--suite={suite}")
+    _assert_one_line_error(result, "entry 0", "'task' and 'data'")
 
 
 def test_missing_data_is_a_one_line_error(tmp_path):

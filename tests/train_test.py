@@ -11,10 +11,16 @@ import time
 import numpy as np
 import pytest
 
+from gecko_jax import Encoder
 from gecko_jax.training import checkpoint_io
+from gecko_jax.training import trainer
+from recipe_configs import get_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RUNLOCAL = f"--config={REPO}/configs/gecko_768.py:runlocal"
+# Embedded to compare runs: equal parameters give equal embeddings.
+PROBE_TEXTS = ["how do tides work?", "The moon pulls the oceans.",
+               "A man is playing a guitar on stage.", "x"]
 
 
 def _train_cmd(workdir, *overrides):
@@ -44,17 +50,48 @@ def _max_abs_diff(a, b):
     return max(jax.tree.leaves(diffs))
 
 
-def test_two_steps_of_runlocal(tmp_path):
-    result = _train(tmp_path, "--config.total_steps=2")
-    assert "step 2/2" in result.stdout, result.stdout + result.stderr
-    assert (tmp_path / "checkpoints" / "2").is_dir()
-    assert json.loads((tmp_path / "config.json").read_text())["total_steps"] == 2
-    assert list((tmp_path / "tensorboard").iterdir()), "no TensorBoard event file"
+def _probe_embeddings(workdir):
+    return Encoder.load(str(workdir)).encode(PROBE_TEXTS)
 
 
-def test_runlocal_with_grad_cache(tmp_path):
-    result = _train(tmp_path, "--config.total_steps=2", "--config.grad_cache.chunk_size=4")
-    assert "step 2/2" in result.stdout, result.stdout + result.stderr
+@pytest.fixture(scope="module")
+def plain_run(tmp_path_factory):
+    """Four plain steps of runlocal on one device: (workdir, completed process).
+
+    The first step has learning rate 0 (warmup), so four give three updates:
+    enough for a wrong gradient to move the embeddings far beyond 1e-4.
+    """
+    workdir = tmp_path_factory.mktemp("plain")
+    return workdir, _train(workdir, "--config.total_steps=4")
+
+
+def test_two_steps_of_runlocal(plain_run):
+    workdir, result = plain_run
+    assert "step 4/4" in result.stdout, result.stdout + result.stderr
+    assert (workdir / "checkpoints" / "4").is_dir()
+    assert json.loads((workdir / "config.json").read_text())["total_steps"] == 4
+    assert list((workdir / "tensorboard").iterdir()), "no TensorBoard event file"
+
+
+def test_runlocal_with_grad_cache_equals_plain(tmp_path, plain_run):
+    result = _train(tmp_path, "--config.total_steps=4", "--config.grad_cache.chunk_size=2")
+    assert "step 4/4" in result.stdout, result.stdout + result.stderr
+    np.testing.assert_allclose(_probe_embeddings(tmp_path), _probe_embeddings(plain_run[0]),
+                               atol=1e-4)
+
+
+def test_runlocal_on_eight_devices_equals_one(tmp_path, plain_run):
+    # In this process (conftest simulates 8 devices), with runlocal's mesh
+    # data=-1: the batch of 8 is split one example per device.
+    config = get_config("gecko_768", "runlocal")
+    config.total_steps = 4
+    sigterm_handler = signal.getsignal(signal.SIGTERM)
+    try:
+        trainer.train_and_evaluate(config, str(tmp_path))
+    finally:
+        signal.signal(signal.SIGTERM, sigterm_handler)
+    np.testing.assert_allclose(_probe_embeddings(tmp_path), _probe_embeddings(plain_run[0]),
+                               atol=1e-4)
 
 
 def test_unknown_field_is_one_line_error(tmp_path):

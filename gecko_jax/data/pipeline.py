@@ -1,18 +1,16 @@
 """The training input: a deterministic, resumable, host-sharded batch stream.
 
 All examples are tokenized once through the SeqIO tasks (`tasks.py`) and held
-in memory as numpy arrays. The order is then a pure function of the seed:
-
-    stream = perm(0) ++ perm(1) ++ ...,  perm(e) = default_rng([seed, e]).permutation(N)
-    global batch k = stream[k * G : (k + 1) * G]
-    host p's rows  = global batch k [p * b : (p + 1) * b],  b = G / process_count
-
-so every host computes the same global order without talking to the others,
-the state of the iterator is just the next batch index, and a batch may span
-the end of one epoch and the start of the next (no example is dropped).
+in memory as numpy arrays. Which examples form global batch k is a pure
+function of (seed, k) (`order.py`): one stream over all sources, or, with
+mixture rates or `data.one_source_batches`, per-source streams drawn by rate.
+Host p takes rows [p * b, (p + 1) * b) of each global batch,
+b = G / process_count, so every host computes the same global order without
+talking to the others and the iterator state is just the next batch index.
 Masks are stored as lengths (each mask is a prefix of ones) to halve memory.
 """
 
+import time
 import zlib
 from typing import Any
 
@@ -20,11 +18,13 @@ from absl import logging
 import numpy as np
 
 from gecko_jax.data import formats
-from gecko_jax.data import sources
+from gecko_jax.data import mixtures
+from gecko_jax.data import order
 from gecko_jax.data import tasks
 from gecko_jax.errors import UserError
 
 _STATE_KEYS = ("next_batch", "global_batch_size", "seed", "num_examples")
+_ORDER_KEY = "order"  # Fingerprint of the mixture order; absent for the pooled order.
 
 # Per-example int32 fingerprints that let a loss mask false negatives (Gemini
 # NCE): equal values mean the same formatted query, the same formatted
@@ -57,6 +57,7 @@ class TrainData:
 
     Attributes:
         num_examples: examples in one epoch (all sources together).
+        source_names: the sources, in mixture order.
         max_length: tokens per positive/negative text, special tokens included.
         lengths: tokens per text of each field (queries may be shorter).
     """
@@ -67,7 +68,8 @@ class TrainData:
 
         Args:
             data_config: the `data` config (`train_files`, `mixture`,
-                `data_dir`, `max_length`, `format`, `squad_file`, `snli_dir`).
+                `one_source_batches`, `data_dir`, `tfds_dir`, `fret_files`,
+                `max_length`, `query_max_length`, `format`).
             vocabulary: a seqio.Vocabulary with `bos_id`, `eos_id`, `pad_id`.
             global_batch_size: examples per step over all hosts.
             seed: fixes the order (and SQuAD's hard negatives); >= 0.
@@ -101,34 +103,33 @@ class TrainData:
         self._row_offset = process_index * self._host_batch_size
         self._seed = seed
 
+        loaded = mixtures.load_mixture(data_config)
+        self.source_names = [source.name for source in loaded]
+        self._source_ends = np.cumsum([len(source.examples) for source in loaded])
+        # One Task over all sources, in mixture order: building and tracing a
+        # tokenizing dataset costs seconds, so it is paid once, not per source.
+        task = tasks.register_task(tasks.task_name("train"),
+                                   lambda: [e for source in loaded for e in source.examples], vocabulary, fmt)
         converter = tasks.DualEncoderFeatureConverter(vocabulary.bos_id, vocabulary.eos_id, vocabulary.pad_id)
-        parts, identities = [], []
-        for i, (name, examples) in enumerate(sources.load_examples(data_config, seed)):
-            if not examples:
-                raise UserError(f"data source {name!r} gave no examples; check its files or drop it from the mixture")
-            task = tasks.register_task(tasks.task_name(f"train.{i}.{name}"), lambda ex=examples: ex, vocabulary, fmt)
-            arrays = tasks.materialize(task, converter, self.lengths)
-            _log_source(name, arrays)
-            parts.append(arrays)
-            identities.append(_identities(examples, fmt, name))
-        data = {k: np.concatenate([p[k] for p in parts]) for k in tasks.MODEL_FEATURES}
+        data = tasks.materialize(task, converter, self.lengths)
+        starts = self._source_ends - [len(source.examples) for source in loaded]
+        for name, start, end in zip(self.source_names, starts, self._source_ends):
+            _log_source(name, {k: v[start:end] for k, v in data.items()})
+        identities = [_identities(source.examples, fmt, source.name) for source in loaded]
         self.num_examples = len(data["has_negative"])
         self._ids = {k: data[f"{k}_ids"] for k in tasks.TEXT_FEATURES}
         self._lengths = {k: data[f"{k}_mask"].sum(axis=1, dtype=np.int32) for k in tasks.TEXT_FEATURES}
         self._has_negative = data["has_negative"]
         self._identity = {k: np.concatenate([part[k] for part in identities]) for k in IDENTITY_FEATURES}
-        self._permutations = {}
+        if data_config.one_source_batches or (not data_config.train_files and mixtures.has_rates(data_config.mixture)):
+            self._order = order.MixedOrder(seed, [len(s.examples) for s in loaded], [s.rate for s in loaded],
+                                           global_batch_size, bool(data_config.one_source_batches))
+        else:
+            self._order = order.PooledOrder(seed, self.num_examples, global_batch_size)
         self._next_batch = 0
-        logging.info("data: %d examples in all, global batch %d, %.2f steps per epoch", self.num_examples,
-                     global_batch_size, self.num_examples / global_batch_size)
-
-    def _permutation(self, epoch: int) -> np.ndarray:
-        """The order of one epoch; the last two are cached, as a batch smaller than an epoch spans at most two."""
-        if epoch not in self._permutations:
-            if len(self._permutations) >= 2:
-                del self._permutations[min(self._permutations)]
-            self._permutations[epoch] = np.random.default_rng([self._seed, epoch]).permutation(self.num_examples)
-        return self._permutations[epoch]
+        logging.info("data: %d examples in all, global batch %d, %.2f steps per epoch%s", self.num_examples,
+                     global_batch_size, self.num_examples / global_batch_size,
+                     ", one source per batch" if data_config.one_source_batches else "")
 
     def example_indices(self, batch_index: int) -> np.ndarray:
         """Indices (into the concatenated sources) of this host's rows of a batch.
@@ -139,13 +140,16 @@ class TrainData:
         Returns:
             int64 [host batch size].
         """
-        start = batch_index * self._global_batch_size + self._row_offset
-        epochs, offsets = np.divmod(np.arange(start, start + self._host_batch_size), self.num_examples)
-        indices = np.empty(self._host_batch_size, dtype=np.int64)
-        for epoch in np.unique(epochs):
-            rows = epochs == epoch
-            indices[rows] = self._permutation(int(epoch))[offsets[rows]]
-        return indices
+        return self._order.indices(batch_index, self._row_offset, self._host_batch_size)
+
+    def source_of(self, indices: np.ndarray) -> list[str]:
+        """The source name of each example index."""
+        return [self.source_names[s] for s in np.searchsorted(self._source_ends, indices, side="right")]
+
+    def batch_source(self, batch_index: int) -> str | None:
+        """The one source of a batch under `one_source_batches`, else None."""
+        source = self._order.batch_source(batch_index)
+        return None if source is None else self.source_names[source]
 
     def batch(self, batch_index: int) -> dict[str, np.ndarray]:
         """This host's rows of global batch `batch_index` (does not move the iterator)."""
@@ -170,8 +174,11 @@ class TrainData:
 
     def get_state(self) -> dict[str, int]:
         """The iterator position, JSON-serialisable, the same on every host."""
-        return {"next_batch": self._next_batch, "global_batch_size": self._global_batch_size, "seed": self._seed,
-                "num_examples": self.num_examples}
+        state = {"next_batch": self._next_batch, "global_batch_size": self._global_batch_size, "seed": self._seed,
+                 "num_examples": self.num_examples}
+        if self._order.fingerprint is not None:
+            state[_ORDER_KEY] = self._order.fingerprint
+        return state
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Resumes from a `get_state` result.
@@ -195,10 +202,23 @@ class TrainData:
         if state["global_batch_size"] != self._global_batch_size:
             raise UserError(f"the checkpoint was written with global batch size {state['global_batch_size']}, "
                             f"now {self._global_batch_size}; resume with the same --config.batch_size")
+        if state.get(_ORDER_KEY) != self._order.fingerprint:
+            raise UserError("the mixture (rates, sources or data.one_source_batches) changed since the checkpoint; "
+                            "resume with the same data settings or start a new workdir")
         if state["next_batch"] < 0:
             raise UserError(f"data iterator state has a negative next_batch {state['next_batch']}; the checkpoint "
                             "may be damaged")
         self._next_batch = state["next_batch"]
+
+
+def measure_examples_per_second(data: TrainData, num_batches: int) -> float:
+    """Examples/s of `next(data)` over `num_batches` batches (the state is restored after)."""
+    state = data.get_state()
+    start = time.perf_counter()
+    rows = sum(len(next(data)["has_negative"]) for _ in range(num_batches))
+    elapsed = time.perf_counter() - start
+    data.set_state(state)
+    return rows / elapsed
 
 
 def _log_source(name: str, arrays: dict[str, np.ndarray]) -> None:

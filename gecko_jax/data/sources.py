@@ -1,4 +1,4 @@
-"""Example sources: JSONL files, SQuAD, SNLI and the bundled tiny set.
+"""Example readers: SQuAD, SNLI and the bundled tiny set.
 
 Every source returns a list of example dicts in the schema of `jsonl.py`
 (`query`, `positive`, optional `negative`, `task`, `title`, `negative_title`,
@@ -27,7 +27,7 @@ import collections
 import json
 import os
 import urllib.parse
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -36,14 +36,12 @@ from gecko_jax.errors import UserError
 
 Example = jsonl.Example
 
-SOURCE_NAMES = ("tiny", "squad", "snli")
 SQUAD_TASK = "question answering"
 NLI_TASK = "semantic similarity"
 
 _DATA_HELP = (
-    "pass --config.data.data_dir=DIR, a folder holding squad/train-du-split.json (SQuAD v1.1 JSON, "
-    "e.g. train-v1.1.json from https://rajpurkar.github.io/SQuAD-explorer/, with --config.data.squad_file) and "
-    "snli/ (SNLI in SentEval's layout s1.dev, s2.dev, labels.dev, from SentEval's get_transfer_data.bash); "
+    "pass --config.data.data_dir=DIR, a folder laid out like ../shared/data: squad/train-v1.1.json or "
+    "squad/train-du-split.json (SQuAD v1.1 JSON) and snli/ (SentEval's layout s1.dev, s2.dev, labels.dev); "
     "see the README")
 
 
@@ -55,24 +53,6 @@ def bundled_path() -> str:
 def tiny() -> list[Example]:
     """Returns the bundled tiny training set."""
     return jsonl.read_jsonl(bundled_path())
-
-
-def jsonl_files(train_files: str) -> list[Example]:
-    """Reads a comma-separated list of JSONL files, concatenated in order.
-
-    Args:
-        train_files: e.g. "a.jsonl,b.jsonl"; blanks around commas are ignored.
-
-    Returns:
-        All examples.
-    """
-    paths = [p.strip() for p in train_files.split(",") if p.strip()]
-    if not paths:
-        raise UserError(f"--config.data.train_files={train_files!r} names no file; give comma-separated JSONL paths")
-    examples = []
-    for path in paths:
-        examples.extend(jsonl.read_jsonl(path))
-    return examples
 
 
 def _checked(example: dict[str, Any], where: str) -> Example:
@@ -160,8 +140,23 @@ def snli(folder: str, split: str = "dev", max_examples: int | None = None) -> li
     if not len(premises) == len(hypotheses) == len(labels):
         raise UserError(f"{folder}: s1.{split}, s2.{split} and labels.{split} have different line counts "
                         f"({len(premises)}, {len(hypotheses)}, {len(labels)}); fetch the SNLI files again")
+    return nli_triplets(zip(premises, hypotheses, labels), f"snli-{split}", max_examples)
+
+
+def nli_triplets(rows: Iterable[tuple[str, str, str]], id_prefix: str,
+                 max_examples: int | None = None) -> list[Example]:
+    """Groups (premise, hypothesis, label) rows by premise into NLI triplets.
+
+    Args:
+        rows: in file order; labels "entailment", "contradiction", "neutral".
+        id_prefix: ids are "ID_PREFIX-N", N counting premises.
+        max_examples: stop after this many triplets.
+
+    Returns:
+        One example per premise that has both an entailment and a contradiction.
+    """
     groups = collections.defaultdict(dict)  # premise -> {label: first hypothesis}; dicts keep file order.
-    for premise, hypothesis, label in zip(premises, hypotheses, labels):
+    for premise, hypothesis, label in rows:
         premise, hypothesis, label = premise.strip(), hypothesis.strip(), label.strip()
         if premise and hypothesis:
             groups[premise].setdefault(label, hypothesis)
@@ -171,63 +166,6 @@ def snli(folder: str, split: str = "dev", max_examples: int | None = None) -> li
             break
         if "entailment" in by_label and "contradiction" in by_label:
             example = {"query": premise, "positive": by_label["entailment"], "negative": by_label["contradiction"],
-                       "task": NLI_TASK, "symmetric": True, "id": f"snli-{split}-{index}"}
-            examples.append(_checked(example, f"{folder}: premise {index}"))
+                       "task": NLI_TASK, "symmetric": True, "id": f"{id_prefix}-{index}"}
+            examples.append(_checked(example, f"{id_prefix}: premise {index}"))
     return examples
-
-
-def _data_path(data_config: Any, relative: str) -> str:
-    data_dir = data_config.data_dir
-    if not data_dir:
-        raise UserError(f"--config.data.data_dir is not set, and the mixture needs {relative}; {_DATA_HELP}")
-    if not os.path.isdir(data_dir):
-        raise UserError(f"data_dir {data_dir} is not a folder; {_DATA_HELP}")
-    return os.path.join(data_dir, relative)
-
-
-def load_source(name: str, data_config: Any, seed: int = 0) -> list[Example]:
-    """Loads one named source of the mixture.
-
-    Args:
-        name: one of SOURCE_NAMES.
-        data_config: the `data` config; reads `data_dir`, `squad_file`,
-            `snli_dir`, `squad_hard_negatives` and `snli_split`.
-        seed: picks SQuAD's hard negatives.
-
-    Returns:
-        The source's examples.
-    """
-    if name == "tiny":
-        return tiny()
-    if name == "squad":
-        path = _data_path(data_config, data_config.squad_file)
-        return squad(path, hard_negatives=data_config.squad_hard_negatives, seed=seed)
-    if name == "snli":
-        folder = _data_path(data_config, data_config.snli_dir)
-        return snli(folder, split=data_config.snli_split)
-    raise UserError(f"unknown data source {name!r} in --config.data.mixture; known: {', '.join(SOURCE_NAMES)}")
-
-
-def load_examples(data_config: Any, seed: int = 0) -> list[tuple[str, list[Example]]]:
-    """Loads the training data a config asks for.
-
-    `train_files` (comma-separated JSONL paths), when non-empty, replaces the
-    mixture; otherwise each name in `mixture` is loaded in order.
-
-    Args:
-        data_config: the `data` config.
-        seed: passed to the sources that draw at random.
-
-    Returns:
-        (source name, examples) pairs, in order.
-    """
-    train_files = data_config.train_files
-    if train_files:
-        return [("train_files", jsonl_files(train_files))]
-    mixture = data_config.mixture
-    if isinstance(mixture, str):
-        mixture = tuple(m.strip() for m in mixture.split(",") if m.strip())
-    if not mixture:
-        raise UserError("no training data: set --config.data.train_files=FILE.jsonl or --config.data.mixture "
-                        f"(names from {', '.join(SOURCE_NAMES)})")
-    return [(name, load_source(name, data_config, seed)) for name in mixture]

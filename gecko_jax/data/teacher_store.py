@@ -6,18 +6,25 @@ A store is a folder written by `data_pipelines/teacher_vectors.py`:
     ids.txt       the example id of each row, one per line
     meta.json     {"model": SPEC, "dim": D, "count": N, "prompt": ...}
 
+Rows are keyed by `example_key`: `SOURCE/ID` for an example with an `id`,
+else `SOURCE#ROW` (its row within the source), SOURCE being the name the
+input pipeline gives it (`train_files`, or the mixture name such as `squad`).
+The pipeline fingerprints the same string into each batch's `example_id`, so
+`data.teacher_batches` can check every row it attaches.
+
 Jasper/Stella distil from several teachers at once; each teacher is its own
-store, and `TeacherStore.lookup_many` lays their rows side by side in the
-order given, which is the `teacher` batch array that `losses.jasper` splits
-by `loss.jasper_teacher_dims`.
+store (`data.teacher_batches` combines them).
 """
 
 import json
 import os
-from typing import Sequence
+import shutil
+from typing import Any, Sequence
 
 import numpy as np
+import tqdm
 
+from gecko_jax.data import mixtures
 from gecko_jax.errors import UserError
 
 VECTORS_FILE = "vectors.npy"
@@ -29,6 +36,14 @@ class TeacherStore:
     """Read access to one teacher's vectors."""
 
     def __init__(self, folder: str):
+        """Opens a store.
+
+        Args:
+          folder: the store folder.
+
+        Raises:
+          UserError: the folder is not a complete store.
+        """
         paths = [os.path.join(folder, name) for name in (VECTORS_FILE, IDS_FILE, META_FILE)]
         missing = [p for p in paths if not os.path.exists(p)]
         if missing:
@@ -49,16 +64,101 @@ class TeacherStore:
     def dim(self) -> int:
         return self.vectors.shape[1]
 
-    def lookup(self, example_ids: Sequence[str]) -> np.ndarray:
-        """float32 [len(example_ids), D] in the order asked."""
+    def rows(self, example_ids: Sequence[str]) -> np.ndarray:
+        """int64 row of each example id, in the order asked.
+
+        Raises:
+          UserError: an id has no vector here (the store was written from
+            other training data).
+        """
         try:
-            rows = [self._row[str(i)] for i in example_ids]
+            return np.asarray([self._row[str(i)] for i in example_ids], np.int64)
         except KeyError as err:
-            raise UserError(f"example id {err.args[0]!r} has no vector in {self.folder}; write the "
-                            "store from the same training data") from None
-        return np.asarray(self.vectors[np.asarray(rows, np.int64)], np.float32)
+            raise UserError(
+                f"example id {err.args[0]!r} has no vector in teacher store {self.folder}; write "
+                f"it from this run's data: python data_pipelines/teacher_vectors.py "
+                f"--model={self.meta.get('model', 'SPEC')} --config=CONFIG --output={self.folder}"
+            ) from None
+
+    def lookup(self, example_ids: Sequence[str]) -> np.ndarray:
+        """float32 [len(example_ids), D] in the order asked (raises as `rows`)."""
+        return np.asarray(self.vectors[self.rows(example_ids)], np.float32)
 
 
-def lookup_many(stores: Sequence[TeacherStore], example_ids: Sequence[str]) -> np.ndarray:
-    """Several teachers' vectors side by side: float32 [len(example_ids), sum of dims]."""
-    return np.concatenate([store.lookup(example_ids) for store in stores], axis=1)
+def example_key(source: str, example: dict, row: int) -> str:
+    """The id of an example within the training data, as stores and batches use it.
+
+    Args:
+      source: the source name (`mixtures.Source.name`).
+      example: the example dict.
+      row: its position within the source.
+
+    Returns:
+      `source/id`, or `source#row` when the example has no id.
+    """
+    return f"{source}/{example['id']}" if "id" in example else f"{source}#{row}"
+
+
+def training_queries(data_config: Any) -> tuple[list[str], list[str]]:
+    """The keys and query texts of all training examples, in pipeline order.
+
+    Args:
+      data_config: the `data` config section (`train_files` or `mixture`).
+
+    Returns:
+      (keys, queries), one entry per example, sources concatenated in order.
+
+    Raises:
+      UserError: two examples share a key, or what loading the data raises.
+    """
+    keys, queries = [], []
+    for source in mixtures.load_mixture(data_config):
+        for row, example in enumerate(source.examples):
+            keys.append(example_key(source.name, example, row))
+            queries.append(example["query"])
+    if len(set(keys)) != len(keys):
+        raise UserError("example ids repeat within a data source; give every example a unique `id`")
+    return keys, queries
+
+
+def write_store(folder: str, model_spec: str, keys: Sequence[str], texts: Sequence[str],
+                prompt: str | None = None, batch_size: int = 64) -> TeacherStore:
+    """Embeds `texts` with an Encoder and writes them as a store keyed by `keys`.
+
+    Rows are written batch by batch into a memory map, so a large corpus never
+    has to fit in memory, and the store only appears (renamed into place) once
+    complete; a progress bar counts the batches.
+
+    Args:
+      folder: where the store goes (replaced if present).
+      model_spec: any `Encoder.load` spec.
+      keys: one `example_key` per text.
+      texts: the texts to embed.
+      prompt: prepended to every text.
+      batch_size: texts per forward pass.
+
+    Returns:
+      The written store.
+    """
+    from gecko_jax.encoder import Encoder  # pylint: disable=g-import-not-at-top
+    encoder = Encoder.load(model_spec)
+    dim = encoder.embedding_dim
+    partial = folder.rstrip("/") + ".partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    os.makedirs(partial)
+    vectors = np.lib.format.open_memmap(os.path.join(partial, VECTORS_FILE), mode="w+",
+                                        dtype=np.float32, shape=(len(texts), dim))
+    for start in tqdm.trange(0, len(texts), batch_size, desc=f"Teacher vectors ({model_spec})",
+                             unit="batch"):
+        chunk = list(texts[start:start + batch_size])
+        vectors[start:start + len(chunk)] = encoder.encode(chunk, prompt=prompt)
+    vectors.flush()
+    del vectors
+    with open(os.path.join(partial, IDS_FILE), "w", encoding="utf-8") as f:
+        f.write("\n".join(keys) + "\n")
+    with open(os.path.join(partial, META_FILE), "w") as f:
+        json.dump({"model": model_spec, "dim": dim, "count": len(texts), "prompt": prompt}, f,
+                  indent=2)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(partial, folder)
+    return TeacherStore(folder)

@@ -277,7 +277,10 @@ def load_retrieval(path: str, split: str | None = None) -> RetrievalDataset:
 
 
 def format_documents(
-    corpus: Corpus, doc_ids: Sequence[str], doc_format: str = DEFAULT_DOC_FORMAT
+    corpus: Corpus,
+    doc_ids: Sequence[str],
+    doc_format: str = DEFAULT_DOC_FORMAT,
+    missing_title: str = "",
 ) -> list[str]:
     """Renders documents to the strings the encoder sees.
 
@@ -287,6 +290,8 @@ def format_documents(
       doc_format: a `str.format` template over `{title}` and `{text}`;
         surrounding whitespace of the result is stripped, so the default
         `"{title} {text}"` gives just the text when there is no title.
+      missing_title: stands in for an empty title (Gecko's format says
+        `title: none`).
 
     Returns:
       One string per id.
@@ -305,7 +310,8 @@ def format_documents(
         )
     return [
         doc_format.format(
-            title=corpus[doc_id].get("title", ""), text=corpus[doc_id]["text"]
+            title=corpus[doc_id].get("title") or missing_title,
+            text=corpus[doc_id]["text"],
         ).strip()
         for doc_id in doc_ids
     ]
@@ -427,6 +433,7 @@ def evaluate_retrieval(
     doc_format: str = DEFAULT_DOC_FORMAT,
     batch_size: int | None = None,
     show_progress: bool = False,
+    missing_title: str = "",
 ) -> dict[str, float | int]:
     """Embeds queries and corpus, searches exactly, and scores the rankings.
 
@@ -443,6 +450,7 @@ def evaluate_retrieval(
         `"title: {title} | text: {text}"`.
       batch_size: encoder batch size, or None for its default.
       show_progress: draw progress bars on stderr.
+      missing_title: what `{title}` becomes for a document without one.
 
     Returns:
       The metrics of `retrieval_metrics` plus `num_docs`.
@@ -464,7 +472,7 @@ def evaluate_retrieval(
     if not query_ids:
         raise UserError("no query has a relevant document (score > 0) in the qrels")
     doc_ids = list(corpus)
-    documents = format_documents(corpus, doc_ids, doc_format)
+    documents = format_documents(corpus, doc_ids, doc_format, missing_title)
     logging.info("retrieval: %d queries over %d documents", len(query_ids),
                  len(doc_ids))
     query_embeddings = encode_normalized(

@@ -10,10 +10,15 @@ examples. The adapters below read these batch keys besides the token arrays:
                     `example_id` [B] int32 for the false-negative mask (see
                     losses.gemini_nce). Without them only j = i is masked.
   * jasper_distill: `teacher` [B, T] float, the teachers' vectors side by side
-                    (blocks of `loss.jasper_teacher_dims`); the student is the
-                    `query` embedding.
+                    (blocks of `loss.jasper_teacher_dims`), or one combined
+                    unit target as `data.teacher_batches` attaches it; the
+                    student is the `query` embedding.
   * xtr:            `query_mask`, `positive_mask`, `negative_mask` [B, L] and
                     `has_negative` [B].
+
+A loss function may carry a `text_fields` attribute naming the text fields it
+reads; the train step then embeds only those (jasper_distill: the query).
+`check_tower_for_loss` refuses a loss and tower that do not fit together.
 
 `loss.mrl_dims` / `loss.mrl_weights` apply to every loss through the
 Matryoshka wrapper (jasper_distill: to L_sim and L_resim only, see
@@ -86,11 +91,15 @@ def _jasper_distill(loss_config: ml_collections.ConfigDict) -> LossFn:
     dim_weights = loss_config.mrl_weights or ((1.0 / len(dims),) * len(dims) if dims else None)
 
     def loss_fn(embeddings: dict, batch: dict) -> jax.Array:
+        if "teacher" not in batch:
+            raise UserError("loss.name='jasper_distill' needs teacher vectors in the batch; set "
+                            "--config.data.teachers to teacher stores or Encoder specs")
         teacher = teacher_targets(split_teachers(batch["teacher"], loss_config.jasper_teacher_dims))
         return jasper_loss(
             embeddings["query"], teacher, weights=loss_config.jasper_weights,
             margin=loss_config.jasper_margin, dims=dims, dim_weights=dim_weights,
             chunk_size=loss_config.jasper_chunk_size)
+    loss_fn.text_fields = ("query",)
     return loss_fn
 
 
@@ -111,6 +120,29 @@ LOSSES: dict[str, Callable[[ml_collections.ConfigDict], LossFn]] = {
     "jasper_distill": _jasper_distill,
     "xtr": _xtr,
 }
+
+# Registered losses that score per-token vectors from a multi-vector tower.
+TOKEN_LOSSES = ("xtr",)
+
+
+def check_tower_for_loss(loss_name: str, multi_vector_dim: int) -> None:
+    """Refuses a registered loss on embeddings of the wrong kind.
+
+    Args:
+      loss_name: `loss.name`.
+      multi_vector_dim: `model.multi_vector_dim` (0 = a single-vector tower).
+
+    Raises:
+      UserError: a token-level loss on a single-vector tower, or a
+        single-vector loss on a multi-vector tower.
+    """
+    if loss_name in TOKEN_LOSSES and not multi_vector_dim:
+        raise UserError(f"loss.name={loss_name!r} scores token vectors; set "
+                        "--config.model.multi_vector_dim (e.g. 128) for a multi-vector tower")
+    if loss_name in LOSSES and loss_name not in TOKEN_LOSSES and multi_vector_dim:
+        raise UserError(f"loss.name={loss_name!r} needs one vector per text, but "
+                        f"model.multi_vector_dim={multi_vector_dim} gives token vectors; use "
+                        f"loss.name in {TOKEN_LOSSES} or set model.multi_vector_dim=0")
 
 
 @gin.configurable(denylist=["loss_config"])

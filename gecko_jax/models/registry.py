@@ -7,6 +7,8 @@ Fields of `config.model` (all backbones):
   dropout_rate, attention_dropout_rate   backbone shape and regularisation.
   pooling                 'mean' | 'cls' | 'last'.
   projection_dim          width of a dense head after pooling; 0 = none.
+  multi_vector_dim        width of per-token output vectors (XTR); 0 = one
+                          pooled vector per text.
   normalize               L2-normalise the embeddings.
   dtype                   compute dtype, 'float32' | 'bfloat16'.
   init                    pretrained weights ('' | 'minilm' | 'st:PATH'); read
@@ -16,7 +18,8 @@ Fields of `config.model` (all backbones):
 Fields read by 'gemma' only (see `models.gemma.GemmaConfig`):
   gemma_version, num_kv_heads, head_dim, query_pre_attn_scalar,
   sliding_window, sliding_window_pattern, rope_global_base, rope_local_base,
-  rope_scaling_factor, attn_logit_softcap, final_logit_softcap, attention;
+  rope_scaling_factor, attn_logit_softcap, final_logit_softcap, attention,
+  remat;
   layer_norm_eps is the RMSNorm epsilon and dropout_rate the residual dropout.
 """
 
@@ -81,6 +84,7 @@ def gemma_config(config: ml_collections.ConfigDict) -> GemmaConfig:
         attention=config.attention,
         dropout_rate=config.dropout_rate,
         dtype=_dtype(config.dtype),
+        remat=config.get("remat", False),  # Absent in configs of older workdirs.
     )
 
 
@@ -113,7 +117,8 @@ def build_tower(
       An `EmbeddingTower` whose backbone is chosen by `model_config.name`.
 
     Raises:
-      UserError: unknown backbone name, pooling or dtype.
+      UserError: unknown backbone name, pooling or dtype, or a pooled-vector
+        head on a multi-vector tower.
     """
     builder = backbone_builder or _BACKBONES.get(model_config.name)
     if builder is None:
@@ -122,9 +127,15 @@ def build_tower(
     if model_config.pooling not in POOLINGS:
         raise UserError(f"Unknown model.pooling {model_config.pooling!r}; use one "
                         f"of {POOLINGS}.")
+    multi_vector_dim = model_config.get("multi_vector_dim", 0)  # Absent in older workdirs.
+    if multi_vector_dim and model_config.projection_dim:
+        raise UserError(f"model.projection_dim={model_config.projection_dim} is a head on the "
+                        f"pooled vector, which a multi-vector tower (model.multi_vector_dim="
+                        f"{multi_vector_dim}) does not have; set one of them to 0")
     return EmbeddingTower(
         backbone=builder(model_config),
         pooling=model_config.pooling,
         projection_dim=model_config.projection_dim,
         normalize=model_config.normalize,
+        multi_vector_dim=multi_vector_dim,
     )

@@ -73,20 +73,26 @@ def pool(hidden: jax.Array, mask: jax.Array, pooling: str) -> jax.Array:
 
 
 class EmbeddingTower(nn.Module):
-    """Turns token ids into one float32 embedding per sequence.
+    """Turns token ids into one float32 embedding per sequence, or one per token.
 
     Attributes:
       backbone: the sequence encoder; its parameters live under 'backbone'.
-      pooling: one of `POOLINGS`.
+      pooling: one of `POOLINGS` (single-vector towers only).
       projection_dim: width of a bias-free dense head after pooling, kernel
         axes ('embed', 'mlp'); 0 for no head.
-      normalize: whether to L2-normalise the output.
+      normalize: whether to L2-normalise the output (each token vector, for a
+        multi-vector tower).
+      multi_vector_dim: width of the per-token head of a multi-vector
+        (XTR / ColBERT-style) tower: every token state goes through a
+        bias-free dense layer 'multi_vector' to this width instead of being
+        pooled, and padding positions are zero. 0 = one pooled vector.
     """
 
     backbone: nn.Module
     pooling: str = "mean"
     projection_dim: int = 0
     normalize: bool = True
+    multi_vector_dim: int = 0
 
     @nn.compact
     def __call__(self, input_ids: jax.Array, attention_mask: jax.Array,
@@ -99,10 +105,13 @@ class EmbeddingTower(nn.Module):
           deterministic: disables dropout in the backbone.
 
         Returns:
-          float32 [B, D], D = projection_dim or the backbone width.
+          float32 [B, D], D = projection_dim or the backbone width; for a
+          multi-vector tower float32 [B, L, multi_vector_dim].
         """
         hidden = self.backbone(input_ids, attention_mask,
                                deterministic=deterministic)
+        if self.multi_vector_dim:
+            return self._token_vectors(hidden, attention_mask)
         # Pool in float32: a bf16 sum over hundreds of tokens loses digits.
         x = pool(hidden.astype(jnp.float32), attention_mask, self.pooling)
         if self.projection_dim:
@@ -114,3 +123,16 @@ class EmbeddingTower(nn.Module):
         if self.normalize:
             x = l2_normalize(x)
         return x
+
+    def _token_vectors(self, hidden: jax.Array, attention_mask: jax.Array) -> jax.Array:
+        """[B, L, H] states -> [B, L, multi_vector_dim] token vectors, padding zeroed."""
+        x = nn.Dense(
+            self.multi_vector_dim, use_bias=False, param_dtype=jnp.float32,
+            name="multi_vector",
+            kernel_init=nn.with_logical_partitioning(
+                nn.initializers.lecun_normal(), ("embed", "mlp")))(hidden.astype(jnp.float32))
+        if self.normalize:
+            x = l2_normalize(x)
+        # Zero padding rows so that sums over tokens need no mask and padding
+        # gets no gradient; losses still mask it where a zero could score.
+        return x * attention_mask[..., None].astype(x.dtype)

@@ -171,20 +171,44 @@ def _finished_steps(directory: str) -> list[int]:
 
 def restore_params(workdir: str) -> tuple[ml_collections.ConfigDict, Any]:
     """The config and the newest readable checkpoint's parameters, as host numpy arrays."""
+    config, _, params = restore_step_params(workdir)
+    return config, params
+
+
+def restore_step_params(workdir: str, step: Optional[int] = None
+                        ) -> tuple[ml_collections.ConfigDict, int, Any]:
+    """The config, a checkpoint's step and its parameters, as host numpy arrays.
+
+    Args:
+      workdir: a training workdir.
+      step: the checkpoint to read; None reads the newest readable one.
+
+    Returns:
+      (config, step, params).
+
+    Raises:
+      UserError: no config, no checkpoint, `step` missing, or nothing readable.
+    """
     config = read_config(workdir)
     directory = checkpoint_dir(workdir)
     steps = _finished_steps(directory)
     if not steps:
         raise UserError(f"{workdir} has no checkpoints yet; train longer or set checkpoint_every")
+    if step is not None:
+        if step not in steps:
+            raise UserError(f"{workdir} has no checkpoint at step {step}; it has steps "
+                            f"{sorted(steps)}")
+        steps = [step]
     checkpointer = ocp.PyTreeCheckpointer()
-    for step in steps:
-        path = os.path.join(directory, str(step), "state")
+    for candidate in steps:
+        path = os.path.join(directory, str(candidate), "state")
         try:
             tree = checkpointer.metadata(path).item_metadata.tree
             as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
             state = checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
         except Exception as err:  # pylint: disable=broad-except
-            logging.error("Checkpoint step %d unreadable (%s); trying an earlier one.", step, err)
+            logging.error("Checkpoint step %d unreadable (%s); trying an earlier one.",
+                          candidate, err)
             continue
-        return config, state["params"]
+        return config, candidate, state["params"]
     raise UserError(f"no readable checkpoint among steps {steps} in {directory}")

@@ -1,26 +1,47 @@
-"""Periodic evaluation during training: STS Spearman and retrieval metrics.
+"""Evaluation during training: the evaluators of `config.evals`, and the best checkpoint.
 
-Runs before the first step, every `eval_every` steps and after the last one,
-on the live (sharded) parameters. Each run appends one line to
-WORKDIR/eval.jsonl and writes the numbers to TensorBoard under `eval/`.
+Each entry of `config.evals` (built with `config_base.evaluator(...)`) names a
+task of `gecko_jax.evaluation.tasks`, its data (relative to `data.data_dir`),
+Matryoshka dims and prompts, and how often it runs. Every evaluator runs before
+the first step and after the last; in between, every `every` steps (0: every
+`config.eval_every` steps). They run on the live, sharded parameters.
+
+Results are named `<evaluator>.<metric>[@<dim>]` (e.g. `stsb.spearman@128`)
+and written to TensorBoard under `evals/` and to WORKDIR/metrics.jsonl as
+`evals.stsb.spearman@128`; WORKDIR/eval.jsonl also gets one line per evaluation
+(`{"step": N, "stsb.spearman@128": ...}`, what the sweep launcher reads). With `config.best_metric` set to one of those
+names, the parameters of the best evaluation so far are kept in WORKDIR/best,
+which loads like a workdir (`Encoder.load('WORKDIR/best')`); best/best.json
+says which step and value they are.
+
+The older `config.eval.sts_file` / `config.eval.retrieval_file` fields still
+work: they add evaluators named `sts` and `retrieval`.
 """
 
+import dataclasses
 import json
 import os
+import shutil
 import time
+from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
+import orbax.checkpoint as ocp
 from flax import linen as nn
 
 from gecko_jax.encoder import Encoder
 from gecko_jax.errors import UserError
-from gecko_jax.evaluation.retrieval import evaluate_retrieval, load_retrieval
-from gecko_jax.evaluation.sts import load_sts, score_sts
+from gecko_jax.evaluation import tasks
+from gecko_jax.evaluation.prompts import Prompts, default_prompts
 from gecko_jax.models.tower import truncate_and_normalize
+from gecko_jax.training import checkpoint_io
 
 EVAL_FILE = "eval.jsonl"
+BEST_DIR = "best"
+BEST_FILE = "best.json"
+_BEST_MODES = ("max", "min")
 
 
 class _PrefixCache:
@@ -43,16 +64,70 @@ class _PrefixCache:
         return full if not dim else np.asarray(truncate_and_normalize(full, dim))
 
 
-def _path(data_dir: str, relative: str, field: str) -> str:
+@dataclasses.dataclass(frozen=True)
+class _Evaluation:
+    """One configured evaluator with its data loaded."""
+
+    name: str
+    task: str
+    dataset: Any
+    prompts: Prompts
+    dims: tuple[int | None, ...]
+    every: int
+
+
+def _data_path(data_dir: str, relative: str, field: str) -> str:
     path = os.path.join(data_dir, relative) if data_dir else relative
     if not os.path.exists(path):
-        raise UserError(f"eval.{field}: {path} does not exist; set --config.data.data_dir to the "
-                        f"folder holding {relative} or --config.eval.{field}='' to skip it")
+        raise UserError(f"{field}: {path} does not exist; set --config.data.data_dir to the "
+                        f"folder holding {relative}, or remove the evaluator")
     return path
 
 
+def _configured(config: ml_collections.ConfigDict) -> list[_Evaluation]:
+    """The evaluators of `config.evals`, then those of the legacy `config.eval` fields."""
+    data_dir, fmt = config.data.data_dir, config.data.format
+    evaluations = []
+    for name, entry in config.evals.items():
+        field = f"evals.{name}"
+        tasks.check_task(entry.task)
+        prompts = default_prompts(fmt, entry.task)
+        # An empty field keeps the model's own prompt (see evaluation.prompts).
+        overrides = {key: entry[field_name] for key, field_name in (
+            ("query", "prompt"), ("document", "doc_prompt"), ("doc_format", "doc_format"))
+            if entry[field_name]}
+        dataset = tasks.load_task_data(entry.task, _data_path(data_dir, entry.data, field),
+                                       entry.split or None)
+        evaluations.append(_Evaluation(
+            name, entry.task, dataset, dataclasses.replace(prompts, **overrides),
+            (None,) + tuple(entry.dims), entry.every))
+    legacy, dims = config.eval, (None,) + tuple(config.eval.dims)
+    if legacy.sts_file:
+        evaluations.append(_Evaluation(
+            "sts", "sts", tasks.load_task_data(
+                "sts", _data_path(data_dir, legacy.sts_file, "eval.sts_file")),
+            Prompts(query=legacy.sts_prompt or None), dims, 0))
+    if legacy.retrieval_file:
+        evaluations.append(_Evaluation(
+            "retrieval", "retrieval", tasks.load_task_data(
+                "retrieval", _data_path(data_dir, legacy.retrieval_file, "eval.retrieval_file")),
+            Prompts(query=legacy.query_prompt or None, doc_format=legacy.doc_format), dims, 0))
+    names = [e.name for e in evaluations]
+    if len(set(names)) != len(names):
+        raise UserError(f"two evaluators are named {max(names, key=names.count)!r}; rename the "
+                        "config.evals entry (eval.sts_file and eval.retrieval_file use 'sts' "
+                        "and 'retrieval')")
+    return evaluations
+
+
+def metric_names(evaluation: _Evaluation) -> list[str]:
+    """The result names an evaluator produces, e.g. `stsb.spearman@128`."""
+    return [f"{evaluation.name}.{metric}{f'@{dim}' if dim else ''}"
+            for dim in evaluation.dims for metric in tasks.HEADLINE_METRICS[evaluation.task]]
+
+
 class Evaluators:
-    """The evaluations named in `config.eval`, with their data loaded once."""
+    """The configured evaluators, with their data loaded once, and the best-checkpoint keeper."""
 
     def __init__(self, config: ml_collections.ConfigDict, model: nn.Module, vocabulary,
                  workdir: str):
@@ -60,42 +135,105 @@ class Evaluators:
         self._model = model
         self._vocabulary = vocabulary
         self._workdir = workdir
-        ev, data_dir = config.eval, config.data.data_dir
-        self._sts = load_sts(_path(data_dir, ev.sts_file, "sts_file")) if ev.sts_file else None
-        self._retrieval = (load_retrieval(_path(data_dir, ev.retrieval_file, "retrieval_file"))
-                           if ev.retrieval_file else None)
-        self._dims = (None,) + tuple(ev.dims)
+        self._evaluations = _configured(config)
+        multi_vector_dim = config.model.get("multi_vector_dim", 0)
+        if multi_vector_dim and self._evaluations:
+            # Every task scores one vector per text; a multi-vector tower has none.
+            print(f"eval: skipping {', '.join(e.name for e in self._evaluations)}: this tower "
+                  f"gives token vectors (model.multi_vector_dim={multi_vector_dim}) and "
+                  "multi-vector evaluation is not built yet", flush=True)
+            self._evaluations = []
+        self._best_metric = config.best_metric.removeprefix("evals.")
+        self._best_value = None
+        if self._best_metric:
+            known = [n for e in self._evaluations for n in metric_names(e)]
+            if self._best_metric not in known:
+                raise UserError(f"best_metric={config.best_metric!r} is not produced by the "
+                                f"evaluators; choose one of: "
+                                f"{', '.join('evals.' + n for n in known) or 'none configured'}")
+            if config.best_mode not in _BEST_MODES:
+                raise UserError(f"best_mode={config.best_mode!r}; use 'max' or 'min'")
+            best_file = os.path.join(workdir, BEST_DIR, BEST_FILE)
+            if os.path.exists(best_file):
+                with open(best_file) as f:
+                    self._best_value = json.load(f)["value"]
 
     @property
     def enabled(self) -> bool:
-        return self._sts is not None or self._retrieval is not None
+        return bool(self._evaluations)
 
-    def run(self, step: int, params, writer) -> dict:
-        """Evaluates `params`; returns {metric name: value} (empty if nothing is configured)."""
-        if not self.enabled:
+    def _due(self, step: int, final: bool) -> list[_Evaluation]:
+        if step == 0 or final:
+            return self._evaluations
+        due = []
+        for evaluation in self._evaluations:
+            every = evaluation.every or self._config.eval_every
+            if every and step % every == 0:
+                due.append(evaluation)
+        return due
+
+    def run(self, step: int, params, writer, final: bool = False) -> dict:
+        """Runs the evaluators due at `step` (all of them at step 0 and when `final`).
+
+        Args:
+          step: the training step the parameters are from.
+          params: the live parameters.
+          writer: a `MetricsWriter`.
+          final: whether this is the evaluation after the last step.
+
+        Returns:
+          {result name: value} of the evaluators that ran (empty if none).
+        """
+        due = self._due(step, final or step == self._config.total_steps)
+        if not due:
             return {}
-        ev = self._config.eval
         start = time.perf_counter()
         encoder = _PrefixCache(Encoder(self._model, params, self._vocabulary,
                                        max_length=self._config.data.max_length,
-                                       batch_size=ev.batch_size))
+                                       batch_size=self._config.eval.batch_size))
         results = {}
-        for dim in self._dims:
-            suffix = f"@{dim}" if dim else ""
-            if self._sts is not None:
-                sts = score_sts(encoder, self._sts, prompt=ev.sts_prompt or None, dim=dim)
-                results[f"sts_spearman{suffix}"] = sts["spearman"]
-            if self._retrieval is not None:
-                ret = evaluate_retrieval(
-                    encoder, self._retrieval.corpus, self._retrieval.queries,
-                    self._retrieval.qrels, query_prompt=ev.query_prompt or None,
-                    doc_format=ev.doc_format, dim=dim)
-                for name in ("ndcg@10", "recall@10", "mrr@10"):
-                    results[f"retrieval_{name}{suffix}"] = ret[name]
+        for evaluation in due:
+            for dim in evaluation.dims:
+                metrics = tasks.score_task(encoder, evaluation.task, evaluation.dataset,
+                                           evaluation.prompts, dim=dim)
+                suffix = f"@{dim}" if dim else ""
+                for metric in tasks.HEADLINE_METRICS[evaluation.task]:
+                    results[f"{evaluation.name}.{metric}{suffix}"] = float(metrics[metric])
+        writer.scalars(step, results, prefix="evals")
         if jax.process_index() == 0:
-            with open(os.path.join(self._workdir, EVAL_FILE), "a") as f:
+            with open(os.path.join(self._workdir, EVAL_FILE), "a", encoding="utf-8") as f:
                 f.write(json.dumps({"step": step, **results}) + "\n")
-            writer.scalars(step, results, prefix="eval")
             shown = ", ".join(f"{k} {v:.4f}" for k, v in results.items())
             print(f"eval step {step} ({time.perf_counter() - start:.0f}s): {shown}", flush=True)
+        if self._best_metric in results:
+            self._keep_if_best(step, params, results[self._best_metric])
         return results
+
+    def _keep_if_best(self, step: int, params, value: float) -> None:
+        """Saves `params` to WORKDIR/best when `value` beats the best so far."""
+        better = (self._best_value is None or not np.isfinite(self._best_value)
+                  or (value > self._best_value if self._config.best_mode == "max"
+                      else value < self._best_value))
+        if not better or not np.isfinite(value):
+            return
+        best_dir = os.path.join(self._workdir, BEST_DIR)
+        new_step_dir = os.path.join(checkpoint_io.checkpoint_dir(best_dir), str(step))
+        if os.path.exists(new_step_dir):  # The same step, evaluated again after a resume.
+            shutil.rmtree(new_step_dir)
+        # Every process takes part in saving sharded arrays.
+        ocp.PyTreeCheckpointer().save(os.path.join(new_step_dir, "state"), {"params": params})
+        if jax.process_index() == 0:
+            for name in os.listdir(checkpoint_io.checkpoint_dir(best_dir)):
+                if name != str(step):
+                    shutil.rmtree(os.path.join(checkpoint_io.checkpoint_dir(best_dir), name))
+            for name in (checkpoint_io.CONFIG_FILE, checkpoint_io.GIN_FILE):
+                if os.path.exists(os.path.join(self._workdir, name)):
+                    shutil.copy(os.path.join(self._workdir, name), os.path.join(best_dir, name))
+            record = {"step": step, "metric": "evals." + self._best_metric, "value": value}
+            with open(os.path.join(best_dir, BEST_FILE + ".tmp"), "w") as f:
+                json.dump(record, f)
+            os.replace(os.path.join(best_dir, BEST_FILE + ".tmp"),
+                       os.path.join(best_dir, BEST_FILE))
+            print(f"best {record['metric']} so far ({value:.4f}) at step {step}: saved to "
+                  f"{best_dir}", flush=True)
+        self._best_value = value

@@ -5,7 +5,8 @@ the activations of the whole batch for the backward pass. GradCache (Gao et
 al., 2021) splits the work in two passes over chunks of `chunk_size` texts:
 
 1. embed every chunk without keeping activations, and take the gradient of
-   the loss with respect to the embeddings (cheap: they are [B, D]);
+   the loss with respect to the embeddings (cheap: they are [B, D], or
+   [B, L, d] token vectors from a multi-vector tower);
 2. embed each chunk again under `jax.vjp` and pull that chunk's embedding
    gradient back to the parameters, summing over chunks.
 

@@ -1,5 +1,6 @@
-"""Training metrics to the console (a readable line) and to TensorBoard."""
+"""Training metrics to the console (a readable line), TensorBoard and metrics.jsonl."""
 
+import json
 import os
 import time
 from typing import Mapping
@@ -8,24 +9,33 @@ import jax
 import numpy as np
 from tensorboardX import SummaryWriter
 
+METRICS_FILE = "metrics.jsonl"
+
 
 class MetricsWriter:
     """Writes scalars on process 0; the other hosts stay quiet.
 
-    TensorBoard event files go to WORKDIR/tensorboard.
+    TensorBoard event files go to WORKDIR/tensorboard; WORKDIR/metrics.jsonl
+    gets one line per `scalars` call, `{"step": N, "<prefix>.<name>": value}`
+    (e.g. `train.loss`, `evals.stsb.spearman`), for scripts and sweeps.
     """
 
     def __init__(self, workdir: str, total_steps: int):
         self._total_steps = total_steps
         self._active = jax.process_index() == 0
         self._tb = SummaryWriter(os.path.join(workdir, "tensorboard")) if self._active else None
+        self._jsonl_path = os.path.join(workdir, METRICS_FILE)
 
     def scalars(self, step: int, values: Mapping[str, float], prefix: str = "train") -> None:
-        if not self._active:
+        """Writes `values` at `step` under `prefix` to TensorBoard and metrics.jsonl."""
+        if not self._active or not values:
             return
         for name, value in values.items():
             self._tb.add_scalar(f"{prefix}/{name}", float(value), step)
         self._tb.flush()
+        line = {"step": step, **{f"{prefix}.{k}": _json_number(v) for k, v in values.items()}}
+        with open(self._jsonl_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(line) + "\n")
 
     def console(self, step: int, values: Mapping[str, float]) -> None:
         if not self._active:
@@ -38,6 +48,12 @@ class MetricsWriter:
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
+
+
+def _json_number(value: float) -> float | None:
+    # Strict JSON has no NaN or infinity; null says the value was not finite.
+    value = float(value)
+    return value if np.isfinite(value) else None
 
 
 def _fmt(value: float) -> str:

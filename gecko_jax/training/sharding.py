@@ -1,10 +1,16 @@
 """Sharding as data: a named mesh and the logical-axis rules that map onto it.
 
 Parameters carry logical names (`vocab`, `embed`, `mlp`, `heads`, `kv`) and
-activations `act_batch`/`act_len`; the rules below say which mesh axis each
-name is split over. Flax skips a rule whose mesh axis is already used in the
-same array, so `embed` activations fall back to replication when the batch
-has taken `fsdp`.
+activations `act_batch`/`act_len`; a preset's rules say which mesh axis each
+name is split over. The batch is always split over (data, fsdp). Flax skips a
+rule whose mesh axis is already used in the same array, so `embed`
+activations fall back to replication when the batch has taken `fsdp`.
+
+Presets (`config.sharding`):
+  fsdp     every parameter split over `fsdp` along its `embed` dimension;
+           no tensor parallelism (the default of MaxText-style ~1B runs).
+  fsdp_tp  as fsdp, plus `vocab`, `mlp` and `heads` split over `tensor`.
+  dp       parameters replicated; only the batch is split.
 """
 
 import math
@@ -13,6 +19,7 @@ from typing import Mapping
 import jax
 import numpy as np
 from flax import linen as nn
+from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -21,15 +28,67 @@ from gecko_jax.errors import UserError
 MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")
 
-LOGICAL_AXIS_RULES = (
+_ACTIVATION_RULES = (
     ("act_batch", BATCH_AXES),
     ("act_len", None),
-    ("vocab", "tensor"),
-    ("embed", "fsdp"),
-    ("mlp", "tensor"),
-    ("heads", "tensor"),
-    ("kv", None),
 )
+
+SHARDING_PRESETS = {
+    "fsdp": _ACTIVATION_RULES + (
+        ("vocab", None),
+        ("embed", "fsdp"),
+        ("mlp", None),
+        ("heads", None),
+        ("kv", None),
+    ),
+    "fsdp_tp": _ACTIVATION_RULES + (
+        ("vocab", "tensor"),
+        ("embed", "fsdp"),
+        ("mlp", "tensor"),
+        ("heads", "tensor"),
+        ("kv", None),
+    ),
+    "dp": _ACTIVATION_RULES + (
+        ("vocab", None),
+        ("embed", None),
+        ("mlp", None),
+        ("heads", None),
+        ("kv", None),
+    ),
+}
+DEFAULT_SHARDING = "fsdp_tp"
+# The default preset's rules, for code that builds a mesh without a config.
+LOGICAL_AXIS_RULES = SHARDING_PRESETS[DEFAULT_SHARDING]
+
+
+def preset_rules(name: str) -> tuple:
+    """The logical-axis rules of the preset `name`.
+
+    Raises:
+      UserError: `name` is not a preset.
+    """
+    if name not in SHARDING_PRESETS:
+        raise UserError(f"unknown sharding preset {name!r}; set --config.sharding to one of "
+                        f"{sorted(SHARDING_PRESETS)}")
+    return SHARDING_PRESETS[name]
+
+
+def check_preset_uses_mesh(name: str, mesh_shape: Mapping[str, int]) -> None:
+    """Refuses a mesh axis of size > 1 that the preset never splits anything over.
+
+    Such an axis would hold identical copies doing identical work.
+
+    Raises:
+      UserError: the preset leaves a mesh axis larger than 1 unused.
+    """
+    used = set(BATCH_AXES)
+    for _, axes in preset_rules(name):
+        used.update((axes,) if isinstance(axes, str) else tuple(axes or ()))
+    for axis in MESH_AXES:
+        if axis not in used and mesh_shape.get(axis, 1) > 1:
+            raise UserError(f"sharding={name!r} does not use the mesh axis {axis!r} "
+                            f"(size {mesh_shape[axis]}); set --config.mesh_shape.{axis}=1 "
+                            "or --config.sharding=fsdp_tp")
 
 
 def resolve_mesh_shape(mesh_shape: Mapping[str, int], num_devices: int) -> dict[str, int]:
@@ -54,10 +113,17 @@ def resolve_mesh_shape(mesh_shape: Mapping[str, int], num_devices: int) -> dict[
 
 
 def create_mesh(mesh_shape: Mapping[str, int], devices=None) -> Mesh:
-    """Builds the (data, fsdp, tensor) mesh over `devices` (default: all)."""
-    devices = jax.devices() if devices is None else devices
-    shape = resolve_mesh_shape(mesh_shape, len(devices))
-    grid = np.asarray(devices).reshape([shape[axis] for axis in MESH_AXES])
+    """Builds the (data, fsdp, tensor) mesh over `devices` (default: all, of all hosts)."""
+    if devices is None:
+        shape = resolve_mesh_shape(mesh_shape, jax.device_count())
+        # On TPU, mesh_utils lays the axes along the physical chip topology so
+        # that neighbours on an axis are neighbours on the interconnect; on
+        # other platforms it keeps the device order.
+        grid = mesh_utils.create_device_mesh([shape[axis] for axis in MESH_AXES],
+                                             allow_split_physical_axes=True)
+    else:
+        shape = resolve_mesh_shape(mesh_shape, len(devices))
+        grid = np.asarray(devices).reshape([shape[axis] for axis in MESH_AXES])
     return Mesh(grid, MESH_AXES)
 
 

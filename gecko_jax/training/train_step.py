@@ -1,9 +1,12 @@
 """The train state and the jitted train step of a dual encoder.
 
-Queries, positives and hard negatives go through the one shared tower in a
-single forward pass (they have the same padded length), and the loss sees the
-global batch, so under `jit` with a batch-sharded input every query is scored
-against the positives and negatives of every device.
+Queries, positives and hard negatives go through the one shared tower, texts
+of one padded length in one forward pass, and the loss sees the global batch,
+so under `jit` with a batch-sharded input every query is scored against the
+positives and negatives of every device. The embeddings are [B, D] from a
+single-vector tower or [B, L_field, d] token vectors from a multi-vector one
+(queries and documents may then differ in L); the step treats both alike.
+A loss with a `text_fields` attribute gets only those fields embedded.
 """
 
 from typing import Any, Callable
@@ -44,10 +47,11 @@ def init_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: ja
                       opt_state=tx.init(nn.unbox(params)))
 
 
-def state_shardings(abstract: TrainState, tx: optax.GradientTransformation, mesh) -> TrainState:
-    """Parameter shardings from their logical names; optimizer moments follow them."""
-    with nn.logical_axis_rules(sharding_lib.LOGICAL_AXIS_RULES):
-        param_shardings = sharding_lib.logical_to_shardings(abstract.params, mesh)
+def state_shardings(abstract: TrainState, tx: optax.GradientTransformation, mesh,
+                    rules=sharding_lib.LOGICAL_AXIS_RULES) -> TrainState:
+    """Parameter shardings from their logical names and `rules`; optimizer moments follow them."""
+    with nn.logical_axis_rules(rules):
+        param_shardings = sharding_lib.logical_to_shardings(abstract.params, mesh, rules)
     replicated = sharding_lib.replicated(mesh)
     # Frozen parameter groups leave MaskedNode placeholders (no state) in place.
     opt_shardings = optax.tree_utils.tree_map_params(
@@ -58,15 +62,26 @@ def state_shardings(abstract: TrainState, tx: optax.GradientTransformation, mesh
 
 
 def encode_batch(model: nn.Module, params, batch: dict, *, deterministic: bool,
-                 dropout_rng=None) -> dict[str, jax.Array]:
+                 dropout_rng=None, fields: tuple[str, ...] = TEXT_FIELDS) -> dict[str, jax.Array]:
     """Embeds the query/positive/negative texts of a batch.
 
     Texts of one padded length share a forward pass: one pass in all when
     queries are as long as documents, else one for the (shorter) queries and
     one for positives and negatives together.
+
+    Args:
+      model: the embedding tower.
+      params: its parameters.
+      batch: `{field}_ids` / `{field}_mask` [B, L_field] for each field.
+      deterministic: disables dropout.
+      dropout_rng: the step's dropout key (when not deterministic).
+      fields: the text fields to embed.
+
+    Returns:
+      Embeddings by field: [B, D], or [B, L_field, d] for a multi-vector tower.
     """
     groups = {}
-    for field in TEXT_FIELDS:
+    for field in fields:
         groups.setdefault(batch[f"{field}_ids"].shape[1], []).append(field)
     embeddings = {}
     for index, fields in enumerate(groups.values()):
@@ -86,11 +101,14 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
     Args:
       model: the embedding tower.
       tx: the optimizer.
-      loss_fn: maps (embeddings by field, batch) to the scalar loss.
+      loss_fn: maps (embeddings by field, batch) to the scalar loss; its
+        optional `text_fields` attribute limits which fields are embedded.
       schedule: the learning-rate schedule, for logging.
       grad_cache_chunk_size: texts per forward pass with GradCache; 0 embeds
         the whole batch at once (the plain step).
     """
+
+    fields = tuple(getattr(loss_fn, "text_fields", TEXT_FIELDS))
 
     def train_step(state: TrainState, batch: dict, rng: jax.Array):
         # Dropout depends on the step only, so a resumed run draws the same masks.
@@ -98,12 +116,12 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
 
         def compute_loss(params):
             embeddings = encode_batch(model, params, batch, deterministic=False,
-                                      dropout_rng=dropout_rng)
+                                      dropout_rng=dropout_rng, fields=fields)
             return loss_fn(embeddings, batch)
 
         if grad_cache_chunk_size:
             loss, grads = grad_cache_value_and_grad(model, state.params, batch, loss_fn,
-                                                    TEXT_FIELDS, grad_cache_chunk_size,
+                                                    fields, grad_cache_chunk_size,
                                                     dropout_rng)
         else:
             loss, grads = jax.value_and_grad(compute_loss)(state.params)
@@ -113,7 +131,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
             "loss": loss,
             "grad_norm": optax.global_norm(grads),
             "learning_rate": schedule(state.step),
-            "tokens": sum(jnp.sum(batch[f"{f}_mask"]) for f in TEXT_FIELDS),
+            "tokens": sum(jnp.sum(batch[f"{f}_mask"]) for f in fields),
         }
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 

@@ -8,7 +8,7 @@ restarted: the schedule is a function of the step, dropout keys are folded
 from the step, and the data stream is a function of (seed, batch index).
 """
 
-import functools
+import os
 import signal
 import threading
 
@@ -19,20 +19,18 @@ from absl import logging
 from flax import linen as nn
 
 from gecko_jax.data.pipeline import TrainData
+from gecko_jax.data.teacher_batches import with_teachers
 from gecko_jax.data.vocabularies import get_vocabulary
 from gecko_jax.errors import UserError
-from gecko_jax.losses.registry import build_loss
+from gecko_jax.losses.registry import check_tower_for_loss
 from gecko_jax.models import gemma_import
 from gecko_jax.models.bert_import import merge_pretrained, resolve_pretrained
-from gecko_jax.models.registry import build_tower
 from gecko_jax.training import checkpoint_io
 from gecko_jax.training import sharding
 from gecko_jax.training.evaluators import Evaluators
 from gecko_jax.training.grad_cache import check_chunk_size
 from gecko_jax.training.metrics_writer import MetricsWriter, Throughput, mean_metrics
-from gecko_jax.training.optimizers import make_optimizer
-from gecko_jax.training.train_step import (init_train_state, make_train_step, param_shapes,
-                                           state_shardings)
+from gecko_jax.training.train_program import build_train_program
 
 
 class _SigtermFlag:
@@ -61,13 +59,17 @@ def _check_config(config: ml_collections.ConfigDict, mesh) -> None:
         check_chunk_size(config.grad_cache.chunk_size, config.batch_size, dp)
     if config.total_steps < 1:
         raise UserError(f"total_steps={config.total_steps}; it must be at least 1")
+    check_tower_for_loss(config.loss.name, config.model.multi_vector_dim)
 
 
 def _import_pretrained(spec: str):
-    """Weights named by `model.init`: a Gemma checkpoint or a BERT / sentence-transformers one."""
+    """Parameters named by `model.init`: a training workdir (its newest checkpoint, e.g. the
+    previous stage of a recipe), a Gemma checkpoint, or a BERT / sentence-transformers one."""
+    if os.path.isdir(spec) or (os.sep in spec and ":" not in spec):
+        return checkpoint_io.restore_params(spec)[1]
     if gemma_import.is_gemma_spec(spec):
-        return gemma_import.to_imported_model(gemma_import.load_checkpoint(spec))
-    return resolve_pretrained(spec)
+        return gemma_import.to_imported_model(gemma_import.load_checkpoint(spec)).params
+    return resolve_pretrained(spec).params
 
 
 def _starting_state(config, manager, abstract_state, shardings, init_fn, tx, rng):
@@ -82,9 +84,11 @@ def _starting_state(config, manager, abstract_state, shardings, init_fn, tx, rng
         return state, data_state
     state = init_fn(rng)
     if config.model.init:
-        imported = _import_pretrained(config.model.init)
-        host_params = jax.device_get(state.params)
-        params = merge_pretrained(host_params, imported.params)
+        # One copy of the parameters at a time, the random optimizer state
+        # freed first: for Gemma 3 270M the copies alone would fill 8 GB.
+        params = jax.device_get(state.params)
+        state = state.replace(params=None, opt_state=None)
+        params = merge_pretrained(params, _import_pretrained(config.model.init))
         params = jax.device_put(params, shardings.params)
         opt_state = jax.jit(tx.init, out_shardings=shardings.opt_state)(params)
         state = state.replace(params=params, opt_state=opt_state)
@@ -97,7 +101,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     Args:
       config: a config built on `gecko_jax.config_base.base_config()`.
-      workdir: where checkpoints, config.json, eval.jsonl and TensorBoard files go.
+      workdir: where checkpoints, config.json, metrics.jsonl and TensorBoard files go.
 
     Returns:
       The metrics of the final evaluation (empty if none is configured).
@@ -121,35 +125,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                      jax.process_index(), jax.process_count())
     print(f"Training data: {data.num_examples} examples, batch {config.batch_size}, "
           f"{config.total_steps} steps", flush=True)
+    data = with_teachers(config, data, workdir, jax.process_count())
 
-    # Init (abstract: nothing is allocated until the jitted init below).
-    model = build_tower(config.model)
-    tx, schedule = make_optimizer(config.optimizer, config.total_steps,
-                                  param_shapes(model, config.data.max_length))
-    loss_fn = build_loss(config.loss)
+    # Init, shardings and jit (abstract: nothing is allocated until init_fn runs).
+    program = build_train_program(config, mesh)
+    model, tx, rules = program.model, program.tx, program.rules
+    shardings, batch_sharding = program.shardings, program.batch_sharding
+    train_step = program.train_step
     checkpoint_io.write_gin_config(workdir)
     init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
-    boxed_init = functools.partial(init_train_state, model, tx, max_length=config.data.max_length)
-    abstract_boxed = jax.eval_shape(boxed_init, init_rng)
-
-    # Shardings.
-    shardings = state_shardings(abstract_boxed, tx, mesh)
-    abstract_state = nn.unbox(abstract_boxed)
-    batch_sharding = sharding.batch_sharding(mesh)
-
-    # Jit.
-    init_fn = jax.jit(lambda r: nn.unbox(boxed_init(r)), out_shardings=shardings)
-    train_step = jax.jit(make_train_step(model, tx, loss_fn, schedule,
-                                         config.grad_cache.chunk_size),
-                         in_shardings=(shardings, batch_sharding, None),
-                         out_shardings=(shardings, None), donate_argnums=(0,))
 
     # Restore.
     manager = checkpoint_io.create_manager(workdir, config.keep_checkpoints,
                                            config.async_checkpointing)
-    with mesh, nn.logical_axis_rules(sharding.LOGICAL_AXIS_RULES):
-        state, data_state = _starting_state(config, manager, abstract_state, shardings,
-                                            init_fn, tx, init_rng)
+    with mesh, nn.logical_axis_rules(rules):
+        state, data_state = _starting_state(config, manager, program.abstract_state, shardings,
+                                            program.init_fn, tx, init_rng)
     if data_state is not None:
         data.set_state(data_state)
     start_step = int(jax.device_get(state.step))
@@ -163,7 +154,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         results = evaluators.run(0, state.params, writer)
     throughput, history = Throughput(), []
     step = start_step
-    with mesh, nn.logical_axis_rules(sharding.LOGICAL_AXIS_RULES):
+    with mesh, nn.logical_axis_rules(rules):
         while step < config.total_steps:
             local = next(data)
             batch = {k: jax.make_array_from_process_local_data(batch_sharding, v)
@@ -184,7 +175,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                       flush=True)
                 writer.close()
                 return {}
-            if config.eval_every and step % config.eval_every == 0 and not last:
+            if not last:  # Runs the evaluators due at this step, if any.
                 evaluators.run(step, state.params, writer)
     if start_step < config.total_steps or not results:
         results = evaluators.run(config.total_steps, state.params, writer)

@@ -1,0 +1,170 @@
+"""What a config trains on: named sources with mixture rates, or the user's files.
+
+`--config.data.mixture` lists entries `NAME` or `NAME:RATE`:
+
+- `tiny`: the bundled set (`sources.tiny`);
+- `fret`: FRet output, the JSONL/TFRecord files of `data.fret_files`, each
+  row with its own `task`;
+- every dataset of `tfds/datasets.py` (squad, snli, stsb, sick, banking77,
+  trec, mr, stackoverflow, wikiqa, trecqa), read through the TFDS builder
+  from `data.data_dir`, or from the official URLs with `data.download=True`,
+  prepared once into `data.tfds_dir`.
+
+Rates are relative (they need not sum to 1). Either every entry has a rate
+or none does; without rates each source's rate is its number of examples, so
+every example is equally likely. `data.train_files` (comma-separated JSONL
+or TFRecord files; a name containing `.tfrec` is TFRecord) replaces the
+mixture with one source.
+"""
+
+import dataclasses
+from typing import Any
+
+from absl import logging
+
+from gecko_jax.data import jsonl
+from gecko_jax.data import sources
+from gecko_jax.data import tfrecord
+from gecko_jax.data.tfds import builder as tfds_builder
+from gecko_jax.data.tfds import datasets
+from gecko_jax.errors import UserError
+
+SOURCE_NAMES = ("tiny", "fret") + tuple(datasets.DATASETS)
+DEFAULT_TFDS_DIR = "~/tensorflow_datasets"
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """One source of the training stream.
+
+    Attributes:
+        name: the mixture name (or "train_files").
+        rate: its relative sampling rate (> 0).
+        examples: its examples, in a fixed order.
+    """
+
+    name: str
+    rate: float
+    examples: list[jsonl.Example]
+
+
+def parse_mixture(mixture: Any) -> list[tuple[str, float | None]]:
+    """Parses `data.mixture` into (name, rate or None) pairs.
+
+    Args:
+        mixture: a tuple of entries or a comma-separated string; a tuple's
+            items may hold commas too (`--config.data.mixture="'a,b:2'"`).
+
+    Returns:
+        The entries in order.
+
+    Raises:
+        UserError: an unknown name, a bad rate, or rates on only some entries.
+    """
+    items = [mixture] if isinstance(mixture, str) else mixture
+    entries = []
+    for entry in (part.strip() for item in items for part in str(item).split(",")):
+        if not entry:
+            continue
+        name, _, rate_text = entry.partition(":")
+        name = name.strip()
+        if name not in SOURCE_NAMES:
+            raise UserError(f"unknown data source {name!r} in --config.data.mixture; known: {', '.join(SOURCE_NAMES)}")
+        rate = None
+        if rate_text:
+            try:
+                rate = float(rate_text)
+            except ValueError:
+                rate = -1.0
+            if not rate > 0 or rate == float("inf"):
+                raise UserError(f"mixture entry {entry!r}: the rate must be a positive number, as in 'squad:2.5'")
+        entries.append((name, rate))
+    if not entries:
+        raise UserError("no training data: set --config.data.train_files=FILE.jsonl or --config.data.mixture "
+                        f"(names from {', '.join(SOURCE_NAMES)})")
+    if len({rate is None for _, rate in entries}) > 1:
+        raise UserError(f"--config.data.mixture={','.join(n if r is None else f'{n}:{r:g}' for n, r in entries)} "
+                        "gives rates to only some entries; give every entry a rate or none")
+    return entries
+
+
+def has_rates(mixture: Any) -> bool:
+    """Whether the mixture entries carry explicit rates."""
+    return any(rate is not None for _, rate in parse_mixture(mixture))
+
+
+def read_files(paths_text: str, field: str, also_required: tuple[str, ...] = ()) -> list[jsonl.Example]:
+    """Reads a comma-separated list of JSONL or TFRecord files, concatenated in order.
+
+    Args:
+        paths_text: e.g. "a.jsonl,b.tfrecord"; blanks around commas are ignored.
+        field: the config field that named them, for errors.
+        also_required: optional fields every row must have.
+
+    Returns:
+        All examples.
+    """
+    paths = [p.strip() for p in paths_text.split(",") if p.strip()]
+    if not paths:
+        raise UserError(f"--config.data.{field}={paths_text!r} names no file; give comma-separated JSONL or "
+                        "TFRecord paths")
+    examples = []
+    for path in paths:
+        if tfrecord.is_tfrecord(path):
+            examples.extend(tfrecord.read_tfrecord(path, also_required))
+        else:
+            examples.extend(jsonl.read_jsonl(path, also_required))
+    return examples
+
+
+def load_source(name: str, data_config: Any) -> list[jsonl.Example]:
+    """Loads one named source.
+
+    Args:
+        name: one of SOURCE_NAMES.
+        data_config: the `data` config (`data_dir`, `tfds_dir`, `fret_files`,
+            `download`, `squad_hard_negatives`).
+
+    Returns:
+        The source's examples.
+    """
+    if name == "tiny":
+        return sources.tiny()
+    if name == "fret":
+        if not data_config.fret_files:
+            raise UserError("the mixture names 'fret' but --config.data.fret_files is empty; give the FRet "
+                            "output files (JSONL or TFRecord, comma-separated)")
+        return read_files(data_config.fret_files, "fret_files", also_required=("task",))
+    if name not in datasets.DATASETS:
+        raise UserError(f"unknown data source {name!r} in --config.data.mixture; known: {', '.join(SOURCE_NAMES)}")
+    examples = tfds_builder.load(name, data_config.data_dir, data_config.tfds_dir or DEFAULT_TFDS_DIR,
+                                 allow_download=data_config.download)
+    if name == "squad" and not data_config.squad_hard_negatives:
+        examples = [{k: v for k, v in e.items() if k not in ("negative", "negative_title")} for e in examples]
+    return examples
+
+
+def load_mixture(data_config: Any) -> list[Source]:
+    """Loads the training data a config asks for, with resolved rates.
+
+    Args:
+        data_config: the `data` config.
+
+    Returns:
+        The sources in order (a single "train_files" source when
+        `train_files` is set).
+
+    Raises:
+        UserError: bad entries, missing data, or a source without examples.
+    """
+    if data_config.train_files:
+        return [Source("train_files", 1.0, read_files(data_config.train_files, "train_files"))]
+    loaded = []
+    for name, rate in parse_mixture(data_config.mixture):
+        examples = load_source(name, data_config)
+        if not examples:
+            raise UserError(f"data source {name!r} gave no examples; check its files or drop it from the mixture")
+        loaded.append(Source(name, float(len(examples)) if rate is None else rate, examples))
+    total = sum(s.rate for s in loaded)
+    logging.info("data: mixture %s", ", ".join(f"{s.name} {s.rate / total:.1%}" for s in loaded))
+    return loaded

@@ -1,0 +1,1 @@
+"""Writing models out in other tools' formats (sentence-transformers folders)."""

@@ -1,0 +1,136 @@
+"""What an export reads from a model spec: architecture, weights and prompts.
+
+Every spec `Encoder.load` takes is accepted: a training workdir (its newest
+checkpoint), `minilm`, `st:PATH`, a sentence-transformers / HF folder, and the
+Gemma specs (`gguf:PATH`, `hf:PATH`, `gemma3-270m`).
+"""
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import ml_collections
+
+from gecko_jax.data import formats
+from gecko_jax.data.vocabularies import minilm_folder
+from gecko_jax.errors import UserError
+from gecko_jax.models import gemma_import
+from gecko_jax.models.bert_import import (ImportedModel, load_bert_folder,
+                                          resolve_pretrained)
+
+# The sentence-transformers file that holds a model's prompts.
+ST_CONFIG_FILE = "config_sentence_transformers.json"
+# Gecko's generic retrieval task string, used when a run names none.
+_RETRIEVAL_TASK = "search result"
+_STS_TASK = "semantic similarity"
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportSource:
+    """A model ready to be written out.
+
+    Attributes:
+      model_config: the `config.model` section of the tower.
+      params: its parameter tree (numpy or jax leaves).
+      max_length: tokens per text, bos and eos included.
+      prompts: prompt name -> prefix, as sentence-transformers stores them.
+    """
+
+    model_config: ml_collections.ConfigDict
+    params: dict[str, Any]
+    max_length: int
+    prompts: dict[str, str]
+
+
+def _folder_prompts(folder: str) -> dict[str, str]:
+    """The prompts a sentence-transformers folder carries (none if absent)."""
+    path = os.path.join(folder, ST_CONFIG_FILE)
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        try:
+            prompts = json.load(f).get("prompts") or {}
+        except (ValueError, AttributeError) as e:
+            raise UserError(f"{path} is not a JSON object ({e}); fix or delete "
+                            "it.") from e
+    return {str(name): str(text) for name, text in prompts.items()}
+
+
+def workdir_prompts(config: ml_collections.ConfigDict) -> dict[str, str]:
+    """The prompts a training run used, by sentence-transformers name.
+
+    A run in Gecko's format saw `task: {task} | query: {text}` queries and
+    `title: {title} | text: {text}` documents; the evaluation prompts of the
+    config, where set, say which task string it was evaluated with.
+
+    Args:
+      config: the run's config.
+
+    Returns:
+      'query', 'document' and 'STS' prompts for the gecko format; for the
+      plain format only the evaluation prompts the config sets.
+    """
+    prompts = {}
+    if config.data.format == "gecko":
+        prompts = {"query": formats.gecko_query(_RETRIEVAL_TASK, ""),
+                   "document": formats.gecko_document(""),
+                   "STS": formats.gecko_query(_STS_TASK, "")}
+    if config.eval.query_prompt:
+        prompts["query"] = config.eval.query_prompt
+    if config.eval.sts_prompt:
+        prompts["STS"] = config.eval.sts_prompt
+    return prompts
+
+
+def _from_imported(imported: ImportedModel, folder: str) -> ExportSource:
+    return ExportSource(imported.model_config, imported.params,
+                        imported.max_length, _folder_prompts(folder))
+
+
+def _is_hf_folder(path: str) -> bool:
+    if os.path.exists(os.path.join(path, "modules.json")):
+        return True
+    config = os.path.join(path, "config.json")
+    try:
+        with open(config, encoding="utf-8") as f:
+            return "model_type" in json.load(f)
+    except (OSError, ValueError):
+        return False
+
+
+def load_source(spec: str) -> ExportSource:
+    """Reads the model named by `spec`.
+
+    Args:
+      spec: any model spec `Encoder.load` accepts.
+
+    Returns:
+      The `ExportSource`.
+
+    Raises:
+      UserError: unknown spec or unreadable model.
+    """
+    if spec == "minilm" or spec.startswith("st:"):
+        folder = spec[3:] if spec.startswith("st:") else minilm_folder()
+        return _from_imported(resolve_pretrained(spec), folder)
+    if os.path.isdir(spec) and gemma_import.is_gemma_folder(spec):
+        spec = f"hf:{spec}"
+    if gemma_import.is_gemma_spec(spec):
+        imported = gemma_import.to_imported_model(
+            gemma_import.load_checkpoint(spec))
+        if not spec.startswith("hf:"):
+            return ExportSource(imported.model_config, imported.params,
+                                imported.max_length, {})
+        return _from_imported(imported, spec[3:])
+    if os.path.isdir(spec) and _is_hf_folder(spec):
+        return _from_imported(load_bert_folder(spec), spec)
+    if os.path.isfile(os.path.join(spec, "config.json")):
+        # Imported here: orbax is heavy and only workdirs need it.
+        from gecko_jax.training import checkpoint_io  # pylint: disable=g-import-not-at-top
+        config, params = checkpoint_io.restore_params(spec)
+        return ExportSource(config.model, params, config.data.max_length,
+                            workdir_prompts(config))
+    raise UserError(f"Unknown model {spec!r}; use 'minilm', 'st:PATH', "
+                    "'gguf:PATH', 'hf:PATH', 'gemma3-270m', a sentence-"
+                    "transformers folder or a training workdir.")

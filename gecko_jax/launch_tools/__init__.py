@@ -1,0 +1,1 @@
+"""Helpers of the launch scripts that need no JAX: Cloud TPU commands and sweeps."""

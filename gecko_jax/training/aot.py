@@ -1,0 +1,162 @@
+"""Ahead-of-time compilation of a config's train step for a target mesh.
+
+Lowering and compiling the step against abstract inputs (no data, no weights)
+on simulated devices tells, before a pod is booked, whether the shardings are
+consistent and roughly how much memory each device will need. The parameter
+and optimizer bytes per device follow exactly from the shardings; the
+temporary (activation) bytes are the XLA:CPU compiler's accounting, which
+other backends' compilers (fusing differently) only approximate.
+"""
+
+import dataclasses
+import math
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import linen as nn
+
+from gecko_jax.data.pipeline import IDENTITY_FEATURES
+from gecko_jax.errors import UserError
+from gecko_jax.training import sharding
+from gecko_jax.training.grad_cache import check_chunk_size
+from gecko_jax.training.train_program import build_train_program
+from gecko_jax.training.train_step import TEXT_FIELDS
+
+
+
+def _size(num_bytes: int) -> str:
+    for unit, scale in (("GiB", 1024 ** 3), ("MiB", 1024 ** 2)):
+        if num_bytes >= scale:
+            return f"{num_bytes / scale:.2f} {unit}"
+    return f"{num_bytes / 1024:.2f} KiB"
+
+
+@dataclasses.dataclass(frozen=True)
+class CompileReport:
+    """Per-device memory and compute of one compiled train step.
+
+    Attributes:
+      mesh_shape: mesh axis -> size.
+      num_params: parameters of the model.
+      state_bytes: parameters and optimizer state held by one device.
+      argument_bytes: all inputs of the step on one device (state and batch).
+      output_bytes: outputs on one device (less those aliased to donated inputs).
+      temp_bytes: temporaries (activations, gradients) on one device.
+      peak_bytes: argument + output + temp bytes; what must fit on a device.
+      flops_per_device: XLA's FLOP count of the per-device program.
+      compile_seconds: time to lower and compile.
+    """
+    mesh_shape: dict
+    num_params: int
+    state_bytes: int
+    argument_bytes: int
+    output_bytes: int
+    temp_bytes: int
+    peak_bytes: int
+    flops_per_device: float
+    compile_seconds: float
+
+
+def abstract_batch(config: ml_collections.ConfigDict, batch_sharding) -> dict:
+    """The global batch the input pipeline feeds, as sharded ShapeDtypeStructs.
+
+    Mirrors `data.pipeline.TrainData` (and `data.teacher_batches` when
+    `data.teachers` is set), without reading any data.
+    """
+    rows = config.batch_size
+    lengths = {"query": config.data.query_max_length or config.data.max_length,
+               "positive": config.data.max_length, "negative": config.data.max_length}
+    batch = {}
+    for field in TEXT_FIELDS:
+        for suffix in ("ids", "mask"):
+            batch[f"{field}_{suffix}"] = jax.ShapeDtypeStruct((rows, lengths[field]), jnp.int32,
+                                                              sharding=batch_sharding)
+    for name in ("has_negative",) + IDENTITY_FEATURES:
+        batch[name] = jax.ShapeDtypeStruct((rows,), jnp.int32, sharding=batch_sharding)
+    if config.data.get("teachers", ()):
+        # Stored teacher vectors; distillation needs them as wide as the student.
+        width = (sum(config.loss.jasper_teacher_dims) or config.model.projection_dim
+                 or config.model.hidden_size)
+        batch["teacher"] = jax.ShapeDtypeStruct((rows, width), jnp.float32,
+                                                sharding=batch_sharding)
+    return batch
+
+
+def _bytes_per_device(tree, shardings) -> int:
+    total = 0
+    for leaf, leaf_sharding in zip(jax.tree.leaves(tree), jax.tree.leaves(shardings)):
+        shard = leaf_sharding.shard_shape(leaf.shape)
+        total += math.prod(shard) * jnp.dtype(leaf.dtype).itemsize
+    return total
+
+
+def _check_batch(config: ml_collections.ConfigDict, mesh) -> None:
+    dp = sharding.data_parallel_size(mesh)
+    if config.batch_size % dp:
+        raise UserError(f"batch_size={config.batch_size} is not divisible by the data-parallel "
+                        f"size {dp} (mesh {dict(mesh.shape)}); pick a multiple of {dp}")
+    if config.grad_cache.chunk_size:
+        check_chunk_size(config.grad_cache.chunk_size, config.batch_size, dp)
+
+
+def compile_train_step(config: ml_collections.ConfigDict, mesh) -> CompileReport:
+    """Lowers and compiles the trainer's step of `config` for `mesh`.
+
+    Args:
+      config: a config built on `gecko_jax.config_base.base_config()`;
+        `model.init` is ignored (weights do not change the program).
+      mesh: the target mesh, usually of simulated CPU devices.
+
+    Returns:
+      The CompileReport.
+
+    Raises:
+      UserError: the config does not fit the mesh (batch, preset, GradCache).
+    """
+    _check_batch(config, mesh)
+    start = time.perf_counter()
+    program = build_train_program(config, mesh)
+    state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                         program.abstract_state, program.shardings)
+    rng = jax.ShapeDtypeStruct((), jax.random.key(0).dtype)
+    with mesh, nn.logical_axis_rules(program.rules):
+        lowered = program.train_step.lower(state, abstract_batch(config, program.batch_sharding),
+                                           rng)
+        compiled = lowered.compile()
+    seconds = time.perf_counter() - start
+    memory = compiled.memory_analysis()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    output = memory.output_size_in_bytes - memory.alias_size_in_bytes
+    return CompileReport(
+        mesh_shape=dict(mesh.shape),
+        num_params=sum(math.prod(x.shape) for x in jax.tree.leaves(program.abstract_state.params)),
+        state_bytes=_bytes_per_device(program.abstract_state.params, program.shardings.params)
+        + _bytes_per_device(program.abstract_state.opt_state, program.shardings.opt_state),
+        argument_bytes=memory.argument_size_in_bytes,
+        output_bytes=output,
+        temp_bytes=memory.temp_size_in_bytes,
+        peak_bytes=memory.argument_size_in_bytes + output + memory.temp_size_in_bytes,
+        flops_per_device=float(cost.get("flops", 0.0)) if cost else 0.0,
+        compile_seconds=seconds,
+    )
+
+
+def format_report(report: CompileReport) -> str:
+    """The report as the lines `launch/compile.py` prints."""
+    devices = math.prod(report.mesh_shape.values())
+    mesh = ", ".join(f"{axis}={size}" for axis, size in report.mesh_shape.items())
+    return "\n".join([
+        f"mesh: {mesh} ({devices} devices); compiled in {report.compile_seconds:.1f} s",
+        f"parameters: {report.num_params:,}",
+        "memory per device:",
+        f"  params + optimizer state  {_size(report.state_bytes):>12}",
+        f"  arguments (state, batch)  {_size(report.argument_bytes):>12}",
+        f"  outputs (not donated)     {_size(report.output_bytes):>12}",
+        f"  temporaries               {_size(report.temp_bytes):>12}",
+        f"  peak                      {_size(report.peak_bytes):>12}",
+        f"FLOPs per step: {report.flops_per_device:.4g} per device, "
+        f"{report.flops_per_device * devices:.4g} over the mesh",
+    ])

@@ -1,0 +1,74 @@
+"""Joining the other hosts of a multi-host job through `jax.distributed`.
+
+Every host of a TPU pod slice (or a SLURM job, or hosts given a coordinator by
+hand) runs the same `launch/train.py`; before JAX touches a device, each one
+must join the others so that `jax.devices()` lists the chips of all hosts. On
+a laptop or a single GPU machine nothing needs joining, and calling
+`jax.distributed.initialize()` there would fail for want of a coordinator.
+"""
+
+import glob
+import os
+from typing import Callable, Mapping, Optional
+
+_GOOGLE_PCI_VENDOR = "0x1ae0"  # TPU chips show up as PCI devices of this vendor.
+
+
+def tpu_chips_present() -> bool:
+    """Whether this machine has Cloud TPU chips (a TPU VM host)."""
+    for path in glob.glob("/sys/bus/pci/devices/*/vendor"):
+        try:
+            with open(path) as f:
+                if f.read().strip() == _GOOGLE_PCI_VENDOR:
+                    return True
+        except OSError:
+            continue
+    return False
+
+
+def multihost_reason(environ: Mapping[str, str], on_tpu_vm: bool) -> Optional[str]:
+    """Why this process should join a multi-host job, or None when it runs alone.
+
+    Args:
+      environ: the process environment.
+      on_tpu_vm: whether the machine has TPU chips; JAX then finds the slice's
+        other hosts (or that there are none) from the TPU VM metadata.
+    """
+    if environ.get("JAX_COORDINATOR_ADDRESS"):
+        return "JAX_COORDINATOR_ADDRESS is set"  # With JAX_NUM_PROCESSES and JAX_PROCESS_ID.
+    if int(environ.get("SLURM_NTASKS", "1") or 1) > 1 and "SLURM_JOB_ID" in environ:
+        return f"SLURM job with {environ['SLURM_NTASKS']} tasks"
+    if "," in environ.get("TPU_WORKER_HOSTNAMES", ""):
+        return "TPU_WORKER_HOSTNAMES lists several hosts"
+    if on_tpu_vm:
+        return "Cloud TPU VM"
+    return None
+
+
+def initialize(environ: Optional[Mapping[str, str]] = None,
+               on_tpu_vm: Optional[Callable[[], bool]] = None) -> bool:
+    """Calls `jax.distributed.initialize()` when this process is part of a multi-host job.
+
+    Must run before anything asks JAX for its devices.
+
+    Args:
+      environ: the environment to read (default: os.environ).
+      on_tpu_vm: detects TPU chips (default: `tpu_chips_present`).
+
+    Returns:
+      Whether it initialised.
+    """
+    import jax  # pylint: disable=g-import-not-at-top
+    environ = os.environ if environ is None else environ
+    reason = multihost_reason(environ, (on_tpu_vm or tpu_chips_present)())
+    if reason is None:
+        return False
+    # jax reads the coordinator from the environment but not the process
+    # count and index, which a hand-made cluster gives there as well.
+    count, index = environ.get("JAX_NUM_PROCESSES"), environ.get("JAX_PROCESS_ID")
+    jax.distributed.initialize(num_processes=int(count) if count else None,
+                               process_id=int(index) if index else None)
+    if jax.process_index() == 0:
+        print(f"Joined {jax.process_count()} processes ({reason}); "
+              f"{jax.device_count()} devices in all", flush=True)
+    return True
