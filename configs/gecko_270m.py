@@ -19,11 +19,8 @@ of the parameters, and save its Adam moments).
 Data comes from `data_dir`, which defaults to ../shared/data beside the repo.
 """
 
-import os
-
-from gecko_jax.config_base import base_config
-
-_SHARED_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data")
+from gecko_jax.config_base import base_config, bundled_data_dir
+from gecko_jax.models import presets
 
 
 def get_config(arg: str = ""):
@@ -36,23 +33,8 @@ def get_config(arg: str = ""):
     c.checkpoint_every = 25
 
     # Gemma 3 270M as the GGUF file describes it; the import checks the shapes.
-    c.model.name = "gemma"
+    presets.gemma3_270m(c.model)
     c.model.init = "gemma3-270m"
-    c.model.vocab = "gemma3-270m"
-    c.model.gemma_version = 3
-    c.model.vocab_size = 262_144
-    c.model.hidden_size = 640
-    c.model.num_layers = 18
-    c.model.num_heads = 4
-    c.model.num_kv_heads = 1
-    c.model.head_dim = 256
-    c.model.intermediate_size = 2048
-    c.model.layer_norm_eps = 1e-6
-    c.model.query_pre_attn_scalar = 256.0
-    c.model.sliding_window = 512
-    c.model.sliding_window_pattern = 6
-    c.model.rope_local_base = 10_000.0
-    c.model.rope_global_base = 1_000_000.0
     c.model.attention = "bidirectional"
     c.model.pooling = "mean"
     c.model.projection_dim = 0  # Keep the pretrained 640-d space; no fresh head to learn.
@@ -60,7 +42,7 @@ def get_config(arg: str = ""):
     c.model.dtype = "float32"
     c.model.remat = True
 
-    c.data.data_dir = os.path.normpath(_SHARED_DATA) if os.path.isdir(_SHARED_DATA) else ""
+    c.data.data_dir = bundled_data_dir(__file__)
     c.data.mixture = ("squad", "snli")
     c.data.max_length = 128
     c.data.query_max_length = 48  # Prompted questions and premises fit; saves compute.

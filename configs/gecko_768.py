@@ -18,7 +18,11 @@ your checkpoint.
 Cloud TPU (run on every host of the slice):
 
     python launch/train.py --config=configs/gecko_768.py --workdir=gs://BUCKET/gecko_768 \
-        --config.model.init=hf:/path/to/gemma-3-1b-pt
+        --config.model.init=hf:/path/to/gemma-3-1b-pt \
+        --config.data.fret_files=/data/fret/train-0.jsonl,/data/fret/train-1.jsonl
+
+The mixture is FRet (JSONL or TFRecord files with a task per row, given by
+`data.fret_files`) plus the academic sets of ../shared/data, by rate.
 
 Laptop CPU, the same recipe shrunk to a tiny random Gemma 3 (3 layers, two
 local and one global, grouped-query attention, the MiniLM WordPiece vocabulary)
@@ -28,34 +32,8 @@ and compilation:
     python launch/train.py --config=configs/gecko_768.py:runlocal --workdir=runs/local
 """
 
-import os
-
-from gecko_jax.config_base import base_config
-
-_SHARED_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data")
-
-
-def _gemma3_1b(model) -> None:
-    """Sets `model` (a config.model section) to the Gemma 3 1B architecture."""
-    model.name = "gemma"
-    model.gemma_version = 3
-    model.vocab = "gemma3-270m"  # Gemma 3's SentencePiece tokenizer, shared by all sizes.
-    model.vocab_size = 262_144
-    model.hidden_size = 1152
-    model.num_layers = 26
-    model.num_heads = 4
-    model.num_kv_heads = 1
-    model.head_dim = 256
-    model.intermediate_size = 6912
-    model.layer_norm_eps = 1e-6
-    model.query_pre_attn_scalar = 256.0
-    model.sliding_window = 512
-    model.sliding_window_pattern = 6
-    model.rope_local_base = 10_000.0
-    model.rope_global_base = 1_000_000.0
-    model.rope_scaling_factor = 1.0
-    model.attn_logit_softcap = 0.0
-    model.final_logit_softcap = 0.0
+from gecko_jax.config_base import base_config, bundled_data_dir
+from gecko_jax.models import presets
 
 
 def get_config(arg: str = ""):
@@ -73,7 +51,7 @@ def get_config(arg: str = ""):
     c.mesh_shape.data = 1
     c.mesh_shape.fsdp = -1
 
-    _gemma3_1b(c.model)
+    presets.gemma3_1b(c.model)
     c.model.init = ""  # 'hf:PATH' | 'gguf:PATH' of a Gemma 3 1B checkpoint; '' = from scratch.
     c.model.attention = "bidirectional"
     c.model.pooling = "mean"
@@ -82,8 +60,10 @@ def get_config(arg: str = ""):
     c.model.dtype = "bfloat16"
     c.model.remat = True  # Recompute each layer's activations in the backward pass.
 
-    c.data.data_dir = os.path.normpath(_SHARED_DATA) if os.path.isdir(_SHARED_DATA) else ""
-    c.data.mixture = ("squad", "snli")
+    c.data.data_dir = bundled_data_dir(__file__)
+    # methods.md §1.4: FRet plus the academic sets, each in its Gecko format.
+    c.data.mixture = ("fret:4", "squad:2", "snli:2", "stsb:1", "sick:1", "banking77:1", "trec:1",
+                      "mr:1", "stackoverflow:1", "wikiqa:1", "trecqa:0.5")
     c.data.max_length = 256
     c.data.query_max_length = 64
 
@@ -101,19 +81,7 @@ def get_config(arg: str = ""):
         c.checkpoint_every = 3
         c.mesh_shape.data = -1
         c.mesh_shape.fsdp = 1
-        # A tiny Gemma 3: layers 0-1 local (window 16 < the 32-token texts),
-        # layer 2 global, 2 key/value heads for 4 query heads, QK-norm.
-        c.model.vocab = "minilm"
-        c.model.vocab_size = 30522
-        c.model.hidden_size = 64
-        c.model.num_layers = 3
-        c.model.num_heads = 4
-        c.model.num_kv_heads = 2
-        c.model.head_dim = 16
-        c.model.intermediate_size = 128
-        c.model.query_pre_attn_scalar = 16.0
-        c.model.sliding_window = 16
-        c.model.sliding_window_pattern = 3
+        presets.gemma3_tiny(c.model)
         c.model.projection_dim = 32
         c.model.dtype = "float32"
         c.model.remat = False

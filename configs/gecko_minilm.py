@@ -15,11 +15,7 @@ Data comes from `data_dir`, which defaults to ../shared/data beside the repo;
 elsewhere pass --config.data.data_dir=DIR (see the README for the files).
 """
 
-import os
-
-from gecko_jax.config_base import base_config, evaluator
-
-_SHARED_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data")
+from gecko_jax.config_base import base_config, bundled_data_dir, evaluator
 
 
 def get_config(arg: str = ""):
@@ -35,7 +31,7 @@ def get_config(arg: str = ""):
     c.model.dropout_rate = 0.0  # MiniLM was fine-tuned without dropout by sentence-transformers.
     c.model.attention_dropout_rate = 0.0
 
-    c.data.data_dir = os.path.normpath(_SHARED_DATA) if os.path.isdir(_SHARED_DATA) else ""
+    c.data.data_dir = bundled_data_dir(__file__)
     # The full bundled mixture; one source per batch, so in-batch negatives
     # come from the same task (Gemini Embedding). Rates favour the retrieval
     # and NLI sets the evaluation measures, then the classification and

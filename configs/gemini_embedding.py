@@ -25,11 +25,9 @@ same-tower negatives). The config argument picks the stage:
     python launch/train.py --config=configs/gemini_embedding.py:runlocal --workdir=runs/gemini_local
 """
 
-import os
+from gecko_jax.config_base import base_config, bundled_data_dir
+from gecko_jax.models import presets
 
-from gecko_jax.config_base import base_config
-
-_SHARED_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data")
 _STAGES = ("prefinetune", "finetune", "runlocal")
 
 
@@ -45,21 +43,8 @@ def get_config(arg: str = ""):
     c.checkpoint_every = 1000
 
     m = c.model
-    m.name = "gemma"
-    m.gemma_version = 3
+    presets.gemma3_1b(m)
     m.init = ""  # 'hf:PATH' | 'gguf:PATH' of a Gemma 3 checkpoint; '' = from scratch.
-    m.vocab = "gemma3-270m"  # Gemma 3's SentencePiece tokenizer, shared by all sizes.
-    m.vocab_size = 262_144
-    m.hidden_size = 1152
-    m.num_layers = 26
-    m.num_heads = 4
-    m.num_kv_heads = 1
-    m.head_dim = 256
-    m.intermediate_size = 6912
-    m.layer_norm_eps = 1e-6
-    m.query_pre_attn_scalar = 256.0
-    m.sliding_window = 512
-    m.sliding_window_pattern = 6
     m.attention = "bidirectional"
     m.pooling = "mean"
     m.projection_dim = 3072  # The randomly initialised linear head f.
@@ -72,7 +57,7 @@ def get_config(arg: str = ""):
     c.loss.same_tower = False
     c.loss.mrl_dims = (768, 1536, 3072)
 
-    c.data.data_dir = os.path.normpath(_SHARED_DATA) if os.path.isdir(_SHARED_DATA) else ""
+    c.data.data_dir = bundled_data_dir(__file__)
     c.data.max_length = 256
     c.data.query_max_length = 64
     c.optimizer.warmup_steps = 1000
@@ -98,17 +83,7 @@ def get_config(arg: str = ""):
         c.checkpoint_every = 0
         c.mesh_shape.data = -1
         c.mesh_shape.fsdp = 1
-        m.vocab = "minilm"
-        m.vocab_size = 30522
-        m.hidden_size = 64
-        m.num_layers = 3
-        m.num_heads = 4
-        m.num_kv_heads = 2
-        m.head_dim = 16
-        m.intermediate_size = 128
-        m.query_pre_attn_scalar = 16.0
-        m.sliding_window = 16
-        m.sliding_window_pattern = 3
+        presets.gemma3_tiny(m)
         m.projection_dim = 48
         m.dtype = "float32"
         c.loss.mrl_dims = (12, 24, 48)

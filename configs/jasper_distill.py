@@ -36,11 +36,7 @@ The runlocal stages start from scratch unless given `--config.model.init`:
         --config.model.init=runs/jr1
 """
 
-import os
-
-from gecko_jax.config_base import base_config
-
-_SHARED_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data")
+from gecko_jax.config_base import base_config, bundled_data_dir
 
 # Batch, learning rate and checkpoint step of each stage (methods.md §5.4).
 _SCHEDULES = {1: (128, 1e-4, 4000), 2: (128, 8e-5, 7000), 3: (128, 7e-5, 2200)}
@@ -81,7 +77,7 @@ def get_config(arg: str = ""):
     c.model.dropout_rate = 0.0
     c.model.attention_dropout_rate = 0.0
 
-    c.data.data_dir = os.path.normpath(_SHARED_DATA) if os.path.isdir(_SHARED_DATA) else ""
+    c.data.data_dir = bundled_data_dir(__file__)
     c.data.mixture = ("squad", "snli")
     c.data.format = "plain"  # Student and teachers embed the same raw text.
     c.data.max_length = 64

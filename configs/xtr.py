@@ -22,11 +22,7 @@ STS and retrieval evaluation score one vector per text, so the run skips
 them (and says so); multi-vector evaluation is a later addition.
 """
 
-import os
-
-from gecko_jax.config_base import base_config
-
-_SHARED_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data")
+from gecko_jax.config_base import base_config, bundled_data_dir
 
 
 def get_config(arg: str = ""):
@@ -44,7 +40,7 @@ def get_config(arg: str = ""):
     c.model.dropout_rate = 0.0
     c.model.attention_dropout_rate = 0.0
 
-    c.data.data_dir = os.path.normpath(_SHARED_DATA) if os.path.isdir(_SHARED_DATA) else ""
+    c.data.data_dir = bundled_data_dir(__file__)
     c.data.mixture = ("squad", "snli")
     c.data.max_length = 128
     c.data.query_max_length = 32

@@ -4,6 +4,7 @@ import sys
 from typing import Callable
 
 from absl import app
+from absl import flags
 
 from gecko_jax.errors import UserError
 
@@ -19,6 +20,28 @@ def _parse_flags(argv: list[str]) -> list[str]:
         print(f"error: unknown config field ({detail}) among {', '.join(overrides)}; the fields "
               "are listed in gecko_jax/config_base.py", file=sys.stderr, flush=True)
         sys.exit(2)
+
+
+def check_args(argv: list[str], *required: flags.FlagHolder) -> None:
+    """Raises UserError for positional arguments or a `required` flag left unset.
+
+    Checked in `main` rather than by absl's `mark_flag_as_required`, so the
+    message is one line and the exit code 2 that `run` gives every UserError.
+    """
+    if len(argv) > 1:
+        raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
+    for flag in required:
+        if not flag.value:
+            raise UserError(f"--{flag.name} is required")
+
+
+def progress_printer(tool: str) -> Callable[[str], None]:
+    """A `progress` callback printing `TOOL: LINE` to stderr, keeping stdout for results."""
+
+    def progress(line: str) -> None:
+        print(f"{tool}: {line}", file=sys.stderr, flush=True)
+
+    return progress
 
 
 def run(main: Callable[[list[str]], None]) -> None:

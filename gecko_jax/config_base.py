@@ -5,6 +5,8 @@ add fields, so a typo in `--config.FIELD=VALUE` is caught (the dict is locked)
 and every run's config has the same shape. Each field says what it does here.
 """
 
+import os
+
 import ml_collections
 
 
@@ -149,3 +151,13 @@ def evaluator(task: str, data: str, every: int = 0, dims: tuple[int, ...] = (),
         doc_prompt=doc_prompt, doc_format=doc_format))
     entry.lock()
     return entry
+
+
+def bundled_data_dir(recipe_file: str) -> str:
+    """The bundled data folder, ../shared/data beside the repo of `recipe_file`; '' if absent.
+
+    Recipes pass their own `__file__`, so the folder is found from where the
+    recipe lives whatever the working directory.
+    """
+    folder = os.path.join(os.path.dirname(os.path.abspath(recipe_file)), "..", "..", "shared", "data")
+    return os.path.normpath(folder) if os.path.isdir(folder) else ""

@@ -33,6 +33,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from absl import flags  # pylint: disable=g-import-not-at-top
 
+from gecko_jax import cli  # pylint: disable=g-import-not-at-top
 from gecko_jax.errors import UserError  # pylint: disable=g-import-not-at-top
 from gecko_jax.evaluation import prompts as prompts_lib  # pylint: disable=g-import-not-at-top
 from gecko_jax.evaluation import tasks  # pylint: disable=g-import-not-at-top
@@ -179,10 +180,7 @@ def _table(evaluations: list[_Evaluation], results: list[dict]) -> str:
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
-    if not _MODEL.value:
-        raise UserError("--model is required")
+    cli.check_args(argv, _MODEL)
     evaluations = _read_suite(_SUITE.value) if _SUITE.value else [_from_flags()]
     _check_paths(evaluations)
     # Stdout must carry the results alone, so anything a library prints while
@@ -220,5 +218,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from gecko_jax import cli  # pylint: disable=g-import-not-at-top
     cli.run(main)

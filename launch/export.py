@@ -10,35 +10,25 @@ sentence-transformers installed:
 """
 
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from absl import flags  # pylint: disable=g-import-not-at-top
 
-from gecko_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+from gecko_jax import cli  # pylint: disable=g-import-not-at-top
 
 _MODEL = flags.DEFINE_string("model", None, "Model SPEC to export.")
 _OUTPUT = flags.DEFINE_string("output", None, "Folder to create.")
 
 
-def _progress(line: str) -> None:
-    print(f"export: {line}", file=sys.stderr, flush=True)
-
-
 def main(argv):
-    if len(argv) > 1:
-        raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
-    for flag in (_MODEL, _OUTPUT):
-        if not flag.value:
-            raise UserError(f"--{flag.name} is required")
+    cli.check_args(argv, _MODEL, _OUTPUT)
     # Imported late: JAX and TensorFlow take seconds to start, and bad flags
     # should not wait for them.
     from gecko_jax.export.sentence_transformers import export_model  # pylint: disable=g-import-not-at-top
-    export_model(_MODEL.value, _OUTPUT.value, progress=_progress)
+    export_model(_MODEL.value, _OUTPUT.value, progress=cli.progress_printer("export"))
     print(os.path.abspath(_OUTPUT.value), flush=True)
 
 
 if __name__ == "__main__":
-    from gecko_jax import cli  # pylint: disable=g-import-not-at-top
     cli.run(main)

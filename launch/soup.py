@@ -10,13 +10,12 @@ output is a workdir that `Encoder.load`, evaluate.py and export.py read.
 
 import json
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from absl import flags  # pylint: disable=g-import-not-at-top
 
-from gecko_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+from gecko_jax import cli  # pylint: disable=g-import-not-at-top
 
 _INPUTS = flags.DEFINE_string(
     "inputs", None, "Comma-separated WORKDIR or WORKDIR@STEP entries.")
@@ -25,25 +24,16 @@ _WEIGHTS = flags.DEFINE_string(
 _OUTPUT = flags.DEFINE_string("output", None, "Folder to create.")
 
 
-def _progress(line: str) -> None:
-    print(f"soup: {line}", file=sys.stderr, flush=True)
-
-
 def main(argv):
-    if len(argv) > 1:
-        raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
-    for flag in (_INPUTS, _OUTPUT):
-        if not flag.value:
-            raise UserError(f"--{flag.name} is required")
+    cli.check_args(argv, _INPUTS, _OUTPUT)
     # Imported late: orbax and JAX take seconds to start.
     from gecko_jax.training import soup  # pylint: disable=g-import-not-at-top
     inputs = soup.parse_inputs(_INPUTS.value)
     weights = (soup.parse_weights(_WEIGHTS.value, len(inputs))
                if _WEIGHTS.value else None)
-    record = soup.make_soup(inputs, weights, _OUTPUT.value, progress=_progress)
+    record = soup.make_soup(inputs, weights, _OUTPUT.value, progress=cli.progress_printer("soup"))
     print(json.dumps(record), flush=True)
 
 
 if __name__ == "__main__":
-    from gecko_jax import cli  # pylint: disable=g-import-not-at-top
     cli.run(main)

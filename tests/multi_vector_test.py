@@ -7,52 +7,30 @@ embeddings; grad_cache_test covers it.
 import jax
 import numpy as np
 import pytest
-from flax import linen as nn
 
 from gecko_jax.config_base import base_config
 from gecko_jax.errors import UserError
-from gecko_jax.losses.registry import build_loss, check_tower_for_loss
+from gecko_jax.losses.registry import check_tower_for_loss
 from gecko_jax.models.registry import build_tower
 from gecko_jax.training.grad_cache import grad_cache_value_and_grad
 from gecko_jax.training.train_step import TEXT_FIELDS, encode_batch
+from grad_cache_helpers import BATCH, assert_same, plain_value_and_grad, setup  # pylint: disable=g-bad-import-order
+from workdir_helpers import tiny_bert_config  # pylint: disable=g-bad-import-order
 
-BATCH = 16
 TOKEN_DIM = 8
 
 
 def _setup(query_length=5, doc_length=9):
-    c = base_config()
-    c.model.update(vocab_size=97, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64,
-                   multi_vector_dim=TOKEN_DIM, dropout_rate=0.0, attention_dropout_rate=0.0)
+    c = tiny_bert_config(vocab_size=97, multi_vector_dim=TOKEN_DIM, dropout_rate=0.0,
+                         attention_dropout_rate=0.0)
     c.loss.name = "xtr"
     c.loss.xtr_k_train = 12
     c.loss.mrl_dims = (TOKEN_DIM, 4)
-    model = build_tower(c.model)
-    rng = np.random.default_rng(0)
-    batch = {}
-    for field, length in (("query", query_length), ("positive", doc_length),
-                          ("negative", doc_length)):
-        lengths = rng.integers(2, length + 1, size=BATCH)
-        mask = (np.arange(length)[None] < lengths[:, None]).astype(np.int32)
-        batch[f"{field}_ids"] = (rng.integers(1, 97, size=(BATCH, length)) * mask).astype(np.int32)
-        batch[f"{field}_mask"] = mask
-    batch["has_negative"] = rng.integers(0, 2, size=BATCH).astype(np.int32)
-    params = nn.unbox(model.init(jax.random.key(1), batch["positive_ids"][:1],
-                                 batch["positive_mask"][:1])["params"])
-    return model, params, batch, build_loss(c.loss)
-
-
-def _plain(model, params, batch, loss_fn):
-    def loss(p):
-        return loss_fn(encode_batch(model, p, batch, deterministic=True), batch)
-    return jax.value_and_grad(loss)(params)
+    return setup(c, {"query": query_length, "positive": doc_length, "negative": doc_length})
 
 
 def _assert_same(a, b):
-    (loss_a, grads_a), (loss_b, grads_b) = a, b
-    np.testing.assert_allclose(float(loss_a), float(loss_b), rtol=1e-5)
-    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6),
-                 grads_a, grads_b)
+    assert_same(a, b, loss_rtol=1e-5, grad_rtol=1e-5)
 
 
 def test_token_vectors_match_numpy_head():
@@ -73,7 +51,7 @@ def test_token_vectors_match_numpy_head():
 
 def test_grad_cache_equals_plain_step_for_xtr():
     model, params, batch, loss_fn = _setup()
-    plain = jax.jit(lambda p, b: _plain(model, p, b, loss_fn))(params, batch)
+    plain = jax.jit(lambda p, b: plain_value_and_grad(model, p, b, loss_fn))(params, batch)
     cached = jax.jit(lambda p, b: grad_cache_value_and_grad(
         model, p, b, loss_fn, TEXT_FIELDS, 4))(params, batch)
     _assert_same(cached, plain)

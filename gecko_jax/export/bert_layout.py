@@ -11,11 +11,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-
-def _linear(kernel: Any) -> np.ndarray:
-    """A [in, ...] kernel as a torch Linear weight [out, in]."""
-    kernel = np.asarray(kernel, np.float32)
-    return kernel.reshape(kernel.shape[0], -1).T
+from gecko_jax.export import torch_linear
 
 
 def bert_tensors(backbone: dict[str, Any], num_layers: int
@@ -45,19 +41,18 @@ def bert_tensors(backbone: dict[str, Any], num_layers: int
         prefix = f"encoder.layer.{i}"
         attention = layer["attention"]
         for name in ("query", "key", "value"):
-            tensors[f"{prefix}.attention.self.{name}.weight"] = _linear(
+            tensors[f"{prefix}.attention.self.{name}.weight"] = torch_linear.in_projection(
                 attention[f"{name}_kernel"])
             tensors[f"{prefix}.attention.self.{name}.bias"] = np.reshape(
                 attention[f"{name}_bias"], -1)
-        out = np.asarray(attention["out_kernel"], np.float32)
-        tensors[f"{prefix}.attention.output.dense.weight"] = out.reshape(
-            -1, out.shape[-1]).T
+        tensors[f"{prefix}.attention.output.dense.weight"] = (
+            torch_linear.out_projection(attention["out_kernel"]))
         tensors[f"{prefix}.attention.output.dense.bias"] = attention["out_bias"]
         norm(f"{prefix}.attention.output.LayerNorm", layer["attention_norm"])
-        tensors[f"{prefix}.intermediate.dense.weight"] = _linear(
+        tensors[f"{prefix}.intermediate.dense.weight"] = torch_linear.in_projection(
             layer["mlp"]["wi"]["kernel"])
         tensors[f"{prefix}.intermediate.dense.bias"] = layer["mlp"]["wi"]["bias"]
-        tensors[f"{prefix}.output.dense.weight"] = _linear(
+        tensors[f"{prefix}.output.dense.weight"] = torch_linear.in_projection(
             layer["mlp"]["wo"]["kernel"])
         tensors[f"{prefix}.output.dense.bias"] = layer["mlp"]["wo"]["bias"]
         norm(f"{prefix}.output.LayerNorm", layer["mlp_norm"])

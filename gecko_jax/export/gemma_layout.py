@@ -16,6 +16,7 @@ import ml_collections
 import numpy as np
 
 from gecko_jax.errors import UserError
+from gecko_jax.export import torch_linear
 
 # transformers' default window, written when no layer is local (it is unused).
 _UNUSED_WINDOW = 4096
@@ -50,12 +51,10 @@ def gemma_tensors(backbone: dict[str, Any], num_layers: int
         prefix = f"layers.{i}"
         attention = layer["attention"]
         for ours, theirs in (("q", "q_proj"), ("k", "k_proj"), ("v", "v_proj")):
-            kernel = np.asarray(attention[f"{ours}_kernel"], np.float32)
-            tensors[f"{prefix}.self_attn.{theirs}.weight"] = kernel.reshape(
-                kernel.shape[0], -1).T
-        out = np.asarray(attention["out_kernel"], np.float32)
-        tensors[f"{prefix}.self_attn.o_proj.weight"] = out.reshape(
-            -1, out.shape[-1]).T
+            tensors[f"{prefix}.self_attn.{theirs}.weight"] = (
+                torch_linear.in_projection(attention[f"{ours}_kernel"]))
+        tensors[f"{prefix}.self_attn.o_proj.weight"] = (
+            torch_linear.out_projection(attention["out_kernel"]))
         tensors[f"{prefix}.self_attn.q_norm.weight"] = attention["q_norm"]["scale"]
         tensors[f"{prefix}.self_attn.k_norm.weight"] = attention["k_norm"]["scale"]
         for ours, theirs in (("pre_attention_norm", "input_layernorm"),
@@ -66,8 +65,8 @@ def gemma_tensors(backbone: dict[str, Any], num_layers: int
         for ours, theirs in (("gate_kernel", "gate_proj"),
                              ("up_kernel", "up_proj"),
                              ("down_kernel", "down_proj")):
-            tensors[f"{prefix}.mlp.{theirs}.weight"] = np.asarray(
-                layer["mlp"][ours], np.float32).T
+            tensors[f"{prefix}.mlp.{theirs}.weight"] = (
+                torch_linear.in_projection(layer["mlp"][ours]))
     return {name: np.ascontiguousarray(value, np.float32)
             for name, value in tensors.items()}
 

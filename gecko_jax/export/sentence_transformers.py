@@ -20,13 +20,13 @@ an interrupted export leaves nothing that looks finished.
 
 import json
 import os
-import shutil
 from typing import Any, Callable
 
 import ml_collections
 import numpy as np
 from safetensors.numpy import save_file
 
+from gecko_jax import output_folder
 from gecko_jax.data.vocabularies import get_vocabulary
 from gecko_jax.errors import UserError
 from gecko_jax.export import bert_layout, gemma_layout, tokenizer_files
@@ -146,21 +146,8 @@ def export_model(spec: str, output: str,
       UserError: `output` holds files, or the model cannot be exported.
     """
     output = os.path.abspath(output)
-    if os.path.isfile(output) or (os.path.isdir(output) and os.listdir(output)):
-        raise UserError(f"--output={output} already exists and is not empty; "
-                        "pass a new folder.")
-    if not os.path.isdir(os.path.dirname(output)):
-        raise UserError(f"--output={output}: folder {os.path.dirname(output)} "
-                        "does not exist.")
+    output_folder.check_new(output)
     progress(f"reading {spec}")
     source = load_source(spec)
-    partial = f"{output}.partial-{os.getpid()}"
-    os.makedirs(partial)
-    try:
+    with output_folder.written_whole(output) as partial:
         write_folder(source, partial, progress)
-        if os.path.isdir(output):
-            os.rmdir(output)
-        os.replace(partial, output)
-    finally:
-        if os.path.isdir(partial):
-            shutil.rmtree(partial)

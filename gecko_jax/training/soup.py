@@ -25,6 +25,7 @@ import jax
 import numpy as np
 from flax import traverse_util
 
+from gecko_jax import output_folder
 from gecko_jax.errors import UserError
 from gecko_jax.training import checkpoint_io
 
@@ -127,20 +128,10 @@ def _check_same_tree(reference: dict[tuple, tuple], params: Any, workdir: str
                             f"{reference[key]}.")
 
 
-def _check_output(output: str) -> None:
-    if os.path.isfile(output) or (os.path.isdir(output) and os.listdir(output)):
-        raise UserError(f"--output={output} already exists and is not empty; "
-                        "pass a new folder.")
-    if not os.path.isdir(os.path.dirname(output)):
-        raise UserError(f"--output={output}: folder {os.path.dirname(output)} "
-                        "does not exist.")
-
-
 def _write(output: str, first: SoupInput, config, step: int, params: Any,
            record: dict) -> None:
     """Writes the soup workdir under a temporary name, then renames it."""
-    partial = f"{output}.partial-{os.getpid()}"
-    try:
+    with output_folder.written_whole(output) as partial:
         checkpoint_io.write_config(partial, config)
         gin_path = os.path.join(first.workdir, checkpoint_io.GIN_FILE)
         if os.path.exists(gin_path):
@@ -152,12 +143,6 @@ def _write(output: str, first: SoupInput, config, step: int, params: Any,
         with open(os.path.join(partial, SOUP_FILE), "w", encoding="utf-8") as f:
             json.dump(record, f, indent=2)
             f.write("\n")
-        if os.path.isdir(output):
-            os.rmdir(output)
-        os.replace(partial, output)
-    finally:
-        if os.path.isdir(partial):
-            shutil.rmtree(partial)
 
 
 def make_soup(inputs: Sequence[SoupInput], weights: Optional[Sequence[float]],
@@ -183,7 +168,7 @@ def make_soup(inputs: Sequence[SoupInput], weights: Optional[Sequence[float]],
     if not inputs:
         raise UserError("--inputs is empty; name at least one workdir.")
     output = os.path.abspath(output)
-    _check_output(output)
+    output_folder.check_new(output)
     weights = list(weights) if weights else [1.0 / len(inputs)] * len(inputs)
     total, shapes, first_config, entries = None, None, None, []
     # One input in memory at a time, added into a float32 running sum.
