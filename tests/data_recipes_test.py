@@ -54,8 +54,7 @@ def test_inspect_prints_examples_as_the_model_sees_them(tmp_path):
     lines = result.stdout.splitlines()
     assert sum(line.startswith("[batch 0 row ") for line in lines) == 2
     queries = [line for line in lines if line.strip().startswith("query:")]
-    # Gecko's format as decoded from MiniLM's uncased word pieces (which
-    # set punctuation apart), so `task: T | query: Q` reads `task : t | query : q`.
-    pattern = re.compile(r"  query: +task : [a-z ]+ \| query : \S.*")
+    # Gecko's format `task: T | query: Q`, decoded from MiniLM's uncased word pieces.
+    pattern = re.compile(r"  query: +task: [a-z ]+ \| query: \S.*")
     assert len(queries) == 2 and all(pattern.fullmatch(q) for q in queries), queries
     assert "examples/s" in lines[-1]

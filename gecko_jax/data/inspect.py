@@ -9,6 +9,7 @@ limit) and prints how many examples per second the pipeline then delivers.
 `--config.FIELD=VALUE` overrides work as in launch/train.py.
 """
 
+import re
 import time
 
 from absl import flags
@@ -26,6 +27,11 @@ _SPEED_BATCHES = flags.DEFINE_integer("speed_batches", 50, "Batches timed for th
 flags.mark_flag_as_required("config")
 
 
+# WordPiece splits punctuation into tokens of its own, so decoding puts a
+# space before each; closing punctuation reads naturally attached again.
+_SPACE_BEFORE_CLOSING = re.compile(r" ([,.;:!?)\]}])")
+
+
 def decode_row(vocabulary, ids: np.ndarray, mask: np.ndarray) -> str:
     """The text of one packed row without its special tokens; `...` if it was cut.
 
@@ -40,7 +46,7 @@ def decode_row(vocabulary, ids: np.ndarray, mask: np.ndarray) -> str:
     used = int(mask.sum())
     if used == 0:
         return "(none)"
-    text = vocabulary.decode(ids[1:used - 1].tolist())
+    text = _SPACE_BEFORE_CLOSING.sub(r"\1", vocabulary.decode(ids[1:used - 1].tolist()))
     return text + " ..." if used == len(ids) else text
 
 
