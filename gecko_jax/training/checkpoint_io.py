@@ -20,12 +20,14 @@ from typing import Any, Optional
 
 import gin
 import jax
+from etils import epath
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
 from gecko_jax.errors import UserError
+from gecko_jax.training import workdir_files
 
 CONFIG_FILE = "config.json"
 GIN_FILE = "config.gin"
@@ -103,11 +105,10 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 
 def config_changes(workdir: str, config: ml_collections.ConfigDict) -> list[str]:
     """Fields whose value differs from the config stored in `workdir`, as 'f: old -> new'."""
-    path = os.path.join(workdir, CONFIG_FILE)
-    if not os.path.exists(path):
+    stored = workdir_files.read_json(epath.Path(workdir) / CONFIG_FILE)
+    if stored is None:
         return []
-    with open(path) as f:
-        old = _flatten(json.load(f))
+    old = _flatten(stored)
     new = _flatten(json.loads(config.to_json_best_effort()))
     return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
             if old.get(k) != new.get(k)]
@@ -117,11 +118,8 @@ def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
     """Stores the run's config beside its checkpoints (process 0 only)."""
     if jax.process_index() != 0:
         return
-    os.makedirs(workdir, exist_ok=True)
-    path = os.path.join(workdir, CONFIG_FILE)
-    with open(path + ".tmp", "w") as f:
-        f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-    os.replace(path + ".tmp", path)
+    workdir_files.write_text_atomic(epath.Path(workdir) / CONFIG_FILE,
+                                    config.to_json_best_effort(indent=2, sort_keys=True))
 
 
 def write_gin_config(workdir: str) -> None:
@@ -129,24 +127,21 @@ def write_gin_config(workdir: str) -> None:
     text = gin.config_str()
     if jax.process_index() != 0 or not text.strip():
         return
-    with open(os.path.join(workdir, GIN_FILE), "w") as f:
-        f.write(text)
+    workdir_files.write_text_atomic(epath.Path(workdir) / GIN_FILE, text)
 
 
 def read_config(workdir: str) -> ml_collections.ConfigDict:
     """The config a workdir was trained with, with the current schema's defaults."""
     from gecko_jax.config_base import base_config  # pylint: disable=g-import-not-at-top
-    path = os.path.join(workdir, CONFIG_FILE)
-    if not os.path.exists(path):
+    stored = workdir_files.read_json(epath.Path(workdir) / CONFIG_FILE)
+    if stored is None:
         raise UserError(f"{workdir} is not a training workdir (no {CONFIG_FILE}); "
                         "pass the --workdir of a train.py run")
-    with open(path) as f:
-        stored = json.load(f)
     config = base_config()
     _update_locked(config, stored)
-    gin_path = os.path.join(workdir, GIN_FILE)
-    if os.path.exists(gin_path):
-        gin.parse_config_file(gin_path)
+    gin_path = epath.Path(workdir) / GIN_FILE
+    if gin_path.exists():
+        gin.parse_config(gin_path.read_text())
     return config
 
 
@@ -164,9 +159,11 @@ def _update_locked(config: ml_collections.ConfigDict, values: dict) -> None:
 
 def _finished_steps(directory: str) -> list[int]:
     """Step folders Orbax has finalised (temporary ones carry a suffix), newest first."""
-    if not os.path.isdir(directory):
+    directory = epath.Path(directory)
+    if not directory.is_dir():
         return []
-    return sorted((int(name) for name in os.listdir(directory) if name.isdigit()), reverse=True)
+    return sorted((int(entry.name) for entry in directory.iterdir() if entry.name.isdigit()),
+                  reverse=True)
 
 
 def restore_params(workdir: str) -> tuple[ml_collections.ConfigDict, Any]:

@@ -21,7 +21,6 @@ work: they add evaluators named `sts` and `retrieval`.
 import dataclasses
 import json
 import os
-import shutil
 import time
 from typing import Any
 
@@ -29,6 +28,7 @@ import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 from flax import linen as nn
 
 from gecko_jax.encoder import Encoder
@@ -37,6 +37,7 @@ from gecko_jax.evaluation import tasks
 from gecko_jax.evaluation.prompts import Prompts, default_prompts
 from gecko_jax.models.tower import truncate_and_normalize
 from gecko_jax.training import checkpoint_io
+from gecko_jax.training import workdir_files
 
 EVAL_FILE = "eval.jsonl"
 BEST_DIR = "best"
@@ -153,10 +154,9 @@ class Evaluators:
                                 f"{', '.join('evals.' + n for n in known) or 'none configured'}")
             if config.best_mode not in _BEST_MODES:
                 raise UserError(f"best_mode={config.best_mode!r}; use 'max' or 'min'")
-            best_file = os.path.join(workdir, BEST_DIR, BEST_FILE)
-            if os.path.exists(best_file):
-                with open(best_file) as f:
-                    self._best_value = json.load(f)["value"]
+            best = workdir_files.read_json(epath.Path(workdir) / BEST_DIR / BEST_FILE)
+            if best is not None:
+                self._best_value = best["value"]
 
     @property
     def enabled(self) -> bool:
@@ -201,8 +201,8 @@ class Evaluators:
                     results[f"{evaluation.name}.{metric}{suffix}"] = float(metrics[metric])
         writer.scalars(step, results, prefix="evals")
         if jax.process_index() == 0:
-            with open(os.path.join(self._workdir, EVAL_FILE), "a", encoding="utf-8") as f:
-                f.write(json.dumps({"step": step, **results}) + "\n")
+            workdir_files.append_line(epath.Path(self._workdir) / EVAL_FILE,
+                                      json.dumps({"step": step, **results}))
             shown = ", ".join(f"{k} {v:.4f}" for k, v in results.items())
             print(f"eval step {step} ({time.perf_counter() - start:.0f}s): {shown}", flush=True)
         if self._best_metric in results:
@@ -216,24 +216,22 @@ class Evaluators:
                       else value < self._best_value))
         if not better or not np.isfinite(value):
             return
-        best_dir = os.path.join(self._workdir, BEST_DIR)
-        new_step_dir = os.path.join(checkpoint_io.checkpoint_dir(best_dir), str(step))
-        if os.path.exists(new_step_dir):  # The same step, evaluated again after a resume.
-            shutil.rmtree(new_step_dir)
+        best_dir = epath.Path(self._workdir) / BEST_DIR
+        steps_dir = epath.Path(checkpoint_io.checkpoint_dir(str(best_dir)))
+        # The same step may be evaluated again after a resume.
+        workdir_files.remove_tree(steps_dir / str(step))
         # Every process takes part in saving sharded arrays.
-        ocp.PyTreeCheckpointer().save(os.path.join(new_step_dir, "state"), {"params": params})
+        ocp.PyTreeCheckpointer().save(steps_dir / str(step) / "state", {"params": params})
         if jax.process_index() == 0:
-            for name in os.listdir(checkpoint_io.checkpoint_dir(best_dir)):
-                if name != str(step):
-                    shutil.rmtree(os.path.join(checkpoint_io.checkpoint_dir(best_dir), name))
+            for entry in steps_dir.iterdir():
+                if entry.name != str(step):
+                    workdir_files.remove_tree(entry)
             for name in (checkpoint_io.CONFIG_FILE, checkpoint_io.GIN_FILE):
-                if os.path.exists(os.path.join(self._workdir, name)):
-                    shutil.copy(os.path.join(self._workdir, name), os.path.join(best_dir, name))
+                source = epath.Path(self._workdir) / name
+                if source.exists():
+                    source.copy(best_dir / name, overwrite=True)
             record = {"step": step, "metric": "evals." + self._best_metric, "value": value}
-            with open(os.path.join(best_dir, BEST_FILE + ".tmp"), "w") as f:
-                json.dump(record, f)
-            os.replace(os.path.join(best_dir, BEST_FILE + ".tmp"),
-                       os.path.join(best_dir, BEST_FILE))
+            workdir_files.write_text_atomic(best_dir / BEST_FILE, json.dumps(record))
             print(f"best {record['metric']} so far ({value:.4f}) at step {step}: saved to "
                   f"{best_dir}", flush=True)
         self._best_value = value

@@ -9,6 +9,8 @@ import jax
 import numpy as np
 from tensorboardX import SummaryWriter
 
+from gecko_jax.training import workdir_files
+
 METRICS_FILE = "metrics.jsonl"
 
 
@@ -34,8 +36,7 @@ class MetricsWriter:
             self._tb.add_scalar(f"{prefix}/{name}", float(value), step)
         self._tb.flush()
         line = {"step": step, **{f"{prefix}.{k}": _json_number(v) for k, v in values.items()}}
-        with open(self._jsonl_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(line) + "\n")
+        workdir_files.append_line(self._jsonl_path, json.dumps(line))
 
     def console(self, step: int, values: Mapping[str, float]) -> None:
         if not self._active:

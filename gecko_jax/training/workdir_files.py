@@ -1,0 +1,51 @@
+"""Small files of a workdir, on a local disk or on GCS (`gs://...`).
+
+A TPU pod trains into a bucket, so the config, the metric lines and the best
+checkpoint's record go through `etils.epath`, which reads and writes both.
+Object stores cannot append or rename in place: appending rewrites the
+object, and an atomic write is a write to a temporary name and a rename
+(a copy on GCS, still never a half-written file under the final name).
+"""
+
+import json
+from typing import Any, Optional
+
+from etils import epath
+
+
+def write_text_atomic(target: epath.PathLike, text: str) -> None:
+    """Writes `text` so that readers see the old file or the whole new one."""
+    target = epath.Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(target.name + ".tmp")
+    temporary.write_text(text)
+    temporary.replace(target)
+
+
+def append_line(target: epath.PathLike, line: str) -> None:
+    """Appends one line (a newline is added) to a text file, creating it."""
+    target = epath.Path(target)
+    if _is_local(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+        return
+    old = target.read_text() if target.exists() else ""
+    target.write_text(old + line + "\n")
+
+
+def read_json(source: epath.PathLike) -> Optional[Any]:
+    """The parsed JSON file, or None if it does not exist."""
+    source = epath.Path(source)
+    return json.loads(source.read_text()) if source.exists() else None
+
+
+def remove_tree(target: epath.PathLike) -> None:
+    """Deletes a folder and everything in it, if it exists."""
+    target = epath.Path(target)
+    if target.exists():
+        target.rmtree()
+
+
+def _is_local(target: epath.Path) -> bool:
+    return "://" not in str(target)
