@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from finite_differences import check_gradient
+from gecko_jax.errors import UserError
 from gecko_jax.losses.gemini_nce import gemini_nce_loss
 from gecko_jax.losses.matryoshka import matryoshka, resolve_dims
 from losses_gemini_nce_test import numpy_gemini_nce
@@ -48,7 +49,7 @@ def test_no_dims_means_the_full_normalised_embedding_with_weight_one():
     ((0,), None, r"Matryoshka dim 0 is outside \[1, 8\]"),
 ])
 def test_bad_dims_or_weights_are_rejected(dims, weights, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(UserError, match=message):
         resolve_dims(dims, weights, full_dim=8)
 
 

@@ -82,7 +82,7 @@ def matryoshka_gecko_loss(
       The scalar loss.
 
     Raises:
-      ValueError: the weights do not match the dims, or a dim exceeds D.
+      UserError: the weights do not match the dims, or a dim exceeds D.
     """
     embeddings = {"query": query, "positive": positive, "negative": negative}
 

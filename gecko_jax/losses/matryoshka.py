@@ -17,6 +17,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import jax
 
+from gecko_jax.errors import UserError
 from gecko_jax.models.tower import truncate_and_normalize
 
 
@@ -33,16 +34,18 @@ def resolve_dims(dims: Sequence[int], weights: Optional[Sequence[float]],
       (dims, weights) as tuples of equal length.
 
     Raises:
-      ValueError: the weights do not match the dims, or a dim is not in
+      UserError: the weights do not match the dims, or a dim is not in
         [1, full_dim].
     """
     dims = tuple(int(d) for d in dims) or (full_dim,)
     weights = tuple(float(w) for w in weights) if weights else (1.0,) * len(dims)
     if len(weights) != len(dims):
-        raise ValueError(f"{len(weights)} Matryoshka weights for {len(dims)} dims")
+        raise UserError(f"{len(weights)} Matryoshka weights for {len(dims)} dims; give "
+                        f"loss.mrl_weights one weight per entry of loss.mrl_dims")
     for dim in dims:
         if not 0 < dim <= full_dim:
-            raise ValueError(f"Matryoshka dim {dim} is outside [1, {full_dim}]")
+            raise UserError(f"Matryoshka dim {dim} is outside [1, {full_dim}] (the embedding "
+                            f"width); fix loss.mrl_dims")
     return dims, weights
 
 
