@@ -18,8 +18,10 @@ Laptop CPU, the same recipe with batch 8 and short texts (3 steps):
 
     python launch/train.py --config=configs/xtr.py:runlocal --workdir=runs/xtr_local
 
-STS and retrieval evaluation score one vector per text, so the run skips
-them (and says so); multi-vector evaluation is a later addition.
+In-training STS and retrieval evaluation score one vector per text, so the
+run skips them (and says so); afterwards XTR's token retrieval scores it:
+
+    python launch/evaluate.py --model=runs/xtr --task=retrieval --data=BEIR_FOLDER
 """
 
 from gecko_jax.config_base import base_config, bundled_data_dir

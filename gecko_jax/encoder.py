@@ -3,6 +3,9 @@
     from gecko_jax import Encoder
     vectors = Encoder.load("minilm").encode(["a sentence"], dim=256)
 
+A multi-vector (XTR) tower gives one unit vector per token instead:
+`encode_tokens` returns them, padding left out.
+
 Texts are tokenized in Python, sorted by length and packed into batches of a
 fixed size whose length is the smallest bucket (32, 64, 128, ... up to
 `max_length`) that holds the batch's longest text; the jitted forward pass
@@ -66,7 +69,7 @@ class Encoder:
 
     Attributes:
       tower: the Flax module, called as `tower.apply({'params': params}, ids,
-        mask)` and returning [B, D].
+        mask)` and returning [B, D] (or [B, L, d] token vectors).
       params: its parameters (unboxed).
       vocabulary: the seqio vocabulary that tokenizes texts for it.
       max_length: tokens per text, bos and eos included; longer texts are cut.
@@ -89,10 +92,6 @@ class Encoder:
           batch_size: default batch size of `encode`.
           input_format: see the class docstring.
         """
-        if getattr(tower, "multi_vector_dim", 0):
-            raise UserError(f"this model gives token vectors (model.multi_vector_dim="
-                            f"{tower.multi_vector_dim}), and Encoder embeds one vector per "
-                            "text; multi-vector search is not built yet")
         self.tower = tower
         self.params = jax.tree.map(jnp.asarray, params)
         self.vocabulary = vocabulary
@@ -156,6 +155,11 @@ class Encoder:
         out = jax.eval_shape(self._apply, self.params, ids, ids)
         return out.shape[-1]
 
+    @property
+    def multi_vector_dim(self) -> int:
+        """Width d of the token vectors of a multi-vector tower; 0 if pooled."""
+        return getattr(self.tower, "multi_vector_dim", 0)
+
     def encode(
         self,
         texts: Sequence[str],
@@ -180,12 +184,63 @@ class Encoder:
           float32 [len(texts), dim or D].
 
         Raises:
-          UserError: a text is empty or not a str, or `dim` is out of range.
+          UserError: a text is empty or not a str, `dim` is out of range, or
+            the tower is multi-vector.
         """
+        if self.multi_vector_dim:
+            raise UserError(f"this model gives token vectors (model.multi_vector_dim="
+                            f"{self.multi_vector_dim}); embed with Encoder.encode_tokens")
+        texts = self._check(texts, dim)
+        out = np.zeros((len(texts), self.embedding_dim), np.float32)
+        for rows, vectors, _ in self._batches(texts, prompt, batch_size,
+                                              show_progress):
+            out[rows] = vectors
+        if dim:
+            out = out[:, :dim]
+            if getattr(self.tower, "normalize", False):
+                out = np.asarray(truncate_and_normalize(out, None))
+        return out
+
+    def encode_tokens(
+        self,
+        texts: Sequence[str],
+        prompt: str | None = None,
+        dim: int | None = None,
+        batch_size: int | None = None,
+        show_progress: bool | None = None,
+    ) -> list[np.ndarray]:
+        """Token vectors of a multi-vector tower, in order; arguments as `encode`.
+
+        Returns:
+          One float32 [n_i, dim or d] array per text: a row for each of its
+          tokens (bos and eos included, padding left out), Matryoshka prefixes
+          normalised again if the tower L2-normalises.
+
+        Raises:
+          UserError: a text is empty or not a str, `dim` is out of range, or
+            the tower pools one vector per text.
+        """
+        if not self.multi_vector_dim:
+            raise UserError("this model gives one vector per text; embed with Encoder.encode")
+        texts = self._check(texts, dim)
+        out = [None] * len(texts)
+        for rows, vectors, mask in self._batches(texts, prompt, batch_size,
+                                                 show_progress):
+            for row, row_vectors, row_mask in zip(rows, vectors, mask):
+                out[row] = row_vectors[row_mask.astype(bool), :dim or None]
+        if dim and getattr(self.tower, "normalize", False):
+            out = [np.asarray(truncate_and_normalize(v, None)) for v in out]
+        return out
+
+    def _check(self, texts: Sequence[str], dim: int | None) -> list[str]:
         texts = check_texts(texts)
         if dim is not None and not 0 <= dim <= self.embedding_dim:
             raise UserError(f"dim must be between 1 and {self.embedding_dim} "
                             f"(or None for all); got {dim}.")
+        return texts
+
+    def _batches(self, texts, prompt, batch_size, show_progress):
+        """Yields (input rows, tower outputs, masks) per batch, longest first."""
         batch_size = batch_size or self.batch_size
         prompt = prompt or ""
         vocab = self.vocabulary
@@ -194,7 +249,6 @@ class Encoder:
                   for t in texts]
         # Longest first, so that a batch too big for memory fails at once.
         order = sorted(range(len(texts)), key=lambda i: -len(tokens[i]))
-        out = np.zeros((len(texts), self.embedding_dim), np.float32)
         starts = range(0, len(texts), batch_size)
         if show_progress is None:
             show_progress = len(starts) >= _PROGRESS_MIN_BATCHES
@@ -207,9 +261,5 @@ class Encoder:
             batch = [tokens[i] for i in rows] + [[]] * (batch_size - len(rows))
             ids, mask = pack(batch, length, vocab.bos_id, vocab.eos_id,
                              vocab.pad_id)
-            out[rows] = np.asarray(self._apply(self.params, ids, mask))[:len(rows)]
-        if dim:
-            out = out[:, :dim]
-            if getattr(self.tower, "normalize", False):
-                out = np.asarray(truncate_and_normalize(out, None))
-        return out
+            outputs = np.asarray(self._apply(self.params, ids, mask))
+            yield rows, outputs[:len(rows)], mask[:len(rows)]

@@ -4,7 +4,7 @@ r"""Evaluates an embedding model and prints one JSON object with the metrics.
         --task=sts|retrieval|classification|clustering --data=PATH \
         [--split=test] [--dim=N] [--output=FILE.json] [--prompt=...] \
         [--doc_prompt=...] [--doc_format='title: {title} | text: {text}'] \
-        [--batch_size=N]
+        [--batch_size=N] [--token_k=N]
     python launch/evaluate.py --model=SPEC --suite=SUITE.json [--output=FILE.json]
 
 `--data` is, for `sts`, an STS Benchmark or SICK file (or a folder of per-split
@@ -14,7 +14,9 @@ CSV of text and label. Prompts default to the model's own (none for
 sentence-transformers models, Gecko's for models trained in Gecko's format);
 `--prompt=''` turns them off. Stdout holds the JSON object only; logs and
 progress bars go to stderr. Metrics are fractions (MTEB's convention), not
-percentages.
+percentages. A multi-vector (XTR) model is scored on retrieval by XTR's token
+retrieval (gecko_jax/evaluation/multi_vector.py), each query token fetching
+its `--token_k` best document tokens, with the same metrics.
 
 A suite is a JSON list of evaluations, each an object with `task` and `data`
 and optionally `name`, `split`, `dim`, `prompt`, `doc_prompt`, `doc_format`.
@@ -35,6 +37,7 @@ from absl import flags  # pylint: disable=g-import-not-at-top
 
 from gecko_jax import cli  # pylint: disable=g-import-not-at-top
 from gecko_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+from gecko_jax.evaluation import multi_vector  # pylint: disable=g-import-not-at-top
 from gecko_jax.evaluation import prompts as prompts_lib  # pylint: disable=g-import-not-at-top
 from gecko_jax.evaluation import tasks  # pylint: disable=g-import-not-at-top
 
@@ -62,6 +65,9 @@ _DOC_FORMAT = flags.DEFINE_string(
     " model's own ('{title} {text}' for sentence-transformers models).")
 _BATCH_SIZE = flags.DEFINE_integer(
     "batch_size", None, "Texts per encoder batch; default the encoder's.")
+_TOKEN_K = flags.DEFINE_integer(
+    "token_k", multi_vector.DEFAULT_TOKEN_K,
+    "Multi-vector retrieval: document tokens each query token retrieves (k').")
 
 _SUITE_KEYS = {"name", "task", "data", "split", "dim", "prompt", "doc_prompt",
                "doc_format"}
@@ -138,6 +144,8 @@ def _check_paths(evaluations: list[_Evaluation]) -> None:
         raise UserError(f"--output={_OUTPUT.value}: folder {output_dir} does not exist")
     if _BATCH_SIZE.value is not None and _BATCH_SIZE.value <= 0:
         raise UserError(f"--batch_size must be positive, got {_BATCH_SIZE.value}")
+    if _TOKEN_K.value <= 0:
+        raise UserError(f"--token_k must be positive, got {_TOKEN_K.value}")
 
 
 def _prompts(evaluation: _Evaluation, input_format: str) -> prompts_lib.Prompts:
@@ -160,7 +168,8 @@ def _run(encoder, evaluation: _Evaluation, dataset) -> dict:
     metrics = tasks.score_task(
         encoder, evaluation.task, dataset,
         _prompts(evaluation, getattr(encoder, "input_format", "plain")),
-        dim=evaluation.dim, batch_size=_BATCH_SIZE.value, show_progress=None)
+        dim=evaluation.dim, batch_size=_BATCH_SIZE.value, show_progress=None,
+        token_k=_TOKEN_K.value)
     result = {key: _finite_or_none(value) for key, value in metrics.items()}
     result.update(model=_MODEL.value, task=evaluation.task, data=evaluation.data,
                   split=tasks.dataset_split(dataset), dim=evaluation.dim)

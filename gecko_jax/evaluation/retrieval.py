@@ -422,6 +422,28 @@ def retrieval_metrics(
     return metrics
 
 
+def judged_query_ids(corpus: Corpus, queries: Queries, qrels: Qrels) -> list[str]:
+    """The ids of the queries with a relevant document, in qrels order.
+
+    Raises:
+      UserError: the corpus is empty, or the qrels judge a query that
+        `queries` lacks or none with a relevant document.
+    """
+    if not corpus:
+        raise UserError("the corpus is empty")
+    query_ids = [query_id for query_id, judgements in qrels.items()
+                 if any(rel > 0 for rel in judgements.values())]
+    missing = [query_id for query_id in query_ids if query_id not in queries]
+    if missing:
+        raise UserError(
+            f"{len(missing)} judged query id(s) have no query text, e.g."
+            f" {missing[0]!r}"
+        )
+    if not query_ids:
+        raise UserError("no query has a relevant document (score > 0) in the qrels")
+    return query_ids
+
+
 def evaluate_retrieval(
     encoder: TextEncoder,
     corpus: Corpus,
@@ -459,18 +481,7 @@ def evaluate_retrieval(
       UserError: the corpus is empty, or the qrels judge a query that
         `queries` lacks or none with a relevant document.
     """
-    if not corpus:
-        raise UserError("the corpus is empty")
-    query_ids = [query_id for query_id, judgements in qrels.items()
-                 if any(rel > 0 for rel in judgements.values())]
-    missing = [query_id for query_id in query_ids if query_id not in queries]
-    if missing:
-        raise UserError(
-            f"{len(missing)} judged query id(s) have no query text, e.g."
-            f" {missing[0]!r}"
-        )
-    if not query_ids:
-        raise UserError("no query has a relevant document (score > 0) in the qrels")
+    query_ids = judged_query_ids(corpus, queries, qrels)
     doc_ids = list(corpus)
     documents = format_documents(corpus, doc_ids, doc_format, missing_title)
     logging.info("retrieval: %d queries over %d documents", len(query_ids),

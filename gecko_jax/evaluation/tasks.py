@@ -10,6 +10,7 @@ from typing import Any
 from gecko_jax.errors import UserError
 from gecko_jax.evaluation import classification
 from gecko_jax.evaluation import clustering
+from gecko_jax.evaluation import multi_vector
 from gecko_jax.evaluation import retrieval
 from gecko_jax.evaluation import sts
 from gecko_jax.evaluation.base import TextEncoder
@@ -71,6 +72,7 @@ def score_task(
     dim: int | None = None,
     batch_size: int | None = None,
     show_progress: bool | None = False,
+    token_k: int = multi_vector.DEFAULT_TOKEN_K,
 ) -> dict[str, float | int]:
     """Scores `encoder` on a dataset from `load_task_data`.
 
@@ -83,6 +85,8 @@ def score_task(
       dim: Matryoshka prefix width, or None for the full width.
       batch_size: encoder batch size, or None for its default.
       show_progress: passed to the encoder.
+      token_k: k' of multi-vector retrieval, for an encoder whose
+        `multi_vector_dim` is set (see `multi_vector`).
 
     Returns:
       The task's metrics (fractions, not percentages) and counts.
@@ -90,11 +94,17 @@ def score_task(
     check_task(task)
     common = dict(dim=dim, batch_size=batch_size, show_progress=show_progress)
     if task == "retrieval":
-        return retrieval.evaluate_retrieval(
-            encoder, dataset.corpus, dataset.queries, dataset.qrels,
+        retrieval_kwargs = dict(
             query_prompt=prompts.query, doc_prompt=prompts.document,
             doc_format=prompts.doc_format,
             missing_title=prompts.missing_title, **common)
+        if getattr(encoder, "multi_vector_dim", 0):
+            return multi_vector.evaluate_multi_vector_retrieval(
+                encoder, dataset.corpus, dataset.queries, dataset.qrels,
+                token_k=token_k, **retrieval_kwargs)
+        return retrieval.evaluate_retrieval(
+            encoder, dataset.corpus, dataset.queries, dataset.qrels,
+            **retrieval_kwargs)
     scorer = {"sts": sts.score_sts,
               "classification": classification.score_classification,
               "clustering": clustering.score_clustering}[task]

@@ -142,7 +142,7 @@ class Evaluators:
             # Every task scores one vector per text; a multi-vector tower has none.
             print(f"eval: skipping {', '.join(e.name for e in self._evaluations)}: this tower "
                   f"gives token vectors (model.multi_vector_dim={multi_vector_dim}) and "
-                  "multi-vector evaluation is not built yet", flush=True)
+                  "only launch/evaluate.py --task=retrieval scores it", flush=True)
             self._evaluations = []
         self._best_metric = config.best_metric.removeprefix("evals.")
         self._best_value = None

@@ -1,0 +1,133 @@
+"""Multi-vector (XTR) retrieval: search against a NumPy reference, the encoder, the CLI."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from gecko_jax import Encoder
+from gecko_jax.errors import UserError
+from gecko_jax.evaluation import multi_vector
+from gecko_jax.evaluation import retrieval
+from workdir_helpers import make_workdir, random_params, tiny_bert_config  # pylint: disable=g-bad-import-order
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+TOKEN_DIM = 8
+
+
+def _unit(rng, n, d):
+    x = rng.standard_normal((n, d))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _reference_scores(query, docs, token_k):
+    """f_XTR' (methods.md §3.3) of every candidate, token by token."""
+    doc_of = np.concatenate([np.full(len(d), j) for j, d in enumerate(docs)])
+    sims = query.astype(np.float64) @ np.concatenate(docs).astype(np.float64).T
+    retrieved = [np.argsort(-row)[:token_k] for row in sims]
+    candidates = sorted({doc_of[t] for tokens in retrieved for t in tokens})
+    scores = {}
+    for j in candidates:
+        total = 0.0
+        for row, tokens in zip(sims, retrieved):
+            own = [row[t] for t in tokens if doc_of[t] == j]
+            total += max(own) if own else row[tokens[-1]]  # m_i: the k'-th score.
+        scores[j] = total / len(query)
+    return scores
+
+
+def test_xtr_scores_by_hand():
+    # Token 0 retrieved doc 0 (0.9) and doc 1 (0.5); token 1 only doc 0, so
+    # doc 1 gets token 1's k'-th score, 0.7, in its place.
+    scores = np.array([[0.9, 0.5], [0.8, 0.7]], np.float32)
+    docs = np.array([[0, 1], [0, 0]])
+    candidates, doc_scores = multi_vector.xtr_scores(scores, docs)
+    np.testing.assert_array_equal(candidates, [0, 1])
+    np.testing.assert_allclose(doc_scores, [0.85, 0.6], rtol=1e-6)
+
+
+def test_search_matches_numpy_reference(monkeypatch):
+    # Small blocks, so that queries are grouped and the index is searched in
+    # several blocks.
+    monkeypatch.setattr(multi_vector, "_QUERY_TOKEN_BLOCK", 7)
+    monkeypatch.setattr(retrieval, "_DOC_BLOCK", 13)
+    rng = np.random.default_rng(0)
+    docs = [_unit(rng, n, 6) for n in rng.integers(1, 9, size=30)]
+    queries = [_unit(rng, n, 6) for n in rng.integers(1, 6, size=9)]
+    token_k = 10
+    index = multi_vector.build_token_index(docs)
+    excluded = np.array([3] + [-1] * 8)
+    rankings = multi_vector.search(queries, index, token_k, k=100,
+                                   excluded=excluded)
+    imputed = 0
+    for i, (query, ranking) in enumerate(zip(queries, rankings)):
+        expected = _reference_scores(query, docs, token_k)
+        expected.pop(excluded[i], None)
+        assert sorted(ranking.tolist()) == sorted(expected)
+        got = multi_vector.xtr_scores(*multi_vector.retrieve_tokens(query, index, token_k))
+        got = dict(zip(got[0].tolist(), got[1].tolist()))
+        for j, score in expected.items():
+            assert got[j] == pytest.approx(score, abs=1e-5)
+        assert np.all(np.diff([expected[j] for j in ranking]) <= 1e-5)  # Best first.
+        # Candidates that some query token did not retrieve: m_i stood in.
+        _, token_docs = multi_vector.retrieve_tokens(query, index, token_k)
+        imputed += sum(not all(j in row for row in token_docs) for j in expected)
+    assert imputed > 0
+    assert 3 not in rankings[0]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """A randomly initialised multi-vector tiny BERT that sees plain texts."""
+    config = tiny_bert_config(multi_vector_dim=TOKEN_DIM, dropout_rate=0.0,
+                              attention_dropout_rate=0.0)
+    config.data.format = "plain"
+    return make_workdir(tmp_path_factory.mktemp("xtr"), config,
+                        {1: random_params(config)})
+
+
+def test_encoder_gives_unit_token_vectors_without_padding(workdir):
+    encoder = Encoder.load(workdir, batch_size=2)
+    texts = ["a short one", "a somewhat longer text than the others", "hi"]
+    tokens = encoder.encode_tokens(texts)
+    lengths = [len(encoder.vocabulary.encode(t)) + 2 for t in texts]  # bos, eos
+    assert [t.shape for t in tokens] == [(n, TOKEN_DIM) for n in lengths]
+    for t in tokens:
+        np.testing.assert_allclose(np.linalg.norm(t, axis=1), 1.0, rtol=1e-5)
+    # Batching and padding do not change a text's vectors.
+    np.testing.assert_allclose(encoder.encode_tokens(["hi"])[0], tokens[2],
+                               atol=1e-5)
+    prefix = encoder.encode_tokens(texts[:1], dim=4)[0]
+    np.testing.assert_allclose(np.linalg.norm(prefix, axis=1), 1.0, rtol=1e-5)
+    with pytest.raises(UserError, match="embed with Encoder.encode_tokens"):
+        encoder.encode(texts)
+
+
+def test_evaluate_cli_scores_a_multi_vector_model(workdir, tmp_path):
+    texts = {"d1": "Paris is the capital and largest city of France.",
+             "d2": "Salmon are fish that swim upstream to spawn.",
+             "d3": "Python is a programming language.",
+             "d4": "The moon orbits the earth every month."}
+    # Each query is its document's text: every query token retrieves its own
+    # copy at similarity 1, so even random weights rank the document first.
+    queries = {"q1": texts["d1"], "q2": texts["d3"]}
+    (tmp_path / "corpus.jsonl").write_text("".join(
+        json.dumps({"_id": i, "text": x}) + "\n" for i, x in texts.items()))
+    (tmp_path / "queries.jsonl").write_text("".join(
+        json.dumps({"_id": i, "text": x}) + "\n" for i, x in queries.items()))
+    (tmp_path / "qrels").mkdir()
+    (tmp_path / "qrels" / "test.tsv").write_text("q1\td1\t1\nq2\td3\t1\n")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    result = subprocess.run(
+        [sys.executable, str(REPO / "launch" / "evaluate.py"), f"--model={workdir}",
+         "--task=retrieval", f"--data={tmp_path}", "--token_k=3"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(result.stdout)
+    assert (metrics["num_queries"], metrics["num_docs"]) == (2, 4)
+    assert metrics["num_doc_tokens"] > 4 * 2
+    assert metrics["recall@1"] == metrics["mrr@10"] == metrics["ndcg@10"] == 1.0
