@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from gecko_jax.errors import UserError
 from gecko_jax.losses.gecko import gecko_loss, matryoshka_gecko_loss
 
 
@@ -82,5 +83,5 @@ def test_matryoshka_is_weighted_sum_over_renormalised_prefixes():
 
 def test_matryoshka_rejects_mismatched_weights():
     x = jnp.ones((2, 4))
-    with pytest.raises(ValueError, match="2 Matryoshka weights for 1 dims"):
+    with pytest.raises(UserError, match="2 Matryoshka weights for 1 dims"):
         matryoshka_gecko_loss(x, x, dims=(4,), weights=(1.0, 1.0))
