@@ -181,3 +181,56 @@ def to_imported_model(checkpoint: GemmaCheckpoint) -> ImportedModel:
     if checkpoint.projection is not None:
         params["projection"] = {"kernel": checkpoint.projection}
     return ImportedModel(model_config(checkpoint), params, checkpoint.max_length)
+
+
+def gemma_params(config: GemmaConfig, tensor, norm, names: dict[str, str]) -> dict[str, Any]:
+    """The `Gemma` parameter tree from a checkpoint's named tensors.
+
+    Checkpoint formats differ only in tensor names (and in how a norm's gain
+    is stored), so each importer passes its names and readers here.
+
+    Args:
+      config: the architecture.
+      tensor: name -> float32 array, a [out, in] matrix for linear layers.
+      norm: name -> {"scale": ...} for an RMSNorm.
+      names: templates by role, layer ones with `{i}`: 'embedding',
+        'final_norm', 'q', 'k', 'v', 'out', 'gate', 'up', 'down',
+        'pre_attention_norm', 'pre_mlp_norm', 'q_norm' / 'k_norm' (read on
+        Gemma 3) and 'post_attention_norm' / 'post_mlp_norm' (Gemma 2 and 3).
+
+    Returns:
+      The parameter tree.
+    """
+    hidden, heads, kv_heads, head_dim = (config.hidden_size, config.num_heads,
+                                         config.num_kv_heads, config.head_dim)
+    params = {"embedder": {"embedding": tensor(names["embedding"])},
+              "final_norm": norm(names["final_norm"])}
+    for i in range(config.num_layers):
+        def layer_tensor(role, i=i):
+            return tensor(names[role].format(i=i))
+
+        def layer_norm(role, i=i):
+            return norm(names[role].format(i=i))
+
+        attention = {
+            "q_kernel": layer_tensor("q").T.reshape(hidden, heads, head_dim),
+            "k_kernel": layer_tensor("k").T.reshape(hidden, kv_heads, head_dim),
+            "v_kernel": layer_tensor("v").T.reshape(hidden, kv_heads, head_dim),
+            "out_kernel": layer_tensor("out").T.reshape(heads, head_dim, hidden),
+        }
+        if config.version == 3:
+            attention["q_norm"] = layer_norm("q_norm")
+            attention["k_norm"] = layer_norm("k_norm")
+        layer = {
+            "pre_attention_norm": layer_norm("pre_attention_norm"),
+            "attention": attention,
+            "pre_mlp_norm": layer_norm("pre_mlp_norm"),
+            "mlp": {"gate_kernel": layer_tensor("gate").T,
+                    "up_kernel": layer_tensor("up").T,
+                    "down_kernel": layer_tensor("down").T},
+        }
+        if config.version >= 2:
+            layer["post_attention_norm"] = layer_norm("post_attention_norm")
+            layer["post_mlp_norm"] = layer_norm("post_mlp_norm")
+        params[f"layers_{i}"] = layer
+    return params

@@ -22,7 +22,7 @@ import numpy as np
 
 from gecko_jax.errors import UserError
 from gecko_jax.models.gemma import GemmaConfig
-from gecko_jax.models.gemma_import import GEMMA3_270M, GemmaCheckpoint
+from gecko_jax.models.gemma_import import GEMMA3_270M, GemmaCheckpoint, gemma_params
 
 _MAGIC = b"GGUF"
 _DEFAULT_ALIGNMENT = 32
@@ -192,6 +192,20 @@ def gguf_config(gguf: GgufFile) -> GemmaConfig:
     )
 
 
+# llama.cpp's tensor names, by role (see `gemma_import.gemma_params`).
+_GGUF_NAMES = {
+    "embedding": "token_embd.weight", "final_norm": "output_norm.weight",
+    "q": "blk.{i}.attn_q.weight", "k": "blk.{i}.attn_k.weight",
+    "v": "blk.{i}.attn_v.weight", "out": "blk.{i}.attn_output.weight",
+    "q_norm": "blk.{i}.attn_q_norm.weight", "k_norm": "blk.{i}.attn_k_norm.weight",
+    "pre_attention_norm": "blk.{i}.attn_norm.weight",
+    "post_attention_norm": "blk.{i}.post_attention_norm.weight",
+    "pre_mlp_norm": "blk.{i}.ffn_norm.weight", "post_mlp_norm": "blk.{i}.post_ffw_norm.weight",
+    "gate": "blk.{i}.ffn_gate.weight", "up": "blk.{i}.ffn_up.weight",
+    "down": "blk.{i}.ffn_down.weight",
+}
+
+
 def _gguf_params(gguf: GgufFile, config: GemmaConfig) -> dict[str, Any]:
     """Dequantizes the tensors onto the `Gemma` parameter tree."""
     names = set(gguf.tensor_names)
@@ -208,33 +222,7 @@ def _gguf_params(gguf: GgufFile, config: GemmaConfig) -> dict[str, Any]:
         # llama.cpp stores the effective gain 1 + w.
         return {"scale": get(name) - 1.0}
 
-    hidden, heads, kv_heads, head_dim = (config.hidden_size, config.num_heads,
-                                         config.num_kv_heads, config.head_dim)
-    params = {"embedder": {"embedding": get("token_embd.weight")},
-              "final_norm": norm("output_norm.weight")}
-    for i in range(config.num_layers):
-        p = f"blk.{i}"
-        attention = {
-            "q_kernel": get(f"{p}.attn_q.weight").T.reshape(hidden, heads, head_dim),
-            "k_kernel": get(f"{p}.attn_k.weight").T.reshape(hidden, kv_heads, head_dim),
-            "v_kernel": get(f"{p}.attn_v.weight").T.reshape(hidden, kv_heads, head_dim),
-            "out_kernel": get(f"{p}.attn_output.weight").T.reshape(heads, head_dim, hidden),
-        }
-        if config.version == 3:
-            attention["q_norm"] = norm(f"{p}.attn_q_norm.weight")
-            attention["k_norm"] = norm(f"{p}.attn_k_norm.weight")
-        layer = {
-            "pre_attention_norm": norm(f"{p}.attn_norm.weight"),
-            "attention": attention,
-            "pre_mlp_norm": norm(f"{p}.ffn_norm.weight"),
-            "mlp": {"gate_kernel": get(f"{p}.ffn_gate.weight").T,
-                    "up_kernel": get(f"{p}.ffn_up.weight").T,
-                    "down_kernel": get(f"{p}.ffn_down.weight").T},
-        }
-        if config.version >= 2:
-            layer["post_attention_norm"] = norm(f"{p}.post_attention_norm.weight")
-            layer["post_mlp_norm"] = norm(f"{p}.post_ffw_norm.weight")
-        params[f"layers_{i}"] = layer
+    params = gemma_params(config, get, norm, _GGUF_NAMES)
     # An untied output matrix, say, would change the model: refuse it.
     unused = sorted(names - used)
     if unused:

@@ -23,7 +23,7 @@ from safetensors.numpy import load_file
 
 from gecko_jax.errors import UserError
 from gecko_jax.models.gemma import GemmaConfig
-from gecko_jax.models.gemma_import import DEFAULT_MAX_LENGTH, GemmaCheckpoint
+from gecko_jax.models.gemma_import import DEFAULT_MAX_LENGTH, GemmaCheckpoint, gemma_params
 
 _VERSIONS = {"gemma": 1, "gemma2": 2, "gemma3_text": 3}
 # Prefixes of the text backbone in the classes transformers saves.
@@ -123,6 +123,22 @@ def hf_config(hf: dict[str, Any], folder: str) -> GemmaConfig:
         final_logit_softcap=hf.get("final_logit_softcapping") or 0.0)
 
 
+# transformers' tensor names (after the model prefix), by role (see
+# `gemma_import.gemma_params`).
+_HF_NAMES = {
+    "embedding": "embed_tokens.weight", "final_norm": "norm",
+    "q": "layers.{i}.self_attn.q_proj.weight", "k": "layers.{i}.self_attn.k_proj.weight",
+    "v": "layers.{i}.self_attn.v_proj.weight", "out": "layers.{i}.self_attn.o_proj.weight",
+    "q_norm": "layers.{i}.self_attn.q_norm", "k_norm": "layers.{i}.self_attn.k_norm",
+    "pre_attention_norm": "layers.{i}.input_layernorm",
+    "post_attention_norm": "layers.{i}.post_attention_layernorm",
+    "pre_mlp_norm": "layers.{i}.pre_feedforward_layernorm",
+    "post_mlp_norm": "layers.{i}.post_feedforward_layernorm",
+    "gate": "layers.{i}.mlp.gate_proj.weight", "up": "layers.{i}.mlp.up_proj.weight",
+    "down": "layers.{i}.mlp.down_proj.weight",
+}
+
+
 def _convert(weights: dict[str, np.ndarray], config: GemmaConfig, folder: str
              ) -> dict[str, Any]:
     prefix = next((p for p in _PREFIXES if f"{p}embed_tokens.weight" in weights),
@@ -140,36 +156,11 @@ def _convert(weights: dict[str, np.ndarray], config: GemmaConfig, folder: str
     def norm(name):
         return {"scale": get(f"{name}.weight")}
 
-    hidden, heads, kv, dim = (config.hidden_size, config.num_heads,
-                              config.num_kv_heads, config.head_dim)
-    params = {"embedder": {"embedding": get("embed_tokens.weight")},
-              "final_norm": norm("norm")}
-    for i in range(config.num_layers):
-        p = f"layers.{i}"
-        attention = {
-            "q_kernel": get(f"{p}.self_attn.q_proj.weight").T.reshape(hidden, heads, dim),
-            "k_kernel": get(f"{p}.self_attn.k_proj.weight").T.reshape(hidden, kv, dim),
-            "v_kernel": get(f"{p}.self_attn.v_proj.weight").T.reshape(hidden, kv, dim),
-            "out_kernel": get(f"{p}.self_attn.o_proj.weight").T.reshape(heads, dim, hidden),
-        }
-        if config.version == 3:
-            attention["q_norm"] = norm(f"{p}.self_attn.q_norm")
-            attention["k_norm"] = norm(f"{p}.self_attn.k_norm")
-        layer = {
-            "pre_attention_norm": norm(f"{p}.input_layernorm"),
-            "attention": attention,
-            "mlp": {"gate_kernel": get(f"{p}.mlp.gate_proj.weight").T,
-                    "up_kernel": get(f"{p}.mlp.up_proj.weight").T,
-                    "down_kernel": get(f"{p}.mlp.down_proj.weight").T},
-        }
-        if config.version == 1:
-            layer["pre_mlp_norm"] = norm(f"{p}.post_attention_layernorm")
-        else:
-            layer["post_attention_norm"] = norm(f"{p}.post_attention_layernorm")
-            layer["pre_mlp_norm"] = norm(f"{p}.pre_feedforward_layernorm")
-            layer["post_mlp_norm"] = norm(f"{p}.post_feedforward_layernorm")
-        params[f"layers_{i}"] = layer
-    return params
+    names = dict(_HF_NAMES)
+    if config.version == 1:
+        # Gemma 1 has no post-norms; its one MLP norm carries this name.
+        names["pre_mlp_norm"] = "layers.{i}.post_attention_layernorm"
+    return gemma_params(config, get, norm, names)
 
 
 def _dense(folder: str) -> np.ndarray:
