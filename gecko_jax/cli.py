@@ -1,7 +1,7 @@
 """Shared entry-point plumbing for the `launch/` scripts."""
 
 import sys
-from typing import Callable
+from typing import Callable, Optional
 
 from absl import app
 from absl import flags
@@ -44,8 +44,15 @@ def progress_printer(tool: str) -> Callable[[str], None]:
     return progress
 
 
-def run(main: Callable[[list[str]], None]) -> None:
-    """`absl.app.run(main)`, turning a `UserError` into one line and exit code 2."""
+def run(main: Callable[[list[str]], None],
+        flags_parser: Optional[Callable[[list[str]], list[str]]] = None) -> None:
+    """`absl.app.run(main)`, turning a `UserError` into one line and exit code 2.
+
+    Args:
+      main: the program.
+      flags_parser: parses argv and returns what `main` receives; the default
+        rejects unknown flags (with a one-line message for `--config.`).
+    """
 
     def guarded(argv):
         try:
@@ -54,4 +61,4 @@ def run(main: Callable[[list[str]], None]) -> None:
             print(f"error: {err}", file=sys.stderr, flush=True)
             sys.exit(2)
 
-    app.run(guarded, flags_parser=_parse_flags)
+    app.run(guarded, flags_parser=flags_parser or _parse_flags)

@@ -12,8 +12,10 @@ tokenized on its own so that the continuation's tokens do not depend on the
 prompt.
 
 `score` right-pads a batch and reads one log-probability per continuation
-token; the log-partition over the vocabulary is computed one row at a time,
-because [batch, length, 262k] float32 logits would take gigabytes.
+token; only the continuation's positions go through the output layer, one
+row at a time, because [batch, length, 262k] float32 logits would take
+gigabytes. `next_token_log_probs` reads a few candidate next tokens (FRet's
+relevance labels) from the same single forward pass.
 `generate` left-pads the prompts so that they all end in the same slot,
 fills a KV cache in one pass, then decodes one token per step inside a
 jitted `while_loop` that stops when every row has emitted eos. Batch sizes and
@@ -92,25 +94,41 @@ class LanguageModel:
                    checkpoint.params, get_vocabulary(checkpoint.vocab),
                    batch_size=batch_size)
 
-    def _tokens(self, text: str) -> list[int]:
+    def tokens(self, text: str) -> list[int]:
+        """The token ids of `text`, without bos or eos."""
         return [int(t) for t in self.vocabulary.encode(text)]
 
     # Scoring.
 
     @functools.partial(jax.jit, static_argnums=0)
-    def _token_log_probs(self, params, ids: jax.Array, mask: jax.Array
-                         ) -> jax.Array:
-        """log p(ids[:, t + 1] | ids[:, :t + 1]) for every t, [B, L - 1]."""
-        hidden = self.model.apply({"params": params}, ids, mask)[:, :-1]
-        targets = ids[:, 1:]
+    def _log_probs_at(self, params, ids: jax.Array, mask: jax.Array,
+                      positions: jax.Array, targets: jax.Array) -> jax.Array:
+        """log p(targets[b, c, k] | ids[b, :positions[b, c] + 1]), [B, C, K].
+
+        Only the C read positions go through the [vocab]-wide output layer,
+        one row at a time, so a long prompt costs no more than its forward
+        pass.
+        """
+        hidden = self.model.apply({"params": params}, ids, mask)
+        picked = jnp.take_along_axis(hidden, positions[..., None], axis=1)
 
         def row(args):
             h, target = args
             logits = self.model.apply({"params": params}, h, method=Gemma.logits)
-            picked = jnp.take_along_axis(logits, target[:, None], axis=-1)[:, 0]
-            return picked - jax.nn.logsumexp(logits, axis=-1)
+            chosen = jnp.take_along_axis(logits, target, axis=-1)
+            return chosen - jax.nn.logsumexp(logits, axis=-1, keepdims=True)
 
-        return jax.lax.map(row, (hidden, targets))
+        return jax.lax.map(row, (picked, targets))
+
+    def _right_padded(self, prefixes: list[list[int]], length: int,
+                      batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """[batch_size, length] ids and mask of right-padded token lists."""
+        ids = np.full((batch_size, length), self.vocabulary.pad_id, np.int32)
+        mask = np.zeros((batch_size, length), np.int32)
+        for r, tokens in enumerate(prefixes):
+            ids[r, :len(tokens)] = tokens
+            mask[r, :len(tokens)] = 1
+        return ids, mask
 
     def score(self, prompts: Sequence[str], continuations: Sequence[str],
               batch_size: Optional[int] = None) -> np.ndarray:
@@ -132,32 +150,64 @@ class LanguageModel:
         if len(prompts) != len(continuations):
             raise UserError(f"score() got {len(prompts)} prompts but "
                             f"{len(continuations)} continuations.")
-        vocab = self.vocabulary
         rows = []
         for i, (prompt, continuation) in enumerate(zip(prompts, continuations)):
-            cont = self._tokens(continuation)
+            cont = self.tokens(continuation)
             if not cont:
                 raise UserError(f"continuations[{i}] is empty; nothing to score.")
-            rows.append(([vocab.bos_id] + self._tokens(prompt), cont))
+            rows.append(([self.vocabulary.bos_id] + self.tokens(prompt), cont))
         batch_size = batch_size or self.batch_size
         out = np.zeros(len(rows), np.float64)
         order = sorted(range(len(rows)), key=lambda i: -sum(map(len, rows[i])))
         for start in range(0, len(rows), batch_size):
             chunk = order[start:start + batch_size]
             length = _bucket(sum(map(len, rows[chunk[0]])))
-            ids = np.full((batch_size, length), vocab.pad_id, np.int32)
-            mask = np.zeros((batch_size, length), np.int32)
-            wanted = np.zeros((batch_size, length - 1), bool)
+            cont_length = _bucket(max(len(rows[i][1]) for i in chunk))
+            ids, mask = self._right_padded([rows[i][0] + rows[i][1] for i in chunk],
+                                           length, batch_size)
+            # Position t predicts token t + 1; rows past a continuation's end
+            # read position 0 and are masked out below.
+            positions = np.zeros((batch_size, cont_length), np.int32)
+            targets = np.zeros((batch_size, cont_length, 1), np.int32)
+            wanted = np.zeros((batch_size, cont_length), bool)
             for r, i in enumerate(chunk):
                 prefix, cont = rows[i]
-                n = len(prefix) + len(cont)
-                ids[r, :n] = prefix + cont
-                mask[r, :n] = 1
-                # Position t predicts token t + 1.
-                wanted[r, len(prefix) - 1:n - 1] = True
-            log_probs = np.asarray(self._token_log_probs(self.params, ids, mask),
-                                   np.float64)
+                positions[r, :len(cont)] = len(prefix) - 1 + np.arange(len(cont))
+                targets[r, :len(cont), 0] = cont
+                wanted[r, :len(cont)] = True
+            log_probs = np.asarray(self._log_probs_at(
+                self.params, ids, mask, positions, targets)[..., 0], np.float64)
             out[chunk] = np.where(wanted, log_probs, 0.0).sum(1)[:len(chunk)]
+        return out
+
+    def next_token_log_probs(self, prompts: Sequence[str], token_ids: Sequence[int],
+                             batch_size: Optional[int] = None) -> np.ndarray:
+        """log p(token | prompt) of a few candidate next tokens, in one pass.
+
+        Args:
+          prompts: N prompts (bos is prepended).
+          token_ids: K candidate token ids.
+          batch_size: rows per forward pass; None uses `self.batch_size`.
+
+        Returns:
+          float64 [N, K] natural-log probabilities.
+        """
+        prompts = check_texts(prompts, "prompts", allow_empty=True)
+        rows = [[self.vocabulary.bos_id] + self.tokens(p) for p in prompts]
+        batch_size = batch_size or self.batch_size
+        candidates = np.asarray(token_ids, np.int32)
+        out = np.zeros((len(rows), len(candidates)), np.float64)
+        order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
+        for start in range(0, len(rows), batch_size):
+            chunk = order[start:start + batch_size]
+            ids, mask = self._right_padded([rows[i] for i in chunk],
+                                           _bucket(len(rows[chunk[0]])), batch_size)
+            positions = np.zeros((batch_size, 1), np.int32)
+            positions[:len(chunk), 0] = [len(rows[i]) - 1 for i in chunk]
+            targets = np.broadcast_to(candidates, (batch_size, 1, len(candidates)))
+            log_probs = self._log_probs_at(self.params, ids, mask, positions,
+                                           np.ascontiguousarray(targets))
+            out[chunk] = np.asarray(log_probs, np.float64)[:len(chunk), 0]
         return out
 
     # Generation.
@@ -219,7 +269,7 @@ class LanguageModel:
             raise UserError(f"temperature must be >= 0; got {temperature}.")
         vocab = self.vocabulary
         batch_size = batch_size or self.batch_size
-        tokens = [[vocab.bos_id] + self._tokens(p) for p in prompts]
+        tokens = [[vocab.bos_id] + self.tokens(p) for p in prompts]
         rng = jax.random.PRNGKey(seed)
         results: list[list[int]] = [[] for _ in prompts]
         order = sorted(range(len(prompts)), key=lambda i: -len(tokens[i]))

@@ -55,6 +55,16 @@ def test_score_sums_continuation_log_probs(lm):
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
 
 
+def test_next_token_log_probs_read_candidates_after_the_prompt(lm):
+    vocab = lm.vocabulary
+    candidates = [5, 9, 17]
+    got = lm.next_token_log_probs(PROMPTS, candidates)
+    assert got.shape == (3, 3)
+    for prompt, row in zip(PROMPTS, got):
+        log_probs = full_log_probs(lm, [vocab.bos_id] + list(vocab.encode(prompt)))
+        np.testing.assert_allclose(row, log_probs[-1, candidates], rtol=1e-5, atol=1e-4)
+
+
 def test_cached_generation_equals_full_forward_greedy(lm):
     # Prompts of different lengths share a left-padded batch.
     generated = lm.generate_ids(PROMPTS, max_new_tokens=6)

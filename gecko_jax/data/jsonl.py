@@ -10,6 +10,9 @@ One JSON object per line:
      "symmetric": bool,                        # optional target format choice
      "id": str | int}                          # optional, carried as metadata
 
+FRet output adds `positive_id`, `negative_id` and `positive_changed`, which
+are accepted and ignored.
+
 `title` belongs to the positive; the negative usually comes from another
 document, so it gets its own `negative_title` rather than borrowing the
 positive's (which would leak a matching title into the negative). `symmetric`
@@ -37,7 +40,10 @@ from gecko_jax.errors import UserError
 
 REQUIRED_TEXT_FIELDS = ("query", "positive")
 OPTIONAL_TEXT_FIELDS = ("negative", "task", "title", "negative_title")
-ALLOWED_KEYS = frozenset(REQUIRED_TEXT_FIELDS + OPTIONAL_TEXT_FIELDS + ("symmetric", "id"))
+# Provenance that FRet writes beside each example (data_pipelines/fret); read
+# past without a warning, and not used for training.
+FRET_METADATA_KEYS = ("positive_id", "negative_id", "positive_changed")
+ALLOWED_KEYS = frozenset(REQUIRED_TEXT_FIELDS + OPTIONAL_TEXT_FIELDS + ("symmetric", "id") + FRET_METADATA_KEYS)
 
 Example = dict[str, Any]
 

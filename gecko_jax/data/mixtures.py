@@ -21,6 +21,7 @@ import dataclasses
 from typing import Any
 
 from absl import logging
+import tensorflow as tf
 
 from gecko_jax.data import jsonl
 from gecko_jax.data import sources
@@ -97,14 +98,24 @@ def read_files(paths_text: str, field: str, also_required: tuple[str, ...] = ())
     """Reads a comma-separated list of JSONL or TFRecord files, concatenated in order.
 
     Args:
-        paths_text: e.g. "a.jsonl,b.tfrecord"; blanks around commas are ignored.
+        paths_text: e.g. "a.jsonl,b.tfrecord" or "fret/train-*.tfrecord"; blanks
+            around commas are ignored, and a glob pattern stands for its
+            matches in sorted order.
         field: the config field that named them, for errors.
         also_required: optional fields every row must have.
 
     Returns:
         All examples.
     """
-    paths = [p.strip() for p in paths_text.split(",") if p.strip()]
+    paths = []
+    for entry in (p.strip() for p in paths_text.split(",")):
+        if not any(c in entry for c in "*?["):
+            paths += [entry] if entry else []
+            continue
+        matches = sorted(tf.io.gfile.glob(entry))
+        if not matches:
+            raise UserError(f"--config.data.{field}: the pattern {entry!r} matches no file")
+        paths += matches
     if not paths:
         raise UserError(f"--config.data.{field}={paths_text!r} names no file; give comma-separated JSONL or "
                         "TFRecord paths")
