@@ -21,7 +21,9 @@ from gecko_jax.data import mixtures
 from gecko_jax.data import tasks
 from gecko_jax.data.vocabularies import get_vocabulary
 from gecko_jax.fret import backends
+from gecko_jax.errors import UserError
 from gecko_jax.fret import corpus_index
+from gecko_jax.fret import passages as passages_lib
 from gecko_jax.fret import prompts
 from gecko_jax.fret import shard_files
 from gecko_jax.fret import stages
@@ -175,7 +177,7 @@ def test_rerun_skips_written_shards_and_resumes_a_lost_one(tmp_path):
 def test_stages_alone_relabel_picks_by_fused_rank():
     candidates = [{"id": f"c{i}", "title": "", "text": f"text {i}"} for i in range(4)]
     item = {"seed": candidates[2], "task": "t", "query": "q", "candidates": candidates,
-            "query_likelihood": [-3.0, -1.0, -9.0, -5.0], "relevance": [1.9, 0.7, 1.2, 0.1]}
+            "scores": {"ql": [-3.0, -1.0, -9.0, -5.0], "rc": [1.9, 0.7, 1.2, 0.1]}}
     shard = stages.new_shard(0, 1, [candidates[2]])
     shard["items"] = [item]
     with TestPipeline() as p:
@@ -183,6 +185,19 @@ def test_stages_alone_relabel_picks_by_fused_rank():
         assert_that(out | beam.Map(lambda s: [(e["positive_id"], e["negative_id"], e["positive_changed"])
                                               for e in s["examples"]]),
                     equal_to([[("c0", "c3", True)]]))
+
+
+@pytest.mark.parametrize("reranker, scorers", [("rrf", ["ql", "rc"]), ("ql", ["ql"]), ("rc", ["rc"])])
+def test_stages_alone_rerank_computes_the_chosen_scorers(reranker, scorers):
+    candidates = [{"id": f"c{i}", "title": "", "text": f"river fact {i}" if i else "castle"} for i in range(3)]
+    shard = stages.new_shard(0, 1, [candidates[1]])
+    shard["items"] = [{"seed": candidates[1], "task": "t", "query": "river fact 1", "candidates": candidates}]
+    llm = stages.LLMOptions("scripted")
+    with TestPipeline() as p:
+        out = p | beam.Create([shard]) | stages.Rerank(llm, PROMPT_SET, reranker=reranker)
+        # ScriptedLLM scores by shared words: the castle passage is last by both.
+        assert_that(out | beam.Map(lambda s: sorted((k, int(np.argmin(v))) for k, v in s["items"][0]["scores"].items())),
+                    equal_to([[(name, 0) for name in scorers]]))
 
 
 def test_fret_output_trains_through_seqio_and_the_mixture(tmp_path):
@@ -217,11 +232,41 @@ def test_cli_bad_input_is_one_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == \
         f'error: {bad}:2: "text" must be a non-empty string'
-    bad.write_text('{"id": 1, "text": "a"}\n{"id": 1, "text": "b"}\n')
-    result = _run_cli(f"--passages={bad}", f"--output={tmp_path / 'out'}", "--top_n=1")
-    assert "--top_n must be at least 2" in result.stderr.strip().splitlines()[-1]
-    result = _run_cli(f"--passages={bad}", f"--output={tmp_path / 'out'}")
-    assert "id '1' repeats line 1" in result.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "out").exists()
+
+
+def test_passage_file_checks(tmp_path):
+    path = tmp_path / "passages.jsonl"
+    for content, message in [('{"id": 1, "text": "a"}\n\n{"id": 1, "text": "b"}\n', ":3: id '1' repeats line 1"),
+                             ('{"id": 1, "text": "a"}\n{"text": "b"}\n', ':2: "id" must be'),
+                             ('{"id": 1, "text": "a"\n', ":1: not valid JSON"),
+                             ("\n", "no passages")]:
+        path.write_text(content)
+        with pytest.raises(UserError, match=message):
+            passages_lib.check_passages(str(path))
+    path.write_bytes(b'{"id": 1, "text": "caf\xe9"}\n')
+    with pytest.raises(UserError, match=":1: not valid UTF-8"):
+        passages_lib.check_passages(str(path))
+
+
+def test_a_failing_llm_stops_the_run_and_keeps_the_written_shards(tmp_path, monkeypatch):
+    llm = ScriptedLLM()
+    calls = []
+
+    def generate(prompts_, max_new_tokens, stop=()):
+        calls.append(1)
+        if len(calls) == 3:
+            raise backends.LLMError("openai endpoint http://x/v1: HTTP 503 after 5 attempts; check the server")
+        return ScriptedLLM.generate(llm, prompts_, max_new_tokens, stop)
+
+    monkeypatch.setattr(llm, "generate", generate)
+    monkeypatch.setattr(stages, "shared_backend", lambda options: llm)
+    with pytest.raises(backends.LLMError, match="HTTP 503"):
+        run_pipeline(tmp_path, corpus())
+    assert sorted(p.name for p in tmp_path.glob("*.stats.json")) == [
+        "train-00000-of-00004.stats.json", "train-00001-of-00004.stats.json"]
+    monkeypatch.setattr(stages, "shared_backend", lambda options: ScriptedLLM())
+    assert run_pipeline(tmp_path, corpus())["shards"] == {"written": 4, "total": 4}
 
 
 @pytest.mark.slow

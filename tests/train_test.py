@@ -110,10 +110,25 @@ def test_malformed_jsonl_is_one_line_error(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+# Twelve steps, so that a run killed at its step-3 checkpoint is far from done.
+INTERRUPTED_STEPS = "--config.total_steps=12"
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
+    """The uninterrupted twelve-step run both interruption tests compare with.
+
+    Checkpointing (the tests' `checkpoint_every`) does not change the
+    parameters, so one run serves both.
+    """
+    workdir = tmp_path_factory.mktemp("straight")
+    _train(workdir, INTERRUPTED_STEPS)
+    return workdir
+
+
 @pytest.mark.slow
-def test_kill9_and_resume_equals_uninterrupted(tmp_path):
-    steps = ("--config.total_steps=12", "--config.checkpoint_every=1")
-    _train(tmp_path / "straight", *steps)
+def test_kill9_and_resume_equals_uninterrupted(tmp_path, straight_run):
+    steps = (INTERRUPTED_STEPS, "--config.checkpoint_every=1")
 
     workdir = tmp_path / "killed"
     proc = subprocess.Popen(_train_cmd(workdir, *steps), env=_env(),
@@ -129,13 +144,12 @@ def test_kill9_and_resume_equals_uninterrupted(tmp_path):
 
     resumed = _train(workdir, *steps)
     assert "Resuming from checkpoint step" in resumed.stdout
-    assert _max_abs_diff(_final_params(workdir), _final_params(tmp_path / "straight")) <= 1e-5
+    assert _max_abs_diff(_final_params(workdir), _final_params(straight_run)) <= 1e-5
 
 
 @pytest.mark.slow
-def test_sigterm_saves_and_resume_equals_uninterrupted(tmp_path):
-    steps = ("--config.total_steps=8", "--config.checkpoint_every=0")
-    _train(tmp_path / "straight", *steps)
+def test_sigterm_saves_and_resume_equals_uninterrupted(tmp_path, straight_run):
+    steps = (INTERRUPTED_STEPS, "--config.checkpoint_every=0")
 
     workdir = tmp_path / "stopped"
     proc = subprocess.Popen(_train_cmd(workdir, *steps, "--config.log_every=1"), env=_env(),
@@ -148,7 +162,7 @@ def test_sigterm_saves_and_resume_equals_uninterrupted(tmp_path):
     assert proc.wait(timeout=300) == 0
     assert "Stopped at step" in out
     saved = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
-    assert saved and saved[-1] < 8
+    assert saved and saved[-1] < 12
 
     _train(workdir, *steps)
-    assert _max_abs_diff(_final_params(workdir), _final_params(tmp_path / "straight")) <= 1e-5
+    assert _max_abs_diff(_final_params(workdir), _final_params(straight_run)) <= 1e-5

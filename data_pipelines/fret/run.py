@@ -55,6 +55,9 @@ _NUM_PASSAGES = flags.DEFINE_integer("num_passages", None, "Seed passages to sam
 _TOP_N = flags.DEFINE_integer("top_n", 20, "Neighbours retrieved and reranked per query.")
 _NEGATIVE = flags.DEFINE_enum("negative", "last", fret_relabel.NEGATIVE_CHOICES,
                               "Hard negative: the rank-N candidate, or a random non-positive.")
+_RERANK = flags.DEFINE_enum("rerank", "rrf", stages.RERANKERS,
+                            "rrf: fuse query likelihood and relevance classification (Gecko); "
+                            "ql or rc: one of them alone.")
 _RUNNER = flags.DEFINE_string("runner", "DirectRunner", "Beam runner.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seeds the passage sample and random negatives.")
 _SHARD_SIZE = flags.DEFINE_integer("shard_size", 16, "Seed passages per output shard (the unit of resume).")
@@ -110,7 +113,7 @@ def main(argv: list[str]) -> None:
     shard_files.check_run(output, {
         "passages": _PASSAGES.value, "num_passages": num_passages, "seed": _SEED.value,
         "shard_size": _SHARD_SIZE.value, "top_n": _TOP_N.value, "negative": _NEGATIVE.value,
-        "llm": _LLM.value, "rerank_llm": rerank_llm, "embedder": _EMBEDDER.value,
+        "rerank": _RERANK.value, "llm": _LLM.value, "rerank_llm": rerank_llm, "embedder": _EMBEDDER.value,
         "max_new_tokens": _MAX_NEW_TOKENS.value, "max_passage_words": _MAX_PASSAGE_WORDS.value,
         "query_template": _QUERY_TEMPLATE.value, "corpus_block_size": _CORPUS_BLOCK.value,
         "prompts_crc32": _prompts_fingerprint(_PROMPTS.value)})
@@ -137,7 +140,7 @@ def main(argv: list[str]) -> None:
                                                     _MAX_NEW_TOKENS.value, words)
              | "Retrieve" >> stages.RetrieveNeighbours(prefixes, _EMBEDDER.value, _TOP_N.value,
                                                        _QUERY_TEMPLATE.value)
-             | "Rerank" >> stages.Rerank(_llm_options(rerank_llm), prompt_set, words)
+             | "Rerank" >> stages.Rerank(_llm_options(rerank_llm), prompt_set, words, _RERANK.value)
              | "Relabel" >> stages.Relabel(_NEGATIVE.value, _SEED.value)
              | "Write" >> stages.WriteShards(output))
     stats = shard_files.merge_stats(output, num_shards)

@@ -244,10 +244,27 @@ class RetrieveNeighbours(beam.PTransform):
         return shards | beam.ParDo(self.fn, beam.pvalue.AsList(self.prefixes))
 
 
+RERANKERS = ("rrf", "ql", "rc")
+
+
 class _Rerank(beam.DoFn):
 
-    def __init__(self, llm: LLMOptions, prompts: fret_prompts.PromptSet, max_passage_words: int):
+    def __init__(self, llm: LLMOptions, prompts: fret_prompts.PromptSet, max_passage_words: int,
+                 reranker: str):
         self.llm, self.prompts, self.max_passage_words = llm, prompts, max_passage_words
+        self.scorers = ("ql", "rc") if reranker == "rrf" else (reranker,)
+
+    def _score(self, pairs: list) -> dict[str, np.ndarray]:
+        backend, out = shared_backend(self.llm), {}
+        if "ql" in self.scorers:
+            out["ql"] = backend.score([self.prompts.query_likelihood.render(passage=p) for _, p in pairs],
+                                      [" " + item["query"] for item, _ in pairs])
+        if "rc" in self.scorers:
+            labels = backend.label_log_probs(
+                [self.prompts.relevance.render(query=item["query"], passage=p) for item, p in pairs],
+                fret_prompts.RELEVANCE_LABELS)
+            out["rc"] = fret_relabel.expected_grade(labels, fret_prompts.RELEVANCE_GRADES)
+        return out
 
     def process(self, shard: Shard):
         items = shard["items"]
@@ -255,29 +272,30 @@ class _Rerank(beam.DoFn):
             pairs = [(item, fret_prompts.passage_text(c, self.max_passage_words))
                      for item in items for c in item["candidates"]]
             if pairs:
-                backend = shared_backend(self.llm)
-                ql = backend.score([self.prompts.query_likelihood.render(passage=p) for _, p in pairs],
-                                   [" " + item["query"] for item, _ in pairs])
-                labels = backend.label_log_probs(
-                    [self.prompts.relevance.render(query=item["query"], passage=p) for item, p in pairs],
-                    fret_prompts.RELEVANCE_LABELS)
-                rc = fret_relabel.expected_grade(labels, fret_prompts.RELEVANCE_GRADES)
+                scores = self._score(pairs)
                 start = 0
                 for item in items:
                     end = start + len(item["candidates"])
-                    item["query_likelihood"], item["relevance"] = ql[start:end].tolist(), rc[start:end].tolist()
+                    item["scores"] = {name: values[start:end].tolist() for name, values in scores.items()}
                     start = end
                 _count(shard, "reranked_pairs", len(pairs))
-        _progress("rerank", shard, f"{len(pairs)} (query, passage) pairs scored twice")
+        _progress("rerank", shard, f"{len(pairs)} (query, passage) pairs scored by {' and '.join(self.scorers)}")
         yield shard
 
 
 class Rerank(beam.PTransform):
-    """Shards -> items scored by query likelihood and relevance classification."""
+    """Shards -> items scored by query likelihood ('ql') and relevance classification ('rc').
 
-    def __init__(self, llm: LLMOptions, prompts: fret_prompts.PromptSet, max_passage_words: int = 160):
+    `reranker` 'rrf' computes both (Gecko); 'ql' or 'rc' computes one, for an
+    LLM too small for the other to help (see the README).
+    """
+
+    def __init__(self, llm: LLMOptions, prompts: fret_prompts.PromptSet, max_passage_words: int = 160,
+                 reranker: str = "rrf"):
         super().__init__()
-        self.fn = _Rerank(llm, prompts, max_passage_words)
+        if reranker not in RERANKERS:
+            raise ValueError(f"reranker must be one of {RERANKERS}, got {reranker!r}")
+        self.fn = _Rerank(llm, prompts, max_passage_words, reranker)
 
     def expand(self, shards):
         return shards | beam.ParDo(self.fn)
@@ -305,7 +323,8 @@ class _Relabel(beam.DoFn):
     def process(self, shard: Shard):
         with _timed(shard, "relabel"):
             for item in shard["items"]:
-                fused = fret_relabel.reciprocal_rank_fusion(item["query_likelihood"], item["relevance"])
+                # With one scorer, 1/rank orders the candidates as that scorer does.
+                fused = fret_relabel.reciprocal_rank_fusion(*item["scores"].values())
                 rng = np.random.default_rng(stable_hash(self.seed, "negative", item["seed"]["id"]))
                 choice = fret_relabel.relabel(fused, [c["text"] for c in item["candidates"]], self.negative, rng)
                 if choice is None:
