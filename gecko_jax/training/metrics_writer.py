@@ -65,23 +65,33 @@ def _fmt(value: float) -> str:
 
 
 class Throughput:
-    """Examples and tokens per second between two log points."""
+    """Examples and tokens per second, and model FLOPs utilisation, between two log points.
 
-    def __init__(self):
+    `mfu` (FLOPs done / elapsed / `peak_flops`, the peak FLOP/s of the devices
+    the steps run on; see `training.mfu`) is reported when both are known.
+    """
+
+    def __init__(self, peak_flops: float | None = None):
+        self._peak_flops = peak_flops
         self._start = time.perf_counter()
         self._examples = 0
         self._tokens = 0
+        self._flops = 0.0
 
-    def add(self, examples: int, tokens: float) -> None:
+    def add(self, examples: int, tokens: float, flops: float | None = None) -> None:
+        """Counts finished steps: their examples, tokens and model FLOPs (None = unknown)."""
         self._examples += examples
         self._tokens += tokens
+        self._flops += flops or 0.0
 
     def rates(self) -> dict[str, float]:
         now = time.perf_counter()
         elapsed = max(now - self._start, 1e-9)
         rates = {"examples_per_sec": self._examples / elapsed,
                  "tokens_per_sec": self._tokens / elapsed}
-        self._start, self._examples, self._tokens = now, 0, 0
+        if self._peak_flops and self._flops:
+            rates["mfu"] = self._flops / elapsed / self._peak_flops
+        self._start, self._examples, self._tokens, self._flops = now, 0, 0, 0.0
         return rates
 
 

@@ -26,6 +26,7 @@ from gecko_jax.losses.registry import check_tower_for_loss
 from gecko_jax.models import gemma_import
 from gecko_jax.models.bert_import import merge_pretrained, resolve_pretrained
 from gecko_jax.training import checkpoint_io
+from gecko_jax.training import mfu
 from gecko_jax.training import sharding
 from gecko_jax.training.evaluators import Evaluators
 from gecko_jax.training.grad_cache import check_chunk_size
@@ -152,19 +153,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     results = {}
     if start_step == 0:
         results = evaluators.run(0, state.params, writer)
-    throughput, history = Throughput(), []
+    throughput = Throughput(mfu.peak_flops_per_second(mesh.devices.flat))
+    flops_per_step, history = None, []
     step = start_step
     with mesh, nn.logical_axis_rules(rules):
         while step < config.total_steps:
             local = next(data)
             batch = {k: jax.make_array_from_process_local_data(batch_sharding, v)
                      for k, v in local.items()}
+            if step == start_step:
+                flops_per_step = _step_flops(train_step, state, batch, dropout_rng, mesh.size)
             state, metrics = train_step(state, batch, dropout_rng)
             step += 1
             history.append(metrics)
             last = step == config.total_steps
             if step % config.log_every == 0 or last:
-                _log(step, history, throughput, writer, config.batch_size)
+                _log(step, history, throughput, writer, config.batch_size, flops_per_step)
                 history = []
             stop = sigterm.raised or manager.reached_preemption(step)
             if last or stop or (config.checkpoint_every and step % config.checkpoint_every == 0):
@@ -184,15 +188,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     return results
 
 
+def _step_flops(train_step, state, batch, rng, num_devices: int) -> float | None:
+    """The model FLOPs of one train step over the whole mesh, from XLA's cost analysis.
+
+    Lowering with the step's real arguments hits the jit cache, so the step is
+    compiled once, here, and the call after it reuses the executable. It is
+    the step that runs per batch: with GradCache the two-pass step; with
+    gradient accumulation XLA counts its conditional optimizer update in
+    every step (a few FLOPs per parameter, small beside forward and backward).
+    """
+    per_device = mfu.compiled_flops(train_step.lower(state, batch, rng).compile())
+    return None if per_device is None else per_device * num_devices
+
+
 def _log(step: int, history: list, throughput: Throughput, writer: MetricsWriter,
-         batch_size: int) -> None:
+         batch_size: int, flops_per_step: float | None) -> None:
     fetched = jax.device_get(history)
     metrics = mean_metrics(fetched)
     if not np.isfinite(metrics["loss"]):
         raise FloatingPointError(
             f"loss is {metrics['loss']} at step {step}; lower optimizer.learning_rate or check the "
             "data; rerunning resumes from the last checkpoint")
-    throughput.add(batch_size * len(fetched), sum(float(h["tokens"]) for h in fetched))
+    throughput.add(batch_size * len(fetched), sum(float(h["tokens"]) for h in fetched),
+                   flops_per_step * len(fetched) if flops_per_step else None)
     metrics.pop("tokens")
     metrics.update(throughput.rates())
     writer.console(step, metrics)

@@ -1,0 +1,109 @@
+"""Model FLOPs utilisation (MFU): the FLOPs a step does over what the devices could do.
+
+MFU = FLOPs per step * steps / seconds / peak FLOP/s. The FLOPs come from XLA's
+cost analysis of the compiled step, so they describe the program that really
+runs (forward, backward and optimizer update) without a per-architecture
+formula. The peak of a TPU or GPU is its spec sheet's dense bf16 number, the
+usual MFU denominator whatever dtype the model computes in. A CPU has no such
+number, so its peak is measured: the best rate of a jitted float32 matmul, which
+makes a CPU MFU "the fraction of XLA's own matmul speed on this machine".
+"""
+
+import functools
+import re
+import time
+from typing import Iterable
+
+import jax
+import numpy as np
+from absl import logging
+
+# Dense bf16 FLOP/s of one JAX device, by `device_kind` (full match, first
+# pattern wins). TPU v4 and later show one device per chip.
+_PEAK_FLOPS = (
+    (r"TPU v4", 275e12),
+    (r"TPU v5 ?(lite|e)", 197e12),
+    (r"TPU v5p?", 459e12),
+    (r"TPU v6 ?(lite|e)", 918e12),
+    (r"NVIDIA H100 PCIe", 756e12),
+    (r"NVIDIA H100.*", 989e12),  # SXM, e.g. "NVIDIA H100 80GB HBM3".
+    (r"NVIDIA H200.*", 989e12),
+    (r"NVIDIA A100.*", 312e12),
+)
+
+
+def device_peak_flops(device_kind: str) -> float | None:
+    """The spec-sheet dense bf16 FLOP/s of one device of `device_kind`; None if not listed."""
+    for pattern, peak in _PEAK_FLOPS:
+        if re.fullmatch(pattern, device_kind):
+            return peak
+    return None
+
+
+@functools.cache
+def measure_cpu_peak_flops(n: int = 2048, repeats: int = 3) -> float:
+    """The best FLOP/s of a jitted float32 [n, n] @ [n, n] matmul on this process's CPU.
+
+    XLA spreads one matmul over all cores, so this is the peak of the whole
+    process. Cached: it takes about a second, and a process measures once.
+
+    Args:
+      n: the matrix size; large enough that the matmul is compute bound.
+      repeats: timed runs after one warm-up; the fastest counts, since load
+        from other processes only ever slows a run down.
+    """
+    cpu = jax.devices("cpu")[0]
+    a = jax.device_put(np.ones((n, n), np.float32), cpu)
+    matmul = jax.jit(lambda x: x @ x)
+    matmul(a).block_until_ready()  # Compiles.
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        matmul(a).block_until_ready()
+        best = min(best, time.perf_counter() - start)
+    return 2 * n ** 3 / best
+
+
+def peak_flops_per_second(devices: Iterable[jax.Device]) -> float | None:
+    """The peak FLOP/s of `devices` together (the mesh a step runs on).
+
+    CPU devices of one process (simulated ones included) share its cores, so
+    a CPU peak is one measurement per process, whatever the device count.
+
+    Returns:
+      The peak, or None (with a logged reason) for a device kind not in the table.
+    """
+    devices = list(devices)
+    if devices[0].platform == "cpu":
+        return measure_cpu_peak_flops() * len({d.process_index for d in devices})
+    kind = devices[0].device_kind
+    peak = device_peak_flops(kind)
+    if peak is None:
+        logging.warning("no MFU: the peak FLOP/s of device kind %r is unknown; add it to "
+                        "gecko_jax/training/mfu.py", kind)
+        return None
+    return peak * len(devices)
+
+
+def compiled_flops(compiled: jax.stages.Compiled) -> float | None:
+    """XLA's FLOP count of one call of `compiled`, per device.
+
+    For a train step it counts the whole step: forward, backward and
+    optimizer update. XLA counts a loop body once, not once per iteration, so
+    a step that loops (GradCache's chunks) is undercounted; that is logged.
+
+    Returns:
+      The FLOPs, or None (with a logged reason) when the cost analysis has none.
+    """
+    cost = compiled.cost_analysis()
+    # A dict in recent JAX; a list with one dict per program in older ones.
+    if isinstance(cost, (list, tuple)):
+        cost = cost[0] if cost else None
+    flops = (cost or {}).get("flops", 0.0)
+    if flops <= 0:
+        logging.warning("no MFU: XLA's cost analysis of the train step has no FLOP count")
+        return None
+    if re.search(r"\bwhile\(", compiled.as_text()):
+        logging.warning("MFU is a lower bound: the train step has a loop (e.g. GradCache's "
+                        "chunks) and XLA counts the FLOPs of a loop body once")
+    return float(flops)

@@ -1,0 +1,40 @@
+"""Model FLOPs utilisation: XLA's FLOP count, the CPU peak, the device table."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from gecko_jax.training import mfu
+from gecko_jax.training.metrics_writer import Throughput
+
+
+def test_flops_of_a_compiled_dot_are_two_m_n_k():
+    m, k, n = 64, 48, 32
+    compiled = jax.jit(jnp.dot).lower(jnp.ones((m, k)), jnp.ones((k, n))).compile()
+    assert mfu.compiled_flops(compiled) == 2 * m * n * k
+
+
+def test_cpu_peak_is_positive_and_finite():
+    # A small matmul keeps the test fast; the trainer measures at the default size.
+    peak = mfu.measure_cpu_peak_flops(n=256, repeats=2)
+    assert peak > 0 and math.isfinite(peak)
+
+
+@pytest.mark.parametrize("kind, peak", [
+    ("TPU v4", 275e12), ("TPU v5 lite", 197e12), ("TPU v5", 459e12), ("TPU v5p", 459e12),
+    ("TPU v6 lite", 918e12), ("NVIDIA H100 80GB HBM3", 989e12), ("NVIDIA H100 PCIe", 756e12),
+    ("NVIDIA H200", 989e12), ("NVIDIA A100-SXM4-80GB", 312e12),
+    ("TPU v4 lite", None), ("Tesla T4", None)])
+def test_device_table(kind, peak):
+    assert mfu.device_peak_flops(kind) == peak
+
+
+def test_throughput_reports_mfu_only_with_flops_and_peak():
+    assert "mfu" not in Throughput().rates()
+    with_peak = Throughput(peak_flops=1e9)
+    with_peak.add(examples=2, tokens=10, flops=None)
+    assert "mfu" not in with_peak.rates()
+    with_peak.add(examples=2, tokens=10, flops=1e3)
+    assert with_peak.rates()["mfu"] > 0
