@@ -221,8 +221,12 @@ class LanguageModel:
     @functools.partial(jax.jit, static_argnums=(0, 4))
     def _generate_ids(self, params, ids: jax.Array, mask: jax.Array,
                       max_new_tokens: int, temperature: jax.Array,
-                      rng: jax.Array) -> jax.Array:
-        """Decodes [B, max_new_tokens] ids after left-padded prompts."""
+                      rng: jax.Array, stop_ids: jax.Array) -> jax.Array:
+        """Decodes [B, max_new_tokens] ids after left-padded prompts.
+
+        A row ends at eos or at one of `stop_ids` (kept in its output);
+        decoding ends when every row has.
+        """
         batch, prompt_len = ids.shape
         cache = init_cache(self.config, batch, prompt_len + max_new_tokens,
                            self.config.dtype)
@@ -243,7 +247,7 @@ class LanguageModel:
         rng, key = jax.random.split(rng)
         first = pick(hidden[:, -1], key)
         out = jnp.full((batch, max_new_tokens), eos, jnp.int32).at[:, 0].set(first)
-        state = (1, first, positions[:, -1] + 1, first == eos, cache, out, rng)
+        state = (1, first, positions[:, -1] + 1, jnp.isin(first, stop_ids), cache, out, rng)
 
         def cond(state):
             step, _, _, done, *_ = state
@@ -258,15 +262,18 @@ class LanguageModel:
             rng, key = jax.random.split(rng)
             token = jnp.where(done, eos, pick(hidden[:, 0], key))
             out = out.at[:, step].set(token)
-            return (step + 1, token, position + 1, done | (token == eos), cache,
+            return (step + 1, token, position + 1, done | jnp.isin(token, stop_ids), cache,
                     out, rng)
 
         return jax.lax.while_loop(cond, body, state)[5]
 
     def generate_ids(self, prompts: Sequence[str], max_new_tokens: int,
                      temperature: float = 0.0, batch_size: Optional[int] = None,
-                     seed: int = 0) -> list[list[int]]:
-        """Like `generate`, but returns the new token ids (up to eos)."""
+                     seed: int = 0, stop_token_ids: Sequence[int] = ()) -> list[list[int]]:
+        """Like `generate`, but returns the new token ids (up to eos).
+
+        A row also ends after any of `stop_token_ids`, which stays in its ids.
+        """
         prompts = check_texts(prompts, "prompts", allow_empty=True)
         if max_new_tokens < 1:
             raise UserError(f"max_new_tokens must be at least 1; got "
@@ -277,6 +284,7 @@ class LanguageModel:
         batch_size = batch_size or self.batch_size
         tokens = [[vocab.bos_id] + self.tokens(p) for p in prompts]
         rng = jax.random.PRNGKey(seed)
+        stop_ids = jnp.asarray([vocab.eos_id, *stop_token_ids], jnp.int32)
         results: list[list[int]] = [[] for _ in prompts]
         order = sorted(range(len(prompts)), key=lambda i: -len(tokens[i]))
         for start in range(0, len(prompts), batch_size):
@@ -290,7 +298,7 @@ class LanguageModel:
             rng, key = jax.random.split(rng)
             new = np.asarray(self._generate_ids(
                 self.params, ids, mask, max_new_tokens,
-                jnp.float32(temperature), key))
+                jnp.float32(temperature), key, stop_ids))
             for r, i in enumerate(chunk):
                 row = new[r].tolist()
                 results[i] = row[:row.index(vocab.eos_id)] if vocab.eos_id in row else row
@@ -306,7 +314,8 @@ class LanguageModel:
           max_new_tokens: the most tokens generated per prompt.
           temperature: 0 for greedy decoding, else the sampling temperature.
           stop: strings that end a generation; the text is cut before the
-            first one. (Decoding runs on until eos or `max_new_tokens`.)
+            first one. A stop string that is one token also ends decoding of
+            its row early; longer ones only cut the text.
           batch_size: prompts per batch; None uses `self.batch_size`.
           seed: seeds sampling when `temperature` > 0.
 
@@ -318,8 +327,10 @@ class LanguageModel:
         """
         if isinstance(stop, str):
             stop = [stop]
+        single_tokens = [self.tokens(s) for s in stop or ()]
+        stop_token_ids = [t[0] for t in single_tokens if len(t) == 1]
         texts = [self.vocabulary.decode(ids) for ids in self.generate_ids(
-            prompts, max_new_tokens, temperature, batch_size, seed)]
+            prompts, max_new_tokens, temperature, batch_size, seed, stop_token_ids)]
         for s in stop or ():
             texts = [t.split(s, 1)[0] for t in texts]
         return texts

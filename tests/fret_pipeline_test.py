@@ -281,8 +281,8 @@ def test_sixteen_squad_passages_with_gemma_give_twelve_examples(tmp_path, shared
     passages = tmp_path / "passages.jsonl"
     passages.write_text("\n".join(lines) + "\n")
     out = tmp_path / "fret"
-    result = _run_cli(f"--passages={passages}", f"--output={out}", "--num_passages=16", "--top_n=4",
-                      "--max_passage_words=80")
+    result = _run_cli(f"--passages={passages}", f"--output={out}", "--num_passages=16", "--top_n=3",
+                      "--max_passage_words=60")
     assert result.returncode == 0, result.stderr[-3000:]
     stats = json.loads((out / "stats.json").read_text())
     examples = read_jsonl(shard_files.output_files(str(out)))

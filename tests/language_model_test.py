@@ -83,6 +83,15 @@ def test_cached_generation_equals_full_forward_greedy(lm):
     assert lm.generate_ids(PROMPTS[2:], max_new_tokens=6) == generated[2:]
 
 
+def test_stop_token_ends_a_row_early(lm):
+    full = lm.generate_ids(PROMPTS, max_new_tokens=6)
+    stop = full[2][1]  # The second token of the longest prompt's continuation.
+    stopped = lm.generate_ids(PROMPTS, max_new_tokens=6, stop_token_ids=[stop])
+    for ids, got in zip(full, stopped):
+        expected = ids[:ids.index(stop) + 1] if stop in ids else ids
+        assert got == expected
+
+
 def test_generate_text_sampling_and_stop(lm):
     texts = lm.generate(PROMPTS, max_new_tokens=6)
     assert texts == [lm.vocabulary.decode(ids)
