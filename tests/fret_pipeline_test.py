@@ -12,7 +12,7 @@ import sys
 import zlib
 
 import apache_beam as beam
-from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 import numpy as np
 import pytest
@@ -96,7 +96,7 @@ def fake_models(monkeypatch):
 
 def run_pipeline(output, passages, num_passages=16, shard_size=4, top_n=6, negative="last"):
     llm = stages.LLMOptions("scripted")
-    with TestPipeline() as p:
+    with BeamTestPipeline() as p:
         source = p | beam.Create(passages)
         prefixes = source | "Embed" >> stages.EmbedCorpus("bow", str(output / "corpus"), 3)
         written = (source
@@ -124,7 +124,7 @@ def test_sample_is_seeded_and_sharded():
         # The sample is the 10 smallest hashes of (seed, id), in shards of 4.
         expected[seed] = sorted(p["id"] for p in sorted(
             passages, key=lambda q, seed=seed: stages.stable_hash(seed, q["id"]))[:10])
-        with TestPipeline() as p:
+        with BeamTestPipeline() as p:
             shards = p | beam.Create(passages) | stages.SamplePassages(10, seed, 4)
             assert_that(shards | beam.Map(lambda s: (s["index"], s["num_shards"], len(s["passages"]))),
                         equal_to([(0, 3, 4), (1, 3, 4), (2, 3, 2)]), label="shards")
@@ -180,7 +180,7 @@ def test_stages_alone_relabel_picks_by_fused_rank():
             "scores": {"ql": [-3.0, -1.0, -9.0, -5.0], "rc": [1.9, 0.7, 1.2, 0.1]}}
     shard = stages.new_shard(0, 1, [candidates[2]])
     shard["items"] = [item]
-    with TestPipeline() as p:
+    with BeamTestPipeline() as p:
         out = p | beam.Create([shard]) | stages.Relabel("last", 0)
         assert_that(out | beam.Map(lambda s: [(e["positive_id"], e["negative_id"], e["positive_changed"])
                                               for e in s["examples"]]),
@@ -193,7 +193,7 @@ def test_stages_alone_rerank_computes_the_chosen_scorers(reranker, scorers):
     shard = stages.new_shard(0, 1, [candidates[1]])
     shard["items"] = [{"seed": candidates[1], "task": "t", "query": "river fact 1", "candidates": candidates}]
     llm = stages.LLMOptions("scripted")
-    with TestPipeline() as p:
+    with BeamTestPipeline() as p:
         out = p | beam.Create([shard]) | stages.Rerank(llm, PROMPT_SET, reranker=reranker)
         # ScriptedLLM scores by shared words: the castle passage is last by both.
         assert_that(out | beam.Map(lambda s: sorted((k, int(np.argmin(v))) for k, v in s["items"][0]["scores"].items())),
@@ -213,7 +213,7 @@ def test_fret_output_trains_through_seqio_and_the_mixture(tmp_path):
 
 def test_corpus_blocks_hold_every_passage_once(tmp_path):
     passages = corpus(30)
-    with TestPipeline() as p:
+    with BeamTestPipeline() as p:
         _ = p | beam.Create(passages) | stages.EmbedCorpus("bow", str(tmp_path), 3)
     index = corpus_index.load_index([corpus_index.block_prefix(str(tmp_path), b) for b in range(3)])
     assert sorted(index.position) == sorted(p["id"] for p in passages)
