@@ -121,14 +121,16 @@ class Encoder:
           UserError: unknown spec or unreadable model.
         """
         if spec == "minilm" or spec.startswith("st:"):
-            return cls._from_imported(resolve_pretrained(spec), batch_size)
+            return cls._from_imported(resolve_pretrained(spec), batch_size,
+                                      spec.removeprefix("st:"))
         if os.path.isdir(spec) and gemma_import.is_gemma_folder(spec):
             spec = f"hf:{spec}"  # An exported or EmbeddingGemma folder.
         if gemma_import.is_gemma_spec(spec):
             return cls._from_imported(gemma_import.to_imported_model(
-                gemma_import.load_checkpoint(spec)), batch_size)
+                gemma_import.load_checkpoint(spec)), batch_size,
+                spec.partition(":")[2])
         if os.path.isdir(spec) and _is_hf_bert_folder(spec):
-            return cls._from_imported(load_bert_folder(spec), batch_size)
+            return cls._from_imported(load_bert_folder(spec), batch_size, spec)
         if tf.io.gfile.exists(os.path.join(spec, "config.json")):
             # Imported here: the training stack (orbax) is heavy and optional
             # for users who only embed with pretrained models.
@@ -141,12 +143,20 @@ class Encoder:
         raise UserError(f"Unknown model {spec!r}; {_SPEC_HELP}.")
 
     @classmethod
-    def _from_imported(cls, imported: ImportedModel, batch_size: int
-                       ) -> "Encoder":
+    def _from_imported(cls, imported: ImportedModel, batch_size: int,
+                       folder: str) -> "Encoder":
+        """An imported model; `folder` (if a folder) tells its input format.
+
+        A folder exported from a run in Gecko's format keeps that format, so
+        evaluation gives it Gecko's prompts as it does the run's workdir.
+        """
+        # Imported here: export is optional for users who only embed.
+        from gecko_jax.export.source import folder_input_format  # pylint: disable=g-import-not-at-top
         config = imported.model_config
+        input_format = folder_input_format(folder) if os.path.isdir(folder) else "plain"
         return cls(build_tower(config), imported.params,
                    get_vocabulary(config.vocab), imported.max_length,
-                   batch_size=batch_size)
+                   batch_size=batch_size, input_format=input_format)
 
     @functools.cached_property
     def embedding_dim(self) -> int:

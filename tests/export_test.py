@@ -65,6 +65,10 @@ def test_bert_workdir_with_projection_and_prompts(tmp_path):
     assert model.prompts["query"] == "task: question answering | query: "
     assert model.prompts["document"] == "title: none | text: "
     assert model.get_embedding_dimension() == 16
+    # Reloaded, the export keeps the run's Gecko format (and so its default
+    # evaluation prompts); a plain folder stays plain.
+    assert Encoder.load(str(tmp_path / "out")).input_format == "gecko"
+    assert Encoder.load("minilm").input_format == "plain"
 
 
 @pytest.fixture(name="tiny_sentencepiece")

@@ -43,7 +43,7 @@ class ExportSource:
     prompts: dict[str, str]
 
 
-def _folder_prompts(folder: str) -> dict[str, str]:
+def folder_prompts(folder: str) -> dict[str, str]:
     """The prompts a sentence-transformers folder carries (none if absent)."""
     path = os.path.join(folder, ST_CONFIG_FILE)
     if not os.path.isfile(path):
@@ -55,6 +55,16 @@ def _folder_prompts(folder: str) -> dict[str, str]:
             raise UserError(f"{path} is not a JSON object ({e}); fix or delete "
                             "it.") from e
     return {str(name): str(text) for name, text in prompts.items()}
+
+
+def folder_input_format(folder: str) -> str:
+    """'gecko' for a folder exported from a run in Gecko's format, else 'plain'.
+
+    Such an export carries the document prompt `title: none | text: `
+    (`workdir_prompts`), which no other prompt set writes.
+    """
+    gecko = folder_prompts(folder).get("document") == formats.gecko_document("")
+    return "gecko" if gecko else "plain"
 
 
 def workdir_prompts(config: ml_collections.ConfigDict) -> dict[str, str]:
@@ -85,7 +95,7 @@ def workdir_prompts(config: ml_collections.ConfigDict) -> dict[str, str]:
 
 def _from_imported(imported: ImportedModel, folder: str) -> ExportSource:
     return ExportSource(imported.model_config, imported.params,
-                        imported.max_length, _folder_prompts(folder))
+                        imported.max_length, folder_prompts(folder))
 
 
 def _is_hf_folder(path: str) -> bool:
