@@ -12,7 +12,12 @@ import pytest
 from gecko_jax import Encoder
 from gecko_jax.errors import UserError
 from gecko_jax.evaluation import multi_vector
+from gecko_jax.config_base import evaluator
+from gecko_jax.data.vocabularies import get_vocabulary
 from gecko_jax.evaluation import retrieval
+from gecko_jax.models.registry import build_tower
+from gecko_jax.training import checkpoint_io
+from gecko_jax.training.evaluators import Evaluators
 from workdir_helpers import make_workdir, random_params, tiny_bert_config  # pylint: disable=g-bad-import-order
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -107,20 +112,28 @@ def test_encoder_gives_unit_token_vectors_without_padding(workdir):
         encoder.encode(texts)
 
 
-def test_evaluate_cli_scores_a_multi_vector_model(workdir, tmp_path):
+def _write_beir_folder(folder):
+    """Two queries over four documents, each query its document's own text.
+
+    Every query token retrieves its own copy at similarity 1, so even random
+    weights rank the document first.
+    """
     texts = {"d1": "Paris is the capital and largest city of France.",
              "d2": "Salmon are fish that swim upstream to spawn.",
              "d3": "Python is a programming language.",
              "d4": "The moon orbits the earth every month."}
-    # Each query is its document's text: every query token retrieves its own
-    # copy at similarity 1, so even random weights rank the document first.
     queries = {"q1": texts["d1"], "q2": texts["d3"]}
-    (tmp_path / "corpus.jsonl").write_text("".join(
+    folder.mkdir(exist_ok=True)
+    (folder / "corpus.jsonl").write_text("".join(
         json.dumps({"_id": i, "text": x}) + "\n" for i, x in texts.items()))
-    (tmp_path / "queries.jsonl").write_text("".join(
+    (folder / "queries.jsonl").write_text("".join(
         json.dumps({"_id": i, "text": x}) + "\n" for i, x in queries.items()))
-    (tmp_path / "qrels").mkdir()
-    (tmp_path / "qrels" / "test.tsv").write_text("q1\td1\t1\nq2\td3\t1\n")
+    (folder / "qrels").mkdir()
+    (folder / "qrels" / "test.tsv").write_text("q1\td1\t1\nq2\td3\t1\n")
+
+
+def test_evaluate_cli_scores_a_multi_vector_model(workdir, tmp_path):
+    _write_beir_folder(tmp_path)
     env = dict(os.environ, PYTHONPATH=str(REPO))
     result = subprocess.run(
         [sys.executable, str(REPO / "launch" / "evaluate.py"), f"--model={workdir}",
@@ -131,3 +144,23 @@ def test_evaluate_cli_scores_a_multi_vector_model(workdir, tmp_path):
     assert (metrics["num_queries"], metrics["num_docs"]) == (2, 4)
     assert metrics["num_doc_tokens"] > 4 * 2
     assert metrics["recall@1"] == metrics["mrr@10"] == metrics["ndcg@10"] == 1.0
+
+
+class _Writer:
+    def scalars(self, step, values, prefix):
+        del step, values, prefix
+
+
+def test_in_training_evaluation_scores_retrieval_and_skips_the_rest(workdir, tmp_path, capsys):
+    _write_beir_folder(tmp_path / "beir")
+    config, params = checkpoint_io.restore_params(str(workdir))
+    config.data.data_dir = str(tmp_path)
+    config.evals.beir = evaluator("retrieval", "beir")
+    config.evals.sts = evaluator("sts", "sts.tsv")
+    (tmp_path / "sts.tsv").write_text("g\ts\t2012\t1\t5.0\ta b\ta b\ng\ts\t2012\t2\t1.0\ta\tc\n")
+    evaluators = Evaluators(config, build_tower(config.model), get_vocabulary(config.model.vocab),
+                            str(tmp_path / "run"))
+    assert "eval: skipping sts" in capsys.readouterr().out
+    results = evaluators.run(0, params, _Writer())
+    assert results["beir.ndcg@10"] == 1.0
+    assert not any(k.startswith("sts.") for k in results)

@@ -64,6 +64,15 @@ class _PrefixCache:
         full = self._full[key]
         return full if not dim else np.asarray(truncate_and_normalize(full, dim))
 
+    @property
+    def multi_vector_dim(self) -> int:
+        return self._encoder.multi_vector_dim
+
+    def encode_tokens(self, texts, prompt=None, dim=None, batch_size=None, show_progress=False):
+        # Token vectors are only used by retrieval, once per dim: nothing to reuse.
+        return self._encoder.encode_tokens(texts, prompt=prompt, dim=dim, batch_size=batch_size,
+                                           show_progress=show_progress)
+
 
 @dataclasses.dataclass(frozen=True)
 class _Evaluation:
@@ -138,12 +147,13 @@ class Evaluators:
         self._workdir = workdir
         self._evaluations = _configured(config)
         multi_vector_dim = config.model.get("multi_vector_dim", 0)
-        if multi_vector_dim and self._evaluations:
-            # Every task scores one vector per text; a multi-vector tower has none.
-            print(f"eval: skipping {', '.join(e.name for e in self._evaluations)}: this tower "
-                  f"gives token vectors (model.multi_vector_dim={multi_vector_dim}) and "
-                  "only launch/evaluate.py --task=retrieval scores it", flush=True)
-            self._evaluations = []
+        skipped = [e.name for e in self._evaluations if e.task != "retrieval"]
+        if multi_vector_dim and skipped:
+            # Retrieval scores token vectors (XTR); the other tasks need one vector per text.
+            print(f"eval: skipping {', '.join(skipped)}: this tower gives token vectors "
+                  f"(model.multi_vector_dim={multi_vector_dim}) and only retrieval scores them",
+                  flush=True)
+            self._evaluations = [e for e in self._evaluations if e.task == "retrieval"]
         self._best_metric = config.best_metric.removeprefix("evals.")
         self._best_value = None
         if self._best_metric:
