@@ -90,6 +90,7 @@ def _timed(shard: Shard, stage: str) -> Iterator[None]:
 def _split_into_shards(sampled: list, seed: int, shard_size: int) -> Iterator[Shard]:
     ordered = sorted(sampled, key=lambda p: (stable_hash(seed, p["id"]), p["id"]))
     num_shards = math.ceil(len(ordered) / shard_size)
+    print(f"fret sample: {len(ordered)} seed passages in {num_shards} shards", file=sys.stderr, flush=True)
     for index in range(num_shards):
         yield new_shard(index, num_shards, ordered[index * shard_size:(index + 1) * shard_size])
 
