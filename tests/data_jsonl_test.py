@@ -98,3 +98,12 @@ def test_unknown_keys_are_ignored_with_one_warning(tmp_path):
     warning.assert_called_once()
     text = warning.call_args.args[0] % warning.call_args.args[1:]
     assert "'label' (line 1)" in text and "'negatve' (line 2)" in text
+
+
+def test_fret_provenance_keys_are_read_past_without_a_warning(tmp_path):
+    path = _write(tmp_path, '{"query": "q", "positive": "p", "task": "t", "positive_id": "7", '
+                            '"negative_id": "9", "positive_changed": true}\n')
+    with mock.patch.object(jsonl.logging, "warning") as warning:
+        examples = jsonl.read_jsonl(path)
+    assert examples == [{"query": "q", "positive": "p", "task": "t"}]
+    warning.assert_not_called()

@@ -164,6 +164,15 @@ def test_fret_rows_need_their_task(tmp_path):
         mixtures.load_mixture(_data_config(mixture=("fret",)))
 
 
+def test_file_lists_expand_glob_patterns_in_sorted_order(tmp_path):
+    for name in ("b", "a"):
+        (tmp_path / f"train-{name}.jsonl").write_text(f'{{"query": "{name}", "positive": "p"}}\n', encoding="utf-8")
+    rows = mixtures.read_files(f"{tmp_path}/train-*.jsonl", "train_files")
+    assert [r["query"] for r in rows] == ["a", "b"]
+    with pytest.raises(UserError, match=r"fret_files: the pattern .*nothing-\*.jsonl' matches no file"):
+        mixtures.read_files(f"{tmp_path}/nothing-*.jsonl", "fret_files")
+
+
 def test_rates_default_to_source_sizes(tmp_path):
     path = tmp_path / "fret.jsonl"
     path.write_text('{"query": "q", "positive": "p", "task": "search result"}\n', encoding="utf-8")

@@ -98,8 +98,11 @@ def _llm_options(spec: str) -> stages.LLMOptions:
 
 
 def _prompts_fingerprint(folder: str) -> int:
-    data = b"".join(open(os.path.join(folder, n), "rb").read() for n in fret_prompts.PROMPT_FILES)
-    return zlib.crc32(data)
+    crc = 0
+    for name in fret_prompts.PROMPT_FILES:
+        with open(os.path.join(folder, name), "rb") as f:
+            crc = zlib.crc32(f.read(), crc)
+    return crc
 
 
 def main(argv: list[str]) -> None:

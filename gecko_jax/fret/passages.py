@@ -74,11 +74,6 @@ def check_passages(path: str) -> int:
     return len(seen)
 
 
-def read_passages(path: str) -> list[Passage]:
-    """All passages of a file that `check_passages` accepted, in file order."""
-    return [parse_passage(line, f"{path}:{number}") for number, line in iter_lines(path)]
-
-
 def stable_hash(*parts: object) -> int:
     """A hash that is the same in every process (unlike `hash`)."""
     return zlib.crc32("\x1f".join(map(str, parts)).encode("utf-8"))

@@ -361,7 +361,8 @@ class _Write(beam.DoFn):
     def process(self, shard: Shard):
         with _timed(shard, "write"):
             stats = shard_files.write_shard(self.output_dir, shard)
-        _count(shard, "written_shards")
+        # Beam's counter only: the shard's own stats are already on disk.
+        Metrics.counter("fret", "written_shards").inc()
         _progress("write", shard, f"{len(shard['examples'])} examples written")
         yield stats
 
