@@ -4,19 +4,22 @@ Both train on the same SQuAD (query, positive, hard negative) triplets in Gecko'
 input format, one optimizer step per batch, in one process:
 
   ours  the train step `launch/train.py` runs for configs/gecko_minilm.py (Gecko
-        loss with hard negatives and Matryoshka 384/128, AdamW) on fixed-length
-        batches, as XLA needs static shapes: queries padded to the config's 48
-        tokens, positives and negatives to --max_length;
+        loss with hard negatives and Matryoshka 384/128, AdamW), on batches cut
+        and padded as its input pipeline does: with `data.bucket_lengths` (the
+        config's setting) each field is padded to the smallest length bucket
+        that holds its longest text (queries at most 48 tokens, positives and
+        negatives at most --max_length and of one length);
   peer  sentence-transformers' MultipleNegativesRankingLoss with torch AdamW
         (forward, backward, step), each text cut at --max_length and padded to
         the longest of its batch, as `model.fit` collates.
 
 Dropout is off in both, as the config trains; our weights are random (speed
-does not depend on them). Batches are tokenized before timing. After one
-warm-up step each (our compilation), the two alternate step by step, so load
-from other processes slows both alike. The script prints the median s/step and
-examples/s of each, their ratio, and our FLOP/s (XLA's count of the step)
-against the CPU's measured float32 matmul peak.
+does not depend on them). Batches are tokenized before timing, and every
+batch shape of ours is compiled first (the compile time is printed). After one
+warm-up step each, the two alternate step by step, so load from other
+processes slows both alike. The script prints the mean s/step and examples/s
+of each, their ratio, and our FLOP/s (XLA's count of each step) against the
+CPU's measured float32 matmul peak.
 
     python bench/train_step_minilm.py [--steps=10] [--batch_size=32] [--max_length=128]
 
@@ -40,7 +43,7 @@ from flax import linen as nn  # pylint: disable=g-import-not-at-top
 
 from gecko_jax.data import formats  # pylint: disable=g-import-not-at-top
 from gecko_jax.data import sources  # pylint: disable=g-import-not-at-top
-from gecko_jax.data.packing import pack  # pylint: disable=g-import-not-at-top
+from gecko_jax.data.packing import bucket_length, length_buckets, pack  # pylint: disable=g-import-not-at-top
 from gecko_jax.data.vocabularies import get_vocabulary  # pylint: disable=g-import-not-at-top
 from gecko_jax.training import mfu  # pylint: disable=g-import-not-at-top
 from gecko_jax.training import sharding  # pylint: disable=g-import-not-at-top
@@ -77,13 +80,21 @@ def _triplet_batches(path: str, fmt: str, batch_size: int, num_batches: int) -> 
     return [texts[i:i + batch_size] for i in range(0, len(texts), batch_size)]
 
 
-def _our_batch(vocabulary, triplets: list[dict], lengths: dict[str, int]) -> dict[str, np.ndarray]:
-    """The arrays `TrainData` yields for these triplets (tokenized and packed alike)."""
+def _our_batch(vocabulary, triplets: list[dict], data_config) -> dict[str, np.ndarray]:
+    """The arrays `TrainData` yields for these triplets (tokenized, cut and padded alike)."""
+    limits = {"query": data_config.query_max_length, "positive": data_config.max_length,
+              "negative": data_config.max_length}
+    tokens = {f: [vocabulary.encode(t[f])[:limits[f] - 2] for t in triplets] for f in TEXT_FIELDS}
+    lengths = dict(limits)
+    if data_config.bucket_lengths:
+        longest = {f: max(len(t) for t in tokens[f]) + 2 for f in TEXT_FIELDS}
+        lengths["query"] = bucket_length(longest["query"], length_buckets(limits["query"]))
+        lengths["positive"] = lengths["negative"] = bucket_length(
+            max(longest["positive"], longest["negative"]), length_buckets(limits["positive"]))
     batch = {"has_negative": np.ones(len(triplets), np.int32)}
     for field in TEXT_FIELDS:
         batch[f"{field}_ids"], batch[f"{field}_mask"] = pack(
-            [vocabulary.encode(t[field]) for t in triplets], lengths[field], vocabulary.bos_id,
-            vocabulary.eos_id, vocabulary.pad_id)
+            tokens[field], lengths[field], vocabulary.bos_id, vocabulary.eos_id, vocabulary.pad_id)
     return batch
 
 
@@ -159,40 +170,49 @@ def main(argv):
     config = _config(_BATCH.value, _MAX_LENGTH.value)
     triplets = _triplet_batches(_DATA.value, config.data.format, _BATCH.value, _STEPS.value + 1)
     vocabulary = get_vocabulary(config.model.vocab)
-    lengths = {"query": config.data.query_max_length, "positive": config.data.max_length,
-               "negative": config.data.max_length}
-    our_batches = [_our_batch(vocabulary, t, lengths) for t in triplets]
+    our_batches = [_our_batch(vocabulary, t, config.data) for t in triplets]
     peer = _Peer(config.data.max_length, config.loss.temperature, config.optimizer.learning_rate)
     peer_batches = [peer.features(t) for t in triplets]
     ours = _Ours(config)
 
     print(f"JAX device: {jax.devices()[0].device_kind} ({jax.device_count()} device(s)); "
           f"torch threads: {torch.get_num_threads()}")
+    our_tokens = np.mean([sum(b[f"{f}_ids"].shape[1] for f in TEXT_FIELDS) for b in our_batches])
     peer_tokens = np.mean([sum(f["input_ids"].shape[1] for f in b) for b in peer_batches])
+    shapes = sorted({(b["query_ids"].shape[1], b["positive_ids"].shape[1]) for b in our_batches})
     print(f"batch {_BATCH.value} SQuAD triplets, {_STEPS.value} timed steps each after one "
-          f"warm-up; padded tokens per triplet: ours {sum(lengths.values())} (queries "
-          f"{lengths['query']}, documents {lengths['positive']}), peer {peer_tokens:.0f} "
-          "(each batch padded to its longest text)", flush=True)
+          f"warm-up; padded tokens per triplet: ours {our_tokens:.0f} (query, document lengths "
+          f"{shapes}{', bucketed' if config.data.bucket_lengths else ''}), peer "
+          f"{peer_tokens:.0f} (each batch padded to its longest text)", flush=True)
     peak = mfu.measure_cpu_peak_flops()
     with ours.mesh, nn.logical_axis_rules(ours.program.rules):
         ours.init()
-        flops = ours.flops_per_step(our_batches[0])
+        start = time.perf_counter()
+        flops = {}
+        for batch in our_batches:
+            shape = (batch["query_ids"].shape[1], batch["positive_ids"].shape[1])
+            if shape not in flops:
+                flops[shape] = ours.flops_per_step(batch)
+        print(f"ours: compiled {len(flops)} step shape(s) in {time.perf_counter() - start:.1f} s "
+              "(once per shape and run; not in the times below)", flush=True)
         ours.step(our_batches[0])
         peer.step(peer_batches[0])
         ours_s, peer_s = [], []
         for our_batch, peer_batch in zip(our_batches[1:], peer_batches[1:]):
             ours_s.append(_timed(ours.step, our_batch))
             peer_s.append(_timed(peer.step, peer_batch))
-    ours_median, peer_median = statistics.median(ours_s), statistics.median(peer_s)
-    print(f"ours (jitted train step, Gecko loss):  {ours_median:7.3f} s/step  "
-          f"{_BATCH.value / ours_median:7.2f} examples/s")
-    print(f"peer (sentence-transformers MNRL):     {peer_median:7.3f} s/step  "
-          f"{_BATCH.value / peer_median:7.2f} examples/s")
-    print(f"ratio (ours / peer speed): {peer_median / ours_median:.2f}x")
-    if flops is not None:
-        achieved = flops / ours_median
+    ours_mean, peer_mean = statistics.mean(ours_s), statistics.mean(peer_s)
+    print(f"ours (jitted train step, Gecko loss):  {ours_mean:7.3f} s/step  "
+          f"{_BATCH.value / ours_mean:7.2f} examples/s")
+    print(f"peer (sentence-transformers MNRL):     {peer_mean:7.3f} s/step  "
+          f"{_BATCH.value / peer_mean:7.2f} examples/s")
+    print(f"ratio (ours / peer speed): {peer_mean / ours_mean:.2f}x "
+          f"(median of the step-by-step ratios: {statistics.median(p / o for o, p in zip(ours_s, peer_s)):.2f}x)")
+    step_flops = [flops[(b["query_ids"].shape[1], b["positive_ids"].shape[1])] for b in our_batches[1:]]
+    if None not in step_flops:
+        achieved = sum(step_flops) / sum(ours_s)
         print(f"ours: {achieved / 1e9:.1f} GFLOP/s = {achieved / peak:.1%} of the measured matmul "
-              f"peak {peak / 1e9:.1f} GFLOP/s ({flops / 1e9:.0f} GFLOP per step)")
+              f"peak {peak / 1e9:.1f} GFLOP/s ({statistics.mean(step_flops) / 1e9:.0f} GFLOP per step)")
 
 
 if __name__ == "__main__":

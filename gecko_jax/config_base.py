@@ -72,6 +72,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.squad_hard_negatives = True  # Give each SQuAD question another paragraph of its article.
     c.data.max_length = 128  # Tokens per text, special tokens included.
     c.data.query_max_length = 0  # Tokens per query (0 = max_length); short queries save compute.
+    # Pad each batch only to the bucket of its longest text (data.packing.length_buckets) instead
+    # of max_length: short texts cost less, but the step compiles once per length pair it meets.
+    c.data.bucket_lengths = False
     c.data.format = "gecko"  # Input format: gecko (task/title prompts) | plain.
     # Jasper teachers: teacher-store folders or Encoder specs (encoded into
     # WORKDIR/teachers once); each batch gets their vectors as batch['teacher'].

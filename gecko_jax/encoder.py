@@ -7,9 +7,10 @@ A multi-vector (XTR) tower gives one unit vector per token instead:
 `encode_tokens` returns them, padding left out.
 
 Texts are tokenized in Python, sorted by length and packed into batches of a
-fixed size whose length is the smallest bucket (32, 64, 128, ... up to
-`max_length`) that holds the batch's longest text; the jitted forward pass
-therefore compiles once per bucket and short texts stay cheap. Results come
+fixed size whose length is the smallest bucket that holds the batch's
+longest text (8, 16, 24, ... 96, 128, ... up to `max_length`; see
+`data.packing.length_buckets`); the jitted forward pass therefore compiles
+once per bucket and short texts stay cheap. Results come
 back in input order. A progress bar on stderr follows encodes of many batches.
 """
 
@@ -26,7 +27,7 @@ import tensorflow as tf
 import tqdm
 from flax import linen as nn
 
-from gecko_jax.data.packing import pack
+from gecko_jax.data import packing
 from gecko_jax.data.vocabularies import get_vocabulary
 from gecko_jax.errors import UserError
 from gecko_jax.text_inputs import check_texts
@@ -43,13 +44,6 @@ _SPEC_HELP = ("use 'minilm', 'st:PATH' (a sentence-transformers or HF BERT "
 # With `show_progress=None`, encodes of at least this many batches draw a
 # progress bar; shorter ones finish too fast for one to help.
 _PROGRESS_MIN_BATCHES = 20
-
-
-def _length_buckets(max_length: int) -> list[int]:
-    """Padded lengths a batch may take: fine for short texts, where padding
-    would otherwise double the work, and halfway between powers of two above."""
-    steps = [8, 16, 24, 32, 48] + [m * 2 ** k for k in range(6, 16) for m in (1, 1.5)]
-    return [int(b) for b in steps if b < max_length] + [max_length]
 
 
 def _is_hf_bert_folder(path: str) -> bool:
@@ -100,7 +94,7 @@ class Encoder:
         self.max_length = max_length
         self.batch_size = batch_size
         self.input_format = input_format
-        self._buckets = _length_buckets(max_length)
+        self._buckets = packing.length_buckets(max_length)
         self._apply = jax.jit(
             lambda p, ids, mask: tower.apply({"params": p}, ids, mask))
 
@@ -268,10 +262,10 @@ class Encoder:
                                file=sys.stderr, disable=not show_progress):
             rows = order[start:start + batch_size]
             longest = len(tokens[rows[0]]) + 2
-            length = next(b for b in self._buckets if b >= longest)
+            length = packing.bucket_length(longest, self._buckets)
             # Empty filler rows keep the batch shape, and the compilation, fixed.
             batch = [tokens[i] for i in rows] + [[]] * (batch_size - len(rows))
-            ids, mask = pack(batch, length, vocab.bos_id, vocab.eos_id,
+            ids, mask = packing.pack(batch, length, vocab.bos_id, vocab.eos_id,
                              vocab.pad_id)
             outputs = np.asarray(self._apply(self.params, ids, mask))
             yield rows, outputs[:len(rows)], mask[:len(rows)]

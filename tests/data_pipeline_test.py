@@ -11,6 +11,7 @@ from gecko_jax.data import formats
 from gecko_jax.data import pipeline
 from gecko_jax.data import sources
 from gecko_jax.data import vocabularies
+from gecko_jax.data.packing import bucket_length
 from gecko_jax.errors import UserError
 
 GLOBAL_BATCH = 12  # Does not divide the 64 tiny examples, so batches span epochs.
@@ -233,3 +234,38 @@ def test_rates_mix_rows_in_proportion_and_host_shards_agree(tmp_path, vocab):
     for k in range(5):
         np.testing.assert_array_equal(np.concatenate([h.example_indices(k) for h in hosts]),
                                       whole.example_indices(k))
+
+
+def test_bucketed_batches_drop_only_padding(vocab):
+    # Long enough that the byte-level texts fall into several buckets.
+    reference = pipeline.TrainData(_data_config(max_length=200), vocab, GLOBAL_BATCH, SEED)
+    data = pipeline.TrainData(_data_config(max_length=200, bucket_lengths=True), vocab, GLOBAL_BATCH, SEED)
+    buckets = [8, 16, 24, 32, 48, 64, 96, 128, 192, 200]
+    seen = set()
+    for k in range(12):
+        full, cut = reference.batch(k), data.batch(k)
+        query = cut["query_ids"].shape[1]
+        document = cut["positive_ids"].shape[1]
+        assert cut["negative_ids"].shape[1] == document
+        assert data.padded_lengths(k) == {"query": query, "positive": document, "negative": document}
+        assert query == bucket_length(full["query_mask"].sum(axis=1).max(), buckets)
+        longest = max(full[f"{f}_mask"].sum(axis=1).max() for f in ("positive", "negative"))
+        assert document == bucket_length(longest, buckets)
+        for key in full:
+            width = cut[key].shape[1] if cut[key].ndim == 2 else None
+            np.testing.assert_array_equal(cut[key], full[key][:, :width] if width else full[key], err_msg=key)
+            if width:
+                assert not full[key.replace("_ids", "_mask")][:, width:].any()
+        seen.add((query, document))
+    assert len(seen) > 1 and all(d < 200 for _, d in seen)
+
+
+def test_bucketed_host_shards_share_the_global_lengths(vocab):
+    config = _data_config(bucket_lengths=True)
+    whole = pipeline.TrainData(config, vocab, GLOBAL_BATCH, SEED)
+    hosts = [pipeline.TrainData(config, vocab, GLOBAL_BATCH, SEED, process_index=p, process_count=2)
+             for p in range(2)]
+    for k in range(8):
+        parts = [host.batch(k) for host in hosts]
+        for key, value in whole.batch(k).items():
+            np.testing.assert_array_equal(np.concatenate([p[key] for p in parts]), value, err_msg=key)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from gecko_jax.data.packing import pack
+from gecko_jax.data.packing import bucket_length, length_buckets, pack
 from gecko_jax.errors import UserError
 
 
@@ -22,3 +22,12 @@ def test_pack_empty_batch_and_bad_length():
     assert ids.shape == mask.shape == (0, 4)
     with pytest.raises(UserError, match="max_length"):
         pack([[3]], max_length=1, bos_id=1, eos_id=2, pad_id=0)
+
+
+def test_length_buckets_end_at_max_length_and_bucket_is_smallest_that_fits():
+    assert length_buckets(128) == [8, 16, 24, 32, 48, 64, 96, 128]
+    assert length_buckets(100) == [8, 16, 24, 32, 48, 64, 96, 100]
+    assert length_buckets(40) == [8, 16, 24, 32, 40]
+    assert length_buckets(512)[-3:] == [256, 384, 512]
+    buckets = length_buckets(128)
+    assert [bucket_length(n, buckets) for n in (2, 8, 9, 33, 97, 128)] == [8, 8, 16, 48, 128, 128]

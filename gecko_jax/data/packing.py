@@ -3,7 +3,9 @@
 A sequence is `[bos] + tokens[:max_length - 2] + [eos]`, padded with `pad_id`:
 the way sentence-transformers truncates for BERT, so that our embeddings of a
 long text match theirs. The TF feature converter does the same in tf.data and
-is tested against this function.
+is tested against this function. Batches of short texts are padded only to
+the next of a few bucket lengths (`length_buckets`), so that a jitted model
+compiles once per bucket and padding does not multiply the work.
 """
 
 from typing import Sequence
@@ -47,3 +49,18 @@ def pack(
         ids[row, :n] = [bos_id, *tokens, eos_id]
         mask[row, :n] = 1
     return ids, mask
+
+
+def length_buckets(max_length: int) -> list[int]:
+    """The padded lengths a batch may take, ascending, ending at `max_length`.
+
+    Fine steps for short texts, where padding to the next power of two would
+    nearly double the work, and halfway between powers of two above 64.
+    """
+    steps = [8, 16, 24, 32, 48] + [m * 2 ** k for k in range(6, 16) for m in (1, 1.5)]
+    return [int(b) for b in steps if b < max_length] + [max_length]
+
+
+def bucket_length(longest: int, buckets: Sequence[int]) -> int:
+    """The smallest of the ascending `buckets` that holds `longest` tokens (the last if none)."""
+    return next((b for b in buckets if b >= longest), buckets[-1])

@@ -8,6 +8,12 @@ Host p takes rows [p * b, (p + 1) * b) of each global batch,
 b = G / process_count, so every host computes the same global order without
 talking to the others and the iterator state is just the next batch index.
 Masks are stored as lengths (each mask is a prefix of ones) to halve memory.
+
+With `data.bucket_lengths`, a batch's texts are padded only to the smallest
+bucket (`packing.length_buckets`) that holds the longest text of its field
+in the global batch, positives and negatives alike so that they share a
+forward pass: a batch of short sentences then costs a fraction of one padded
+to `max_length`. Every host computes the same lengths from the global order.
 """
 
 import time
@@ -20,6 +26,7 @@ import numpy as np
 from gecko_jax.data import formats
 from gecko_jax.data import mixtures
 from gecko_jax.data import order
+from gecko_jax.data import packing
 from gecko_jax.data import tasks
 from gecko_jax.errors import UserError
 
@@ -52,7 +59,8 @@ class TrainData:
     """Iterator over this host's rows of each global training batch.
 
     Each item maps `{query,positive,negative}_{ids,mask}` to int32
-    [global_batch_size // process_count, lengths[field]], and `has_negative`
+    [global_batch_size // process_count, L], L = lengths[field] or, with
+    `data.bucket_lengths`, the bucket of the batch's longest text, and `has_negative`
     and the IDENTITY_FEATURES to int32 [global_batch_size // process_count].
 
     Attributes:
@@ -69,7 +77,7 @@ class TrainData:
         Args:
             data_config: the `data` config (`train_files`, `mixture`,
                 `one_source_batches`, `data_dir`, `tfds_dir`, `fret_files`,
-                `max_length`, `query_max_length`, `format`).
+                `max_length`, `query_max_length`, `bucket_lengths`, `format`).
             vocabulary: a seqio.Vocabulary with `bos_id`, `eos_id`, `pad_id`.
             global_batch_size: examples per step over all hosts.
             seed: fixes the order (and SQuAD's hard negatives); >= 0.
@@ -102,6 +110,10 @@ class TrainData:
         self._host_batch_size = global_batch_size // process_count
         self._row_offset = process_index * self._host_batch_size
         self._seed = seed
+        self._buckets = None
+        if data_config.get("bucket_lengths", False):
+            self._buckets = {"query": packing.length_buckets(query_max_length),
+                             "document": packing.length_buckets(max_length)}
 
         loaded = mixtures.load_mixture(data_config)
         self.source_names = [source.name for source in loaded]
@@ -154,15 +166,26 @@ class TrainData:
     def batch(self, batch_index: int) -> dict[str, np.ndarray]:
         """This host's rows of global batch `batch_index` (does not move the iterator)."""
         indices = self.example_indices(batch_index)
+        lengths = self.padded_lengths(batch_index)
         out = {}
         for k in tasks.TEXT_FEATURES:
-            out[f"{k}_ids"] = self._ids[k][indices]
-            positions = np.arange(self.lengths[k], dtype=np.int32)
+            out[f"{k}_ids"] = self._ids[k][indices, :lengths[k]]
+            positions = np.arange(lengths[k], dtype=np.int32)
             out[f"{k}_mask"] = (positions[None, :] < self._lengths[k][indices, None]).astype(np.int32)
         out["has_negative"] = self._has_negative[indices]
         for k in IDENTITY_FEATURES:
             out[k] = self._identity[k][indices]
         return out
+
+    def padded_lengths(self, batch_index: int) -> dict[str, int]:
+        """Tokens per text of each field in global batch `batch_index` (the same on every host)."""
+        if self._buckets is None:
+            return self.lengths
+        rows = self._order.indices(batch_index, 0, self._global_batch_size)
+        query = packing.bucket_length(int(self._lengths["query"][rows].max()), self._buckets["query"])
+        longest = max(int(self._lengths[k][rows].max()) for k in ("positive", "negative"))
+        document = packing.bucket_length(longest, self._buckets["document"])
+        return {"query": query, "positive": document, "negative": document}
 
     def __iter__(self) -> "TrainData":
         return self

@@ -84,6 +84,10 @@ class Throughput:
         self._tokens += tokens
         self._flops += flops or 0.0
 
+    def skip(self, seconds: float) -> None:
+        """Leaves `seconds` just spent (compiling) out of the current interval."""
+        self._start += seconds
+
     def rates(self) -> dict[str, float]:
         now = time.perf_counter()
         elapsed = max(now - self._start, 1e-9)

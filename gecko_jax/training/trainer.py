@@ -11,6 +11,7 @@ from the step, and the data stream is a function of (seed, batch index).
 import os
 import signal
 import threading
+import time
 
 import jax
 import ml_collections
@@ -154,22 +155,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if start_step == 0:
         results = evaluators.run(0, state.params, writer)
     throughput = Throughput(mfu.peak_flops_per_second(mesh.devices.flat))
-    flops_per_step, history = None, []
+    step_flops = _StepFlops(train_step, dropout_rng, mesh.size, throughput)
+    history, history_flops = [], []
     step = start_step
     with mesh, nn.logical_axis_rules(rules):
         while step < config.total_steps:
             local = next(data)
             batch = {k: jax.make_array_from_process_local_data(batch_sharding, v)
                      for k, v in local.items()}
-            if step == start_step:
-                flops_per_step = _step_flops(train_step, state, batch, dropout_rng, mesh.size)
+            history_flops.append(step_flops(state, batch))
             state, metrics = train_step(state, batch, dropout_rng)
             step += 1
             history.append(metrics)
             last = step == config.total_steps
             if step % config.log_every == 0 or last:
-                _log(step, history, throughput, writer, config.batch_size, flops_per_step)
-                history = []
+                _log(step, history, throughput, writer, config.batch_size, history_flops)
+                history, history_flops = [], []
             stop = sigterm.raised or manager.reached_preemption(step)
             if last or stop or (config.checkpoint_every and step % config.checkpoint_every == 0):
                 checkpoint_io.save(manager, step, state, data.get_state())
@@ -188,29 +189,48 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     return results
 
 
-def _step_flops(train_step, state, batch, rng, num_devices: int) -> float | None:
+class _StepFlops:
     """The model FLOPs of one train step over the whole mesh, from XLA's cost analysis.
 
-    Lowering with the step's real arguments hits the jit cache, so the step is
-    compiled once, here, and the call after it reuses the executable. It is
-    the step that runs per batch: with GradCache the two-pass step; with
-    gradient accumulation XLA counts its conditional optimizer update in
-    every step (a few FLOPs per parameter, small beside forward and backward).
+    The step compiles once per batch shape (several with `data.bucket_lengths`).
+    Each new shape is compiled here, by lowering with the step's real arguments,
+    which fills the jit cache that the call after it hits; the compile time is
+    left out of the throughput. It is the step that runs per batch: with
+    GradCache the two-pass step; with gradient accumulation XLA counts its
+    conditional optimizer update in every step (a few FLOPs per parameter,
+    small beside forward and backward).
     """
-    per_device = mfu.compiled_flops(train_step.lower(state, batch, rng).compile())
-    return None if per_device is None else per_device * num_devices
+
+    def __init__(self, train_step, rng, num_devices: int, throughput: Throughput):
+        self._train_step = train_step
+        self._rng = rng
+        self._num_devices = num_devices
+        self._throughput = throughput
+        self._by_shape = {}
+
+    def __call__(self, state, batch) -> float | None:
+        shape = tuple((k, v.shape) for k, v in sorted(batch.items()))
+        if shape not in self._by_shape:
+            # The steps before must not run during the time left out.
+            jax.block_until_ready(state)
+            start = time.perf_counter()
+            compiled = self._train_step.lower(state, batch, self._rng).compile()
+            per_device = mfu.compiled_flops(compiled)
+            self._by_shape[shape] = None if per_device is None else per_device * self._num_devices
+            self._throughput.skip(time.perf_counter() - start)
+        return self._by_shape[shape]
 
 
 def _log(step: int, history: list, throughput: Throughput, writer: MetricsWriter,
-         batch_size: int, flops_per_step: float | None) -> None:
+         batch_size: int, history_flops: list) -> None:
     fetched = jax.device_get(history)
     metrics = mean_metrics(fetched)
     if not np.isfinite(metrics["loss"]):
         raise FloatingPointError(
             f"loss is {metrics['loss']} at step {step}; lower optimizer.learning_rate or check the "
             "data; rerunning resumes from the last checkpoint")
-    throughput.add(batch_size * len(fetched), sum(float(h["tokens"]) for h in fetched),
-                   flops_per_step * len(fetched) if flops_per_step else None)
+    flops = None if None in history_flops else sum(history_flops)
+    throughput.add(batch_size * len(fetched), sum(float(h["tokens"]) for h in fetched), flops)
     metrics.pop("tokens")
     metrics.update(throughput.rates())
     writer.console(step, metrics)
