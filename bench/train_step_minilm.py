@@ -18,8 +18,9 @@ does not depend on them). Batches are tokenized before timing, and every
 batch shape of ours is compiled first (the compile time is printed). After one
 warm-up step each, the two alternate step by step, so load from other
 processes slows both alike. The script prints the mean s/step and examples/s
-of each, their ratio, and our FLOP/s (XLA's count of each step) against the
-CPU's measured float32 matmul peak.
+of each, their ratio, our FLOP/s (XLA's count of each step) against the
+CPU's measured float32 matmul peak, and the peer's rate against torch's own
+matmul peak: the ceiling of each side on this CPU.
 
     python bench/train_step_minilm.py [--steps=10] [--batch_size=32] [--max_length=128]
 
@@ -157,6 +158,14 @@ class _Peer:
         self._optimizer.zero_grad()
 
 
+def _torch_matmul_peak(n: int = 2048, repeats: int = 3) -> float:
+    """torch's best float32 [n, n] @ [n, n] FLOP/s, the counterpart of `mfu.measure_cpu_peak_flops`."""
+    import torch  # pylint: disable=g-import-not-at-top
+    a = torch.ones(n, n)
+    a @ a  # pylint: disable=pointless-statement
+    return 2 * n ** 3 / min(_timed(lambda x: x @ x, a) for _ in range(repeats))
+
+
 def _timed(fn, arg) -> float:
     start = time.perf_counter()
     fn(arg)
@@ -185,6 +194,7 @@ def main(argv):
           f"{shapes}{', bucketed' if config.data.bucket_lengths else ''}), peer "
           f"{peer_tokens:.0f} (each batch padded to its longest text)", flush=True)
     peak = mfu.measure_cpu_peak_flops()
+    torch_peak = _torch_matmul_peak()
     with ours.mesh, nn.logical_axis_rules(ours.program.rules):
         ours.init()
         start = time.perf_counter()
@@ -213,6 +223,9 @@ def main(argv):
         achieved = sum(step_flops) / sum(ours_s)
         print(f"ours: {achieved / 1e9:.1f} GFLOP/s = {achieved / peak:.1%} of the measured matmul "
               f"peak {peak / 1e9:.1f} GFLOP/s ({statistics.mean(step_flops) / 1e9:.0f} GFLOP per step)")
+        peer_flops = sum(step_flops) * peer_tokens / our_tokens
+        print(f"peer: about {peer_flops / sum(peer_s) / 1e9:.1f} GFLOP/s (our FLOP count scaled by its "
+              f"padded tokens); torch's own matmul peak here: {torch_peak / 1e9:.1f} GFLOP/s")
 
 
 if __name__ == "__main__":

@@ -94,6 +94,23 @@ def test_runlocal_on_eight_devices_equals_one(tmp_path, plain_run):
                                atol=1e-4)
 
 
+def test_runlocal_with_length_buckets_equals_plain(tmp_path, plain_run):
+    # In this process, on 8 devices: the runlocal texts fit buckets below its
+    # 24/32-token limits, so the step runs on cut batches (several shapes).
+    config = get_config("gecko_768", "runlocal")
+    config.total_steps = 4
+    config.data.bucket_lengths = True
+    sigterm_handler = signal.getsignal(signal.SIGTERM)
+    try:
+        trainer.train_and_evaluate(config, str(tmp_path))
+    finally:
+        signal.signal(signal.SIGTERM, sigterm_handler)
+    np.testing.assert_allclose(_probe_embeddings(tmp_path), _probe_embeddings(plain_run[0]),
+                               atol=1e-4)
+    logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in logged if "train.mfu" in m] == [1, 2, 3, 4]
+
+
 def test_unknown_field_is_one_line_error(tmp_path):
     result = _train(tmp_path, "--config.model.hiden_size=3", check=False)
     assert result.returncode == 2

@@ -217,7 +217,10 @@ class _StepFlops:
             compiled = self._train_step.lower(state, batch, self._rng).compile()
             per_device = mfu.compiled_flops(compiled)
             self._by_shape[shape] = None if per_device is None else per_device * self._num_devices
-            self._throughput.skip(time.perf_counter() - start)
+            seconds = time.perf_counter() - start
+            self._throughput.skip(seconds)
+            logging.info("train step compiled for text lengths %s in %.1f s (%d batch shapes so far)",
+                         {k: v[1] for k, v in shape if k.endswith("_ids")}, seconds, len(self._by_shape))
         return self._by_shape[shape]
 
 
