@@ -44,7 +44,7 @@ from flax import linen as nn  # pylint: disable=g-import-not-at-top
 
 from gecko_jax.data import formats  # pylint: disable=g-import-not-at-top
 from gecko_jax.data import sources  # pylint: disable=g-import-not-at-top
-from gecko_jax.data.packing import bucket_length, length_buckets, pack  # pylint: disable=g-import-not-at-top
+from gecko_jax.data.packing import field_lengths, pack  # pylint: disable=g-import-not-at-top
 from gecko_jax.data.vocabularies import get_vocabulary  # pylint: disable=g-import-not-at-top
 from gecko_jax.training import mfu  # pylint: disable=g-import-not-at-top
 from gecko_jax.training import sharding  # pylint: disable=g-import-not-at-top
@@ -86,12 +86,9 @@ def _our_batch(vocabulary, triplets: list[dict], data_config) -> dict[str, np.nd
     limits = {"query": data_config.query_max_length, "positive": data_config.max_length,
               "negative": data_config.max_length}
     tokens = {f: [vocabulary.encode(t[f])[:limits[f] - 2] for t in triplets] for f in TEXT_FIELDS}
-    lengths = dict(limits)
+    lengths = limits
     if data_config.bucket_lengths:
-        longest = {f: max(len(t) for t in tokens[f]) + 2 for f in TEXT_FIELDS}
-        lengths["query"] = bucket_length(longest["query"], length_buckets(limits["query"]))
-        lengths["positive"] = lengths["negative"] = bucket_length(
-            max(longest["positive"], longest["negative"]), length_buckets(limits["positive"]))
+        lengths = field_lengths({f: max(len(t) for t in tokens[f]) + 2 for f in TEXT_FIELDS}, limits)
     batch = {"has_negative": np.ones(len(triplets), np.int32)}
     for field in TEXT_FIELDS:
         batch[f"{field}_ids"], batch[f"{field}_mask"] = pack(

@@ -266,6 +266,6 @@ class Encoder:
             # Empty filler rows keep the batch shape, and the compilation, fixed.
             batch = [tokens[i] for i in rows] + [[]] * (batch_size - len(rows))
             ids, mask = packing.pack(batch, length, vocab.bos_id, vocab.eos_id,
-                             vocab.pad_id)
+                                     vocab.pad_id)
             outputs = np.asarray(self._apply(self.params, ids, mask))
             yield rows, outputs[:len(rows)], mask[:len(rows)]

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from gecko_jax.data.packing import bucket_length, length_buckets, pack
+from gecko_jax.data.packing import bucket_length, field_lengths, length_buckets, pack
 from gecko_jax.errors import UserError
 
 
@@ -31,3 +31,11 @@ def test_length_buckets_end_at_max_length_and_bucket_is_smallest_that_fits():
     assert length_buckets(512)[-3:] == [256, 384, 512]
     buckets = length_buckets(128)
     assert [bucket_length(n, buckets) for n in (2, 8, 9, 33, 97, 128)] == [8, 8, 16, 48, 128, 128]
+
+
+def test_field_lengths_give_positives_and_negatives_one_length():
+    limits = {"query": 48, "positive": 128, "negative": 128}
+    assert field_lengths({"query": 20, "positive": 30, "negative": 70}, limits) == {
+        "query": 24, "positive": 96, "negative": 96}
+    assert field_lengths({"query": 60, "positive": 300, "negative": 2}, limits) == {
+        "query": 48, "positive": 128, "negative": 128}

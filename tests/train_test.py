@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 
 from gecko_jax import Encoder
+from gecko_jax.data.pipeline import TrainData
+from gecko_jax.data.vocabularies import get_vocabulary
 from gecko_jax.training import checkpoint_io
 from gecko_jax.training import trainer
 from recipe_configs import get_config
@@ -80,34 +82,40 @@ def test_runlocal_with_grad_cache_equals_plain(tmp_path, plain_run):
                                atol=1e-4)
 
 
+def _train_in_process(workdir, **data_fields):
+    """Four steps of runlocal in this process (conftest simulates 8 devices)."""
+    config = get_config("gecko_768", "runlocal")
+    config.total_steps = 4
+    config.data.update(data_fields)
+    sigterm_handler = signal.getsignal(signal.SIGTERM)
+    try:
+        trainer.train_and_evaluate(config, str(workdir))
+    finally:
+        signal.signal(signal.SIGTERM, sigterm_handler)
+    return config
+
+
 def test_runlocal_on_eight_devices_equals_one(tmp_path, plain_run):
-    # In this process (conftest simulates 8 devices), with runlocal's mesh
-    # data=-1: the batch of 8 is split one example per device.
-    config = get_config("gecko_768", "runlocal")
-    config.total_steps = 4
-    sigterm_handler = signal.getsignal(signal.SIGTERM)
-    try:
-        trainer.train_and_evaluate(config, str(tmp_path))
-    finally:
-        signal.signal(signal.SIGTERM, sigterm_handler)
+    # Runlocal's mesh is data=-1: the batch of 8 is split one example per device.
+    _train_in_process(tmp_path)
     np.testing.assert_allclose(_probe_embeddings(tmp_path), _probe_embeddings(plain_run[0]),
                                atol=1e-4)
 
 
-def test_runlocal_with_length_buckets_equals_plain(tmp_path, plain_run):
-    # In this process, on 8 devices: the runlocal texts fit buckets below its
-    # 24/32-token limits, so the step runs on cut batches (several shapes).
-    config = get_config("gecko_768", "runlocal")
-    config.total_steps = 4
-    config.data.bucket_lengths = True
-    sigterm_handler = signal.getsignal(signal.SIGTERM)
-    try:
-        trainer.train_and_evaluate(config, str(tmp_path))
-    finally:
-        signal.signal(signal.SIGTERM, sigterm_handler)
-    np.testing.assert_allclose(_probe_embeddings(tmp_path), _probe_embeddings(plain_run[0]),
-                               atol=1e-4)
-    logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+def test_runlocal_with_length_buckets_equals_fixed_padding(tmp_path):
+    # Limits above runlocal's 24/32 tokens, so that its texts are not cut and
+    # the bucketed batches are shorter than the limits.
+    lengths = {"max_length": 96, "query_max_length": 64}
+    config = _train_in_process(tmp_path / "bucketed", bucket_lengths=True, **lengths)
+    _train_in_process(tmp_path / "fixed", **lengths)
+    data = TrainData(config.data, get_vocabulary(config.model.vocab), config.batch_size, config.seed)
+    padded = [data.padded_lengths(k) for k in range(4)]
+    assert all(p["query"] < 64 and p["positive"] < 96 for p in padded), padded
+    assert len({tuple(p.values()) for p in padded}) > 1, padded
+    np.testing.assert_allclose(_probe_embeddings(tmp_path / "bucketed"),
+                               _probe_embeddings(tmp_path / "fixed"), atol=1e-4)
+    logged = [json.loads(line)
+              for line in (tmp_path / "bucketed" / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in logged if "train.mfu" in m] == [1, 2, 3, 4]
 
 

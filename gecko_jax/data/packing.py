@@ -8,7 +8,7 @@ the next of a few bucket lengths (`length_buckets`), so that a jitted model
 compiles once per bucket and padding does not multiply the work.
 """
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -64,3 +64,15 @@ def length_buckets(max_length: int) -> list[int]:
 def bucket_length(longest: int, buckets: Sequence[int]) -> int:
     """The smallest of the ascending `buckets` that holds `longest` tokens (the last if none)."""
     return next((b for b in buckets if b >= longest), buckets[-1])
+
+
+def field_lengths(longest: Mapping[str, int], limits: Mapping[str, int]) -> dict[str, int]:
+    """The padded length of each text field of a batch, from its longest text (bos/eos included).
+
+    Each field gets the bucket of its longest text under its limit; positives
+    and negatives get one length, the larger, so that they share a forward pass.
+    """
+    query = bucket_length(longest["query"], length_buckets(limits["query"]))
+    document = bucket_length(max(longest["positive"], longest["negative"]),
+                             length_buckets(limits["positive"]))
+    return {"query": query, "positive": document, "negative": document}

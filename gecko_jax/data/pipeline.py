@@ -110,10 +110,7 @@ class TrainData:
         self._host_batch_size = global_batch_size // process_count
         self._row_offset = process_index * self._host_batch_size
         self._seed = seed
-        self._buckets = None
-        if data_config.get("bucket_lengths", False):
-            self._buckets = {"query": packing.length_buckets(query_max_length),
-                             "document": packing.length_buckets(max_length)}
+        self._bucket_lengths = bool(data_config.get("bucket_lengths", False))
 
         loaded = mixtures.load_mixture(data_config)
         self.source_names = [source.name for source in loaded]
@@ -179,13 +176,11 @@ class TrainData:
 
     def padded_lengths(self, batch_index: int) -> dict[str, int]:
         """Tokens per text of each field in global batch `batch_index` (the same on every host)."""
-        if self._buckets is None:
+        if not self._bucket_lengths:
             return self.lengths
         rows = self._order.indices(batch_index, 0, self._global_batch_size)
-        query = packing.bucket_length(int(self._lengths["query"][rows].max()), self._buckets["query"])
-        longest = max(int(self._lengths[k][rows].max()) for k in ("positive", "negative"))
-        document = packing.bucket_length(longest, self._buckets["document"])
-        return {"query": query, "positive": document, "negative": document}
+        return packing.field_lengths({k: int(self._lengths[k][rows].max()) for k in tasks.TEXT_FEATURES},
+                                     self.lengths)
 
     def __iter__(self) -> "TrainData":
         return self
