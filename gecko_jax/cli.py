@@ -1,5 +1,6 @@
 """Shared entry-point plumbing for the `launch/` scripts."""
 
+import os
 import sys
 from typing import Callable, Optional
 
@@ -35,6 +36,22 @@ def check_args(argv: list[str], *required: flags.FlagHolder) -> None:
             raise UserError(f"--{flag.name} is required")
 
 
+def check_config_file(holder: flags.FlagHolder) -> None:
+    """Raises UserError when the file of a `config_flags.DEFINE_config_file` flag is missing.
+
+    ml_collections defers a load failure to the config's first use, where it
+    surfaces as two tracebacks; a mistyped path deserves one line. (Errors in
+    a config file's own code keep their traceback: it points at the line.)
+    """
+    from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+
+    # The flag's value is PATH[:ARG], split at the first colon as ml_collections does.
+    path = config_flags.get_config_filename(flags.FLAGS[holder.name]).split(":", 1)[0]
+    if not os.path.isfile(path):
+        raise UserError(f"--{holder.name}={path}: no such file; pass a recipe such as "
+                        "configs/gecko_minilm.py, optionally with :ARG")
+
+
 def progress_printer(tool: str) -> Callable[[str], None]:
     """A `progress` callback printing `TOOL: LINE` to stderr, keeping stdout for results."""
 
@@ -42,6 +59,30 @@ def progress_printer(tool: str) -> Callable[[str], None]:
         print(f"{tool}: {line}", file=sys.stderr, flush=True)
 
     return progress
+
+
+# Big enough for the compiled steps of several recipes and their batch shapes;
+# the least recently used programs are evicted beyond it.
+_CACHE_MAX_BYTES = 4 << 30
+
+
+def use_compilation_cache() -> None:
+    """Keeps compiled XLA programs on disk, so a rerun skips compiling them.
+
+    Resuming a run, the next point of a sweep, an evaluation of the same model
+    and every batch shape of `data.bucket_lengths` then load their programs
+    instead of compiling them again (about 10 s each for the MiniLM train step
+    on a 2-core CPU). JAX's own variables take precedence:
+    JAX_COMPILATION_CACHE_DIR picks another folder (a gs:// path works), and
+    JAX_ENABLE_COMPILATION_CACHE=false turns the cache off.
+    """
+    import jax  # pylint: disable=g-import-not-at-top
+
+    if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+        cache_home = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+        jax.config.update("jax_compilation_cache_dir", os.path.join(cache_home, "gecko_jax", "jax"))
+    if "JAX_COMPILATION_CACHE_MAX_SIZE" not in os.environ:
+        jax.config.update("jax_compilation_cache_max_size", _CACHE_MAX_BYTES)
 
 
 def run(main: Callable[[list[str]], None],
@@ -55,6 +96,7 @@ def run(main: Callable[[list[str]], None],
     """
 
     def guarded(argv):
+        use_compilation_cache()
         try:
             main(argv)
         except UserError as err:

@@ -88,6 +88,8 @@ class Encoder:
           batch_size: default batch size of `encode`.
           input_format: see the class docstring.
         """
+        if not _is_int(batch_size) or batch_size < 1:
+            raise UserError(f"batch_size must be a positive integer; got {batch_size!r}.")
         self.tower = tower
         self.params = jax.tree.map(jnp.asarray, params)
         self.vocabulary = vocabulary
@@ -196,7 +198,7 @@ class Encoder:
         if self.multi_vector_dim:
             raise UserError(f"this model gives token vectors (model.multi_vector_dim="
                             f"{self.multi_vector_dim}); embed with Encoder.encode_tokens")
-        texts = self._check(texts, dim)
+        texts = self._check(texts, prompt, dim, batch_size)
         out = np.zeros((len(texts), self.embedding_dim), np.float32)
         for rows, vectors, _ in self._batches(texts, prompt, batch_size,
                                               show_progress):
@@ -228,7 +230,7 @@ class Encoder:
         """
         if not self.multi_vector_dim:
             raise UserError("this model gives one vector per text; embed with Encoder.encode")
-        texts = self._check(texts, dim)
+        texts = self._check(texts, prompt, dim, batch_size)
         out = [None] * len(texts)
         for rows, vectors, mask in self._batches(texts, prompt, batch_size,
                                                  show_progress):
@@ -238,11 +240,17 @@ class Encoder:
             out = [np.asarray(truncate_and_normalize(v, None)) for v in out]
         return out
 
-    def _check(self, texts: Sequence[str], dim: int | None) -> list[str]:
+    def _check(self, texts: Sequence[str], prompt: str | None, dim: int | None,
+               batch_size: int | None) -> list[str]:
         texts = check_texts(texts)
-        if dim is not None and not 0 <= dim <= self.embedding_dim:
-            raise UserError(f"dim must be between 1 and {self.embedding_dim} "
-                            f"(or None for all); got {dim}.")
+        if prompt is not None and not isinstance(prompt, str):
+            raise UserError(f"prompt must be a string or None; got {type(prompt).__name__}.")
+        if dim is not None and (not _is_int(dim) or not 0 <= dim <= self.embedding_dim):
+            raise UserError(f"dim must be an integer between 1 and {self.embedding_dim} "
+                            f"(or None for all); got {dim!r}.")
+        if batch_size is not None and (not _is_int(batch_size) or batch_size < 1):
+            raise UserError(f"batch_size must be a positive integer (or None for "
+                            f"{self.batch_size}); got {batch_size!r}.")
         return texts
 
     def _batches(self, texts, prompt, batch_size, show_progress):
@@ -269,3 +277,8 @@ class Encoder:
                                      vocab.pad_id)
             outputs = np.asarray(self._apply(self.params, ids, mask))
             yield rows, outputs[:len(rows)], mask[:len(rows)]
+
+
+def _is_int(value) -> bool:
+    # bool is an int subclass, but dim=True is a mistake, not 1.
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)

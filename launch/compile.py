@@ -50,11 +50,13 @@ flags.mark_flags_as_required(["config"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    from gecko_jax import cli  # pylint: disable=g-import-not-at-top
     from gecko_jax.training import aot  # pylint: disable=g-import-not-at-top
     from gecko_jax.training import sharding  # pylint: disable=g-import-not-at-top
 
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
+    cli.check_config_file(_CONFIG)
     config = _CONFIG.value
     mesh = sharding.create_mesh(dict(zip(sharding.MESH_AXES, _DIMS)))
     print(f"Compiling the train step of {config_flags.get_config_filename(flags.FLAGS['config'])} "

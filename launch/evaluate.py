@@ -4,7 +4,7 @@ r"""Evaluates an embedding model and prints one JSON object with the metrics.
         --task=sts|retrieval|classification|clustering --data=PATH \
         [--split=test] [--dim=N] [--output=FILE.json] [--prompt=...] \
         [--doc_prompt=...] [--doc_format='title: {title} | text: {text}'] \
-        [--batch_size=N] [--token_k=N]
+        [--batch_size=N] [--token_k=N] [--noignore_identical_ids]
     python launch/evaluate.py --model=SPEC --suite=SUITE.json [--output=FILE.json]
 
 `--data` is, for `sts`, an STS Benchmark or SICK file (or a folder of per-split
@@ -16,10 +16,13 @@ sentence-transformers models, Gecko's for models trained in Gecko's format);
 progress bars go to stderr. Metrics are fractions (MTEB's convention), not
 percentages. A multi-vector (XTR) model is scored on retrieval by XTR's token
 retrieval (gecko_jax/evaluation/multi_vector.py), each query token fetching
-its `--token_k` best document tokens, with the same metrics.
+its `--token_k` best document tokens, with the same metrics. As in BEIR,
+retrieval never returns for a query the document with its id;
+`--noignore_identical_ids` lets it.
 
 A suite is a JSON list of evaluations, each an object with `task` and `data`
-and optionally `name`, `split`, `dim`, `prompt`, `doc_prompt`, `doc_format`.
+and optionally `name`, `split`, `dim`, `prompt`, `doc_prompt`, `doc_format`,
+`ignore_identical_ids` (true or false).
 The model is loaded once; stdout gets a table of the headline metrics and
 `--output` the full results as a JSON list.
 """
@@ -68,9 +71,16 @@ _BATCH_SIZE = flags.DEFINE_integer(
 _TOKEN_K = flags.DEFINE_integer(
     "token_k", multi_vector.DEFAULT_TOKEN_K,
     "Multi-vector retrieval: document tokens each query token retrieves (k').")
+_IGNORE_IDENTICAL_IDS = flags.DEFINE_boolean(
+    "ignore_identical_ids", True,
+    "Retrieval: never retrieve for a query the document with its id, as BEIR"
+    " does by default; --noignore_identical_ids lets it.")
 
-_SUITE_KEYS = {"name", "task", "data", "split", "dim", "prompt", "doc_prompt",
-               "doc_format"}
+# The type of each suite key's value.
+_SUITE_KEYS = {"name": str, "task": str, "data": str, "split": str, "dim": int,
+               "prompt": str, "doc_prompt": str, "doc_format": str,
+               "ignore_identical_ids": bool}
+_TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,11 +95,22 @@ class _Evaluation:
     prompt: str | None = None
     doc_prompt: str | None = None
     doc_format: str | None = None
+    ignore_identical_ids: bool = True
 
 
-def _check_dim(dim, where: str) -> None:
-    if dim is not None and (not isinstance(dim, int) or dim <= 0):
-        raise UserError(f"{where}: dim must be a positive integer, got {dim!r}")
+def _check_dim(dim: int | None, where: str) -> None:
+    if dim is not None and dim <= 0:
+        raise UserError(f"{where}: dim must be a positive integer, got {dim}")
+
+
+def _check_suite_types(entry: dict, where: str) -> None:
+    for key, value in entry.items():
+        wanted = _SUITE_KEYS[key]
+        # bool is a subclass of int, but `"dim": true` is a mistake, not 1.
+        if not isinstance(value, wanted) or (
+                wanted is int and isinstance(value, bool)):
+            raise UserError(f"{where}: {key!r} must be {_TYPE_NAMES[wanted]},"
+                            f" got {json.dumps(value)}")
 
 
 def _from_flags() -> _Evaluation:
@@ -100,13 +121,15 @@ def _from_flags() -> _Evaluation:
     _check_dim(_DIM.value, "--dim")
     return _Evaluation(_TASK.value, _TASK.value, _DATA.value, _SPLIT.value,
                        _DIM.value, _PROMPT.value, _DOC_PROMPT.value,
-                       _DOC_FORMAT.value)
+                       _DOC_FORMAT.value, _IGNORE_IDENTICAL_IDS.value)
 
 
 def _read_suite(path: str) -> list[_Evaluation]:
     """Parses a suite file; raises UserError naming the bad entry."""
     clashing = [f.name for f in (_TASK, _DATA, _SPLIT, _DIM, _PROMPT,
                                  _DOC_PROMPT, _DOC_FORMAT) if f.value is not None]
+    if _IGNORE_IDENTICAL_IDS.present:  # Its default is not None.
+        clashing.append(_IGNORE_IDENTICAL_IDS.name)
     if clashing:
         raise UserError(f"--suite sets each evaluation itself; drop --{clashing[0]}")
     try:
@@ -122,12 +145,16 @@ def _read_suite(path: str) -> list[_Evaluation]:
     evaluations = []
     for i, entry in enumerate(entries):
         where = f"--suite={path} entry {i}"
+        if isinstance(entry, dict):
+            # null leaves a key at its default.
+            entry = {key: value for key, value in entry.items() if value is not None}
         if not isinstance(entry, dict) or not {"task", "data"} <= set(entry):
             raise UserError(f"{where}: expected an object with 'task' and 'data'")
-        unknown = sorted(set(entry) - _SUITE_KEYS)
+        unknown = sorted(set(entry) - set(_SUITE_KEYS))
         if unknown:
             raise UserError(f"{where}: unknown key {unknown[0]!r}; keys:"
                             f" {', '.join(sorted(_SUITE_KEYS))}")
+        _check_suite_types(entry, where)
         tasks.check_task(entry["task"])
         _check_dim(entry.get("dim"), where)
         entry.setdefault("name", f"{entry['task']}:{os.path.basename(os.path.normpath(entry['data']))}")
@@ -169,7 +196,8 @@ def _run(encoder, evaluation: _Evaluation, dataset) -> dict:
         encoder, evaluation.task, dataset,
         _prompts(evaluation, getattr(encoder, "input_format", "plain")),
         dim=evaluation.dim, batch_size=_BATCH_SIZE.value, show_progress=None,
-        token_k=_TOKEN_K.value)
+        token_k=_TOKEN_K.value,
+        ignore_identical_ids=evaluation.ignore_identical_ids)
     result = {key: _finite_or_none(value) for key, value in metrics.items()}
     result.update(model=_MODEL.value, task=evaluation.task, data=evaluation.data,
                   split=tasks.dataset_split(dataset), dim=evaluation.dim)

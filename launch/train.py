@@ -27,6 +27,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    from gecko_jax import cli  # pylint: disable=g-import-not-at-top
+    cli.check_config_file(_CONFIG)
     import gin  # pylint: disable=g-import-not-at-top
     from gecko_jax.training import distributed  # pylint: disable=g-import-not-at-top
     from gecko_jax.training import trainer  # pylint: disable=g-import-not-at-top

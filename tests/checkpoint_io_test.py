@@ -47,6 +47,34 @@ def test_damaged_newest_checkpoint_falls_back_to_previous(tmp_path, capsys):
     assert step == 1
     np.testing.assert_array_equal(state["params"]["w"], np.full((4, 3), 1.0))
     assert "checkpoint step 2 could not be read" in capsys.readouterr().out
+    # The damaged step is kept aside, and step 2 can be saved again: left in
+    # place, Orbax would skip every save up to it.
+    assert [p.name[:2] for p in (tmp_path / "damaged_checkpoints").iterdir()] == ["2-"]
+    checkpoint_io.save(manager, 2, _state(7), {"next_batch": 7})
+    manager.wait_until_finished()
+    step, state, data = checkpoint_io.restore_latest(manager, _abstract(_state(0)))
+    assert step == 2 and data == {"next_batch": 7}
+    np.testing.assert_array_equal(state["params"]["w"], np.full((4, 3), 7.0))
+
+
+def test_checkpoint_of_another_model_is_refused_and_kept(tmp_path):
+    manager = _save_steps(tmp_path, [1, 2])
+    wider = {"params": {"w": jnp.zeros((5, 3), jnp.float32)}, "step": jnp.int32(0)}
+    with pytest.raises(UserError, match=r"parameter w has shape \(4, 3\) there and \(5, 3\)"):
+        checkpoint_io.restore_latest(manager, _abstract(wider))
+    assert sorted(manager.all_steps()) == [1, 2]
+    assert not (tmp_path / "damaged_checkpoints").exists()
+
+
+def test_truncated_config_json_is_a_user_error(tmp_path):
+    config = base_config()
+    checkpoint_io.write_config(str(tmp_path), config)
+    path = tmp_path / "config.json"
+    path.write_text(path.read_text()[:100])
+    with pytest.raises(UserError, match="config.json is damaged, not valid JSON"):
+        checkpoint_io.read_config(str(tmp_path))
+    with pytest.raises(UserError, match="config.json is damaged"):
+        checkpoint_io.config_changes(str(tmp_path), config)
 
 
 def test_no_checkpoint_means_fresh_start(tmp_path):

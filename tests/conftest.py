@@ -1,17 +1,26 @@
-"""Test-wide setup: 8 simulated CPU devices and quiet TensorFlow.
+"""Test-wide setup: 8 simulated CPU devices, quiet TensorFlow, a private compilation cache.
 
 The environment is set before JAX is imported anywhere, so every test sees 8
 host devices; tests that want one device build their mesh from
 `jax.devices()[:1]`.
 """
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# One compilation cache for the session, in this process and the launch
+# scripts the tests start: a recipe several tests train compiles once, and the
+# user's own cache (~/.cache/gecko_jax) is left alone.
+_COMPILATION_CACHE = tempfile.mkdtemp(prefix="gecko_jax_test_xla_")
+atexit.register(shutil.rmtree, _COMPILATION_CACHE, ignore_errors=True)
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _COMPILATION_CACHE)
 
 import pathlib  # pylint: disable=g-import-not-at-top,g-bad-import-order
 

@@ -28,7 +28,7 @@ def test_reads_valid_lines_and_skips_blank_ones(tmp_path):
 
 
 @pytest.mark.parametrize("line, expected", [
-    ('{"query": "q", "positive": ', "not valid JSON"),
+    ('{"query": "q", "positive": ', "not valid JSON (Expecting value at column 28)"),
     ('["q", "p"]', "expected a JSON object"),
     ('{"positive": "p"}', 'missing required field "query"'),
     ('{"query": "q"}', 'missing required field "positive"'),

@@ -83,9 +83,20 @@ def test_bad_texts(encoder, texts, match):
         encoder.encode(texts)
 
 
-def test_bad_dim_and_spec(encoder, tmp_path):
-    with pytest.raises(UserError, match="dim"):
-        encoder.encode(["x"], dim=385)
+@pytest.mark.parametrize("kwargs,match", [
+    ({"dim": 385}, "dim must be an integer between 1 and 384"),
+    ({"dim": 2.5}, "dim must be an integer"),
+    ({"dim": True}, "dim must be an integer"),
+    ({"batch_size": 0}, "batch_size must be a positive integer"),
+    ({"batch_size": -1}, "batch_size must be a positive integer"),
+    ({"prompt": 5}, "prompt must be a string or None; got int"),
+])
+def test_bad_arguments(encoder, kwargs, match):
+    with pytest.raises(UserError, match=match):
+        encoder.encode(["x"], **kwargs)
+
+
+def test_bad_spec(tmp_path):
     with pytest.raises(UserError, match="Unknown model"):
         Encoder.load("nope")
     with pytest.raises(UserError, match="Unknown model"):

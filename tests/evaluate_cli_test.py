@@ -128,6 +128,51 @@ def test_bad_suite_entry_is_a_one_line_error(tmp_path):
     _assert_one_line_error(result, "entry 0", "'task' and 'data'")
 
 
+@pytest.mark.parametrize("entry, message", [
+    ({"task": "sts", "data": 5}, "'data' must be a string, got 5"),
+    ({"task": "sts", "data": ".", "split": 1}, "'split' must be a string, got 1"),
+    ({"task": "sts", "data": ".", "dim": True}, "'dim' must be an integer, got true"),
+    ({"task": "retrieval", "data": ".", "ignore_identical_ids": "no"},
+     "'ignore_identical_ids' must be true or false, got \"no\""),
+])
+def test_suite_value_of_the_wrong_type_is_a_one_line_error(tmp_path, entry, message):
+    suite = tmp_path / "suite.json"
+    suite.write_text(json.dumps([{"task": "sts", "data": "."}, entry]))
+    result = _evaluate("--model=minilm", f"--suite={suite}")
+    _assert_one_line_error(result, "entry 1: " + message)
+
+
+def test_identical_ids_flag_clashes_with_suite(tmp_path):
+    suite = tmp_path / "suite.json"
+    suite.write_text(json.dumps([{"task": "retrieval", "data": "."}]))
+    result = _evaluate("--model=minilm", f"--suite={suite}", "--noignore_identical_ids")
+    _assert_one_line_error(result, "drop --ignore_identical_ids")
+
+
+def test_suite_entries_choose_whether_identical_ids_are_ignored(tmp_path):
+    data = tmp_path / "beir"
+    (data / "qrels").mkdir(parents=True)
+    question = "What is the capital of France?"
+    # Document "q1" is query q1 itself, so ranks first unless ignored.
+    (data / "corpus.jsonl").write_text("".join(
+        json.dumps({"_id": i, "text": x}) + "\n" for i, x in [
+            ("d1", "Paris is the capital and largest city of France."),
+            ("q1", question), ("d2", "Salmon are fish that swim upstream.")]))
+    (data / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": question}) + "\n")
+    (data / "qrels" / "test.tsv").write_text("q1\td1\t1\n")
+    suite = tmp_path / "suite.json"
+    suite.write_text(json.dumps([
+        {"name": "ignored", "task": "retrieval", "data": str(data)},
+        {"name": "kept", "task": "retrieval", "data": str(data),
+         "ignore_identical_ids": False}]))
+    output = tmp_path / "out.json"
+    result = _evaluate("--model=minilm", f"--suite={suite}", f"--output={output}")
+    assert result.returncode == 0, result.stderr
+    ignored, kept = json.loads(output.read_text())
+    assert (ignored["name"], ignored["mrr@10"]) == ("ignored", 1.0)
+    assert (kept["name"], kept["mrr@10"]) == ("kept", 0.5)
+
+
 def test_missing_data_is_a_one_line_error(tmp_path):
     missing = tmp_path / "absent.csv"
     result = _evaluate("--model=minilm", "--task=sts", f"--data={missing}")

@@ -85,6 +85,41 @@ def test_search_matches_numpy_reference(monkeypatch):
     assert 3 not in rankings[0]
 
 
+class _OneTokenEncoder:
+    """Fake multi-vector encoder: one fixed token vector per text."""
+
+    def __init__(self, vectors):
+        self.vectors = vectors
+
+    def encode_tokens(self, texts, prompt=None, dim=None, batch_size=None,
+                      show_progress=None):
+        return [np.array([self.vectors[t]], np.float32) for t in texts]
+
+
+@pytest.mark.parametrize("ignore_identical_ids, q2_reciprocal_rank",
+                         [(True, 1.0), (False, 1 / 2)])
+def test_evaluation_ranks_like_pytrec_eval(ignore_identical_ids,
+                                           q2_reciprocal_rank):
+    # One token a text, all retrieved: f_XTR' is the cosine. Documents "10"
+    # and "9" are duplicates; pytrec_eval puts "9" first ("9" > "10").
+    corpus = {"10": {"text": "dup"}, "9": {"text": "dup"},
+              "x": {"text": "other"}, "q2": {"text": "q2 doc"}}
+    queries = {"q1": "dup", "q2": "near q2 doc", "q3": "other"}
+    qrels = {"q1": {"10": 1}, "q2": {"x": 1},
+             "q3": {"x": 0}}  # Judged, nothing relevant: 0, but averaged.
+    encoder = _OneTokenEncoder({"dup": [1, 0, 0], "other": [0, 1, 0],
+                                "q2 doc": [0, 0, 1], "near q2 doc": [0, 0.6, 0.8]})
+    metrics = multi_vector.evaluate_multi_vector_retrieval(
+        encoder, corpus, queries, qrels, token_k=4,
+        ignore_identical_ids=ignore_identical_ids)
+    assert metrics["num_queries"] == 3
+    assert metrics["mrr@10"] == pytest.approx((1 / 2 + q2_reciprocal_rank + 0) / 3)
+    assert metrics["recall@1"] == pytest.approx(
+        (0 + (q2_reciprocal_rank == 1) + 0) / 3)
+    assert metrics["ndcg@10"] == pytest.approx(
+        (1 / np.log2(3) + 1 / np.log2(1 + 1 / q2_reciprocal_rank) + 0) / 3)
+
+
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     """A randomly initialised multi-vector tiny BERT that sees plain texts."""

@@ -27,7 +27,7 @@ def test_metrics_match_hand_computed_values():
     qrels = {
         "q1": {"d1": 2, "d2": 1},
         "q2": {"d5": 1},
-        "q3": {"d6": 0},  # No relevant document: left out of the means.
+        "q3": {"d6": 0},  # Judged, nothing relevant: 0 in every mean.
         "q4": {"d7": 1},  # Not in the rankings: retrieves nothing.
     }
     rankings = {"q1": ["d3", "d1", "d4", "d2"], "q2": ["d5", "d1"], "q3": ["d6"]}
@@ -36,13 +36,13 @@ def test_metrics_match_hand_computed_values():
     # q1: gains 0, 2, 0, 1 at ranks 1..4; ideal gains 2, 1.
     dcg = 2 / math.log2(3) + 1 / math.log2(5)
     idcg = 2 / math.log2(2) + 1 / math.log2(3)
-    ndcg = [dcg / idcg, 1.0, 0.0]
-    assert metrics["ndcg@10"] == pytest.approx(sum(ndcg) / 3)
-    assert metrics["mrr@10"] == pytest.approx((1 / 2 + 1 + 0) / 3)
-    assert metrics["recall@1"] == pytest.approx((0 + 1 + 0) / 3)
+    ndcg = [dcg / idcg, 1.0, 0.0, 0.0]
+    assert metrics["ndcg@10"] == pytest.approx(sum(ndcg) / 4)
+    assert metrics["mrr@10"] == pytest.approx((1 / 2 + 1 + 0 + 0) / 4)
+    assert metrics["recall@1"] == pytest.approx((0 + 1 + 0 + 0) / 4)
     for k in (5, 10, 100):
-        assert metrics[f"recall@{k}"] == pytest.approx((1 + 1 + 0) / 3)
-    assert metrics["num_queries"] == 3
+        assert metrics[f"recall@{k}"] == pytest.approx((1 + 1 + 0 + 0) / 4)
+    assert metrics["num_queries"] == 4
 
 
 def test_metrics_cutoffs():
@@ -80,6 +80,75 @@ def test_top_k_matches_full_sort_across_blocks(monkeypatch):
                                rtol=1e-5)
     # k beyond the corpus is capped.
     assert retrieval.top_k(queries, docs[:4], 9)[1].shape == (20, 4)
+
+
+def test_descending_id_order_compares_strings():
+    # Descending: "b", "a", "9", "10" ("9" > "10" as strings).
+    np.testing.assert_array_equal(
+        retrieval.descending_id_order(["9", "10", "b", "a"]), [2, 3, 0, 1])
+
+
+def test_top_k_orders_equal_scores_by_tie_order():
+    docs = np.array([[1, 0], [0, 1], [1, 0], [1, 0]], np.float32)
+    queries = np.array([[1, 0]], np.float32)
+    _, indices = retrieval.top_k(queries, docs, 4)
+    np.testing.assert_array_equal(indices, [[0, 2, 3, 1]])
+    _, indices = retrieval.top_k(queries, docs, 4, tie_order=np.array([3, 0, 1, 2]))
+    np.testing.assert_array_equal(indices, [[2, 3, 0, 1]])
+
+
+def _pytrec_eval_means(query_vectors, doc_vectors, query_ids, doc_ids, qrels,
+                       ignore_identical_ids):
+    """BEIR's scoring: every document's cosine to pytrec_eval, mean per query."""
+    pytrec_eval = pytest.importorskip("pytrec_eval")
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)
+    scores = unit(query_vectors) @ unit(doc_vectors).T
+    run = {q: {d: float(s) for d, s in zip(doc_ids, row)
+               if not (ignore_identical_ids and d == q)}
+           for q, row in zip(query_ids, scores)}
+    per_query = pytrec_eval.RelevanceEvaluator(
+        qrels, {"ndcg_cut.10", "recall.1,5,10,100", "recip_rank"}).evaluate(run)
+    names = {"ndcg@10": "ndcg_cut_10", "recall@1": "recall_1",
+             "recall@5": "recall_5", "recall@10": "recall_10",
+             "recall@100": "recall_100", "mrr@10": "recip_rank"}
+    assert set(per_query) == set(qrels)
+    return {ours: np.mean([m[theirs] for m in per_query.values()])
+            for ours, theirs in names.items()}
+
+
+@pytest.mark.parametrize("ignore_identical_ids", [True, False])
+def test_evaluate_retrieval_matches_pytrec_eval(ignore_identical_ids):
+    rng = np.random.default_rng(1)
+    # Ten documents, so that pytrec_eval's uncut reciprocal rank is MRR@10.
+    # "10" and "9", and "a" and "b", are duplicates listed in ascending id
+    # order; pytrec_eval ranks each pair the other way round.
+    doc_ids = ["10", "9", "a", "b", "q3", "d1", "d2", "d3", "d4", "d5"]
+    texts = {"10": "dup1", "9": "dup1", "a": "dup2", "b": "dup2"}
+    doc_texts = [texts.get(d, f"text {d}") for d in doc_ids]
+    vectors = {t: rng.normal(size=6) for t in set(doc_texts)}
+    query_ids = ["q1", "q2", "q3", "q4", "q5", "q6"]
+    # q1 and q2 are near a duplicate pair; q3 nearest the document with its id.
+    query_vectors = np.stack(
+        [vectors["dup1"] + 0.1 * rng.normal(size=6),
+         vectors["dup2"] + 0.1 * rng.normal(size=6),
+         vectors["text q3"] + 0.1 * rng.normal(size=6)]
+        + [rng.normal(size=6) for _ in range(3)])
+    qrels = {"q1": {"10": 1}, "q2": {"a": 2, "d1": 1}, "q3": {"d2": 1, "q3": 0},
+             "q4": {"d3": 1, "d4": 2, "d5": 1},
+             "q5": {"d1": 0, "d2": 0},  # Judged, nothing relevant.
+             "q6": {"9": 1}}
+    corpus = {d: {"title": "", "text": t} for d, t in zip(doc_ids, doc_texts)}
+    queries = {q: f"query {q}" for q in query_ids}
+    encoder = LookupEncoder(
+        {**vectors, **{queries[q]: v for q, v in zip(query_ids, query_vectors)}})
+    ours = retrieval.evaluate_retrieval(
+        encoder, corpus, queries, qrels, ignore_identical_ids=ignore_identical_ids)
+    expected = _pytrec_eval_means(
+        query_vectors, np.stack([vectors[t] for t in doc_texts]), query_ids,
+        doc_ids, qrels, ignore_identical_ids)
+    assert ours["num_queries"] == 6
+    for name, value in expected.items():
+        assert ours[name] == pytest.approx(value, abs=1e-6), name
 
 
 def _write_beir(folder, corpus, queries, qrels_lines, split="test"):
@@ -123,12 +192,20 @@ def test_beir_folder_end_to_end(tmp_path):
     assert (metrics["num_queries"], metrics["num_docs"]) == (2, 3)
     assert encoder.calls[0] == (["french capital", "fish"], "q: ", 3)
     assert encoder.calls[1][1:] == (None, 3)
+    # Kept, the document sharing q2's id ranks first, above q2's relevant one.
+    metrics = retrieval.evaluate_retrieval(
+        encoder, data.corpus, data.queries, data.qrels, doc_format=fmt,
+        ignore_identical_ids=False)
+    assert metrics["mrr@10"] == pytest.approx((1 + 1 / 2) / 2)
 
 
 @pytest.mark.parametrize("corpus_text, qrels_lines, message", [
     ('{"_id": "d1", "text": "x"}\n{"_id": "d2", "text": \n', ["q1\td1\t1"],
      r"corpus\.jsonl:2: not valid JSON"),
     ('{"_id": "d1"}\n', ["q1\td1\t1"], r"corpus\.jsonl:1: missing 'text'"),
+    ('{"_id": "d1", "text": "x"}\n{"_id": "d2", "title": " ", "text": "\\n"}\n',
+     ["q1\td1\t1"],
+     r"corpus\.jsonl:2: empty text \(id 'd2'\); drop the line or fill it in$"),
     ('{"_id": "d1", "text": "x"}\n', ["q1\td1"], r"test\.tsv:2: 2 tab-separated"),
     ('{"_id": "d1", "text": "x"}\n', ["q1\td1\thigh"], r"test\.tsv:2: score 'high'"),
     ('{"_id": "d1", "text": "x"}\n', ["q9\td1\t1"], r"not in queries\.jsonl"),
@@ -138,6 +215,15 @@ def test_beir_errors_name_file_and_line(tmp_path, corpus_text, qrels_lines,
     _write_beir(tmp_path, [], [{"_id": "q1", "text": "hi"}], qrels_lines)
     (tmp_path / "corpus.jsonl").write_text(corpus_text, encoding="utf-8")
     with pytest.raises(UserError, match=message):
+        retrieval.load_retrieval(str(tmp_path))
+
+
+def test_empty_query_names_file_and_line(tmp_path):
+    _write_beir(tmp_path, [{"_id": "d1", "title": "Only a title", "text": ""}],
+                [{"_id": "q1", "text": "hi"}, {"_id": "q2", "text": " \t"}],
+                ["q1\td1\t1"])
+    with pytest.raises(UserError, match=r"queries\.jsonl:2: empty text"
+                       r" \(id 'q2'\); drop the line or fill it in$"):
         retrieval.load_retrieval(str(tmp_path))
 
 

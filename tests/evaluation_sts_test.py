@@ -60,6 +60,10 @@ def test_sick_all_splits_file_filters_on_semeval_set(tmp_path):
     assert (test.sentences1, test.split) == (["e", "g"], "test")
     with pytest.raises(UserError, match="1 sentence pair"):
         sts.load_sts(str(tmp_path), split="validation")
+    # So does the file itself, rather than mixing the three splits.
+    test = sts.load_sts(str(tmp_path / "SICK.txt"))
+    assert (test.sentences1, test.split) == (["e", "g"], "test")
+    np.testing.assert_array_equal(test.scores, [1.0, 2.0])
 
 
 @pytest.mark.parametrize("content, message", [

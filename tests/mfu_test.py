@@ -1,6 +1,7 @@
 """Model FLOPs utilisation: XLA's FLOP count, the CPU peak, the device table."""
 
 import math
+import time
 
 import jax
 import jax.numpy as jnp
@@ -38,3 +39,29 @@ def test_throughput_reports_mfu_only_with_flops_and_peak():
     assert "mfu" not in with_peak.rates()
     with_peak.add(examples=2, tokens=10, flops=1e3)
     assert with_peak.rates()["mfu"] > 0
+
+
+def test_a_peak_below_the_steps_rate_is_measured_again_and_raised():
+    calls = []
+
+    def remeasure():
+        calls.append(1)
+        return 4e12
+
+    throughput = Throughput(peak_flops=1e9, remeasure_peak=remeasure)
+    throughput.add(examples=2, tokens=10, flops=1e10)
+    time.sleep(0.1)  # 1e10 FLOPs in 0.1 s: about 1e11 FLOP/s, far above 1e9.
+    first = throughput.rates()["mfu"]
+    assert calls == [1]
+    # The rate is set against the raised peak, and the re-measuring is not
+    # counted as part of the next interval.
+    assert 0 < first < 1
+    throughput.add(examples=2, tokens=10, flops=1e3)
+    assert throughput.rates()["mfu"] < 1
+    assert calls == [1]
+
+
+def test_the_cpu_peak_can_be_measured_again_but_spec_sheet_peaks_cannot():
+    cpu = jax.devices("cpu")
+    assert mfu.peak_remeasurer(cpu)() > 0
+    assert mfu.peak_flops_per_second(cpu) == mfu.peak_flops_per_second(cpu)  # Measured once.

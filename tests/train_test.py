@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -124,6 +125,34 @@ def test_unknown_field_is_one_line_error(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0, result.stderr
     assert "hidden_size" in result.stderr
+
+
+def test_missing_config_file_is_one_line_error(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(REPO / "launch" / "train.py"), "--config=configs/no_such.py:runlocal",
+         f"--workdir={tmp_path / 'run'}"], env=_env(), capture_output=True, text=True,
+        timeout=300, check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: --config=configs/no_such.py: no such file; pass a recipe such as "
+        "configs/gecko_minilm.py, optionally with :ARG")
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_resuming_with_another_model_is_refused_and_the_workdir_kept(tmp_path, plain_run):
+    workdir = tmp_path / "copy"
+    shutil.copytree(plain_run[0], workdir)
+    config_before = (workdir / "config.json").read_text()
+    result = _train(workdir, "--config.total_steps=6", "--config.model.projection_dim=16",
+                    check=False)
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: checkpoint step 4 in ") and "does not fit the config" in last
+    assert "resume with the workdir's config.json" in last
+    assert "Traceback" not in result.stderr
+    assert (workdir / "config.json").read_text() == config_before
+    np.testing.assert_array_equal(_probe_embeddings(workdir), _probe_embeddings(plain_run[0]))
 
 
 def test_malformed_jsonl_is_one_line_error(tmp_path):

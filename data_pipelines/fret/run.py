@@ -13,8 +13,9 @@ query likelihood and relevance classification, fused by reciprocal rank;
 relabel (positive = top-1, hard negative = rank N or random); write
 DIR/train-SSSSS-of-NNNNN.{jsonl,tfrecord} and DIR/stats.json.
 
-Rerunning with the same --output skips the shards already written (the flags
-must match; DIR/run.json records them). Train on the output with
+Rerunning with the same --output skips the shards already written (once a
+shard or corpus block is written the flags must match; DIR/run.json records
+them). Train on the output with
 --config.data.train_files='DIR/train-*.jsonl', or add `fret:RATE` to a
 mixture with --config.data.fret_files='DIR/train-*.tfrecord'.
 
@@ -26,6 +27,7 @@ it a --rerank_llm that does.
 """
 
 import json
+import logging
 import os
 import sys
 import time
@@ -38,6 +40,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from gecko_jax import cli
 from gecko_jax.errors import UserError
 from gecko_jax.fret import corpus_index
+from gecko_jax.fret import model_specs
 from gecko_jax.fret import passages as fret_passages
 from gecko_jax.fret import prompts as fret_prompts
 from gecko_jax.fret import relabel as fret_relabel
@@ -97,6 +100,29 @@ def _llm_options(spec: str) -> stages.LLMOptions:
                              _LLM_CONCURRENCY.value)
 
 
+def _check_model_specs() -> None:
+    """Refuses a bad model spec before anything is written (the workers load the models)."""
+    for flag in (_LLM, _RERANK_LLM, _EMBEDDER):
+        if flag.value is None:
+            continue  # --rerank_llm defaults to --llm.
+        try:
+            if flag is _EMBEDDER:
+                model_specs.check_embedder(flag.value)
+            else:
+                model_specs.check_llm(_llm_options(flag.value))
+        except UserError as err:
+            raise UserError(f"--{flag.name}: {err}") from None
+
+
+def _quiet_beam_errors() -> None:
+    """Keeps Beam from logging a failed step's traceback before our one-line error.
+
+    -v (--verbosity=1) shows it again.
+    """
+    if flags.FLAGS.verbosity < 1:
+        logging.getLogger("apache_beam.runners.common").setLevel(logging.CRITICAL)
+
+
 def _prompts_fingerprint(folder: str) -> int:
     crc = 0
     for name in fret_prompts.PROMPT_FILES:
@@ -107,6 +133,8 @@ def _prompts_fingerprint(folder: str) -> int:
 
 def main(argv: list[str]) -> None:
     _check_flags(argv)
+    _check_model_specs()
+    _quiet_beam_errors()
     output = _OUTPUT.value
     prompt_set = fret_prompts.PromptSet.from_dir(_PROMPTS.value)
     total = fret_passages.check_passages(_PASSAGES.value)
@@ -125,7 +153,7 @@ def main(argv: list[str]) -> None:
           f"({done} already written)", file=sys.stderr, flush=True)
 
     blocks = corpus_index.num_blocks(total, _CORPUS_BLOCK.value)
-    index_dir = os.path.join(output, "corpus")
+    index_dir = os.path.join(output, shard_files.CORPUS_DIR)
     options = PipelineOptions(argv[1:], runner=_RUNNER.value)
     start = time.time()
     path, words = _PASSAGES.value, _MAX_PASSAGE_WORDS.value

@@ -183,7 +183,7 @@ def read_jsonl(path: str, also_required: tuple[str, ...] = ()) -> list[Example]:
                 if not line.strip():
                     continue
                 try:
-                    obj = json.loads(line, object_pairs_hook=_reject_duplicate_keys)
+                    obj = json.loads(line.rstrip("\r\n"), object_pairs_hook=_reject_duplicate_keys)
                 except ValueError as e:
                     # JSONDecodeError's own text says "line 1", which would contradict line_no.
                     what = f"{e.msg} at column {e.colno}" if isinstance(e, json.JSONDecodeError) else str(e)

@@ -11,7 +11,8 @@ bound on every similarity it did not retrieve; the score is the mean over the
 query's tokens. Documents no query token retrieved are not ranked.
 
 Metrics are those of single-vector retrieval (`retrieval.retrieval_metrics`),
-over the same judged queries, and as there a document whose id equals the
+over the same judged queries; as there, equal scores rank by document id in
+descending string order, and by default a document whose id equals the
 query's id is never retrieved for it.
 """
 
@@ -117,7 +118,8 @@ def xtr_scores(token_scores: np.ndarray, token_docs: np.ndarray
 
 
 def search(query_tokens: Sequence[np.ndarray], index: TokenIndex, token_k: int,
-           k: int, excluded: np.ndarray | None = None) -> list[np.ndarray]:
+           k: int, excluded: np.ndarray | None = None,
+           tie_order: np.ndarray | None = None) -> list[np.ndarray]:
     """Ranks documents for each query by f_XTR'.
 
     Args:
@@ -127,10 +129,12 @@ def search(query_tokens: Sequence[np.ndarray], index: TokenIndex, token_k: int,
       k: documents kept per query.
       excluded: int [num_queries], a document index each query must not
         retrieve, or -1 for none.
+      tie_order: int [num_docs], where each document goes among equal scores,
+        lower first (see `retrieval.descending_id_order`); None for its index.
 
     Returns:
-      Per query, up to k document indices, best first; ties go to the lower
-      index.
+      Per query, up to k document indices, best first, equal scores in
+      `tie_order`.
     """
     rankings = []
     for start, stop in _query_groups(query_tokens):
@@ -142,7 +146,8 @@ def search(query_tokens: Sequence[np.ndarray], index: TokenIndex, token_k: int,
             if excluded is not None:
                 keep = candidates != excluded[i]
                 candidates, doc_scores = candidates[keep], doc_scores[keep]
-            order = np.lexsort((candidates, -doc_scores))[:k]
+            ties = candidates if tie_order is None else tie_order[candidates]
+            order = np.lexsort((ties, -doc_scores))[:k]
             rankings.append(candidates[order])
     return rankings
 
@@ -174,6 +179,7 @@ def evaluate_multi_vector_retrieval(
     batch_size: int | None = None,
     show_progress: bool | None = False,
     missing_title: str = "",
+    ignore_identical_ids: bool = True,
     token_k: int = DEFAULT_TOKEN_K,
 ) -> dict[str, float | int]:
     """`retrieval.evaluate_retrieval` for a multi-vector encoder.
@@ -198,10 +204,11 @@ def evaluate_multi_vector_retrieval(
     logging.info("multi-vector retrieval: %d queries over %d documents"
                  " (%d tokens), k'=%d", len(query_ids), len(doc_ids),
                  len(index.vectors), token_k)
-    doc_index = {doc_id: i for i, doc_id in enumerate(doc_ids)}
-    excluded = np.array([doc_index.get(query_id, -1) for query_id in query_ids])
+    excluded = (retrieval.identical_id_indices(query_ids, doc_ids)
+                if ignore_identical_ids else None)
     rankings = search(query_tokens, index, token_k,
-                      max(retrieval.RECALL_CUTOFFS), excluded)
+                      max(retrieval.RECALL_CUTOFFS), excluded,
+                      retrieval.descending_id_order(doc_ids))
     metrics = retrieval.retrieval_metrics(
         {query_id: [doc_ids[i] for i in ranking]
          for query_id, ranking in zip(query_ids, rankings)},

@@ -10,9 +10,11 @@ Search is exact (every query against every document by dot product of unit
 vectors, i.e. cosine), done block by block so that memory stays bounded for a
 corpus of any size. Metrics follow BEIR / pytrec_eval: nDCG@10 with linear
 gains and ideal ranking from the qrels, Recall@k = relevant retrieved in the
-top k / all relevant, MRR@10; each is the mean over the queries that have at
-least one relevant document, as a fraction in [0, 1]. As in BEIR, a document
-whose id equals the query's id is never retrieved for it.
+top k / all relevant, MRR@10; each is the mean over the queries that the qrels
+judge (a query judged with nothing relevant scores 0), as a fraction in
+[0, 1]. Equal scores rank by document id in descending string order, as in
+pytrec_eval. By default, as in BEIR, a document whose id equals the query's id
+is never retrieved for it.
 """
 
 from collections.abc import Mapping, Sequence
@@ -35,6 +37,8 @@ Qrels = dict[str, dict[str, int]]
 RECALL_CUTOFFS = (1, 5, 10, 100)
 NDCG_CUTOFF = 10
 MRR_CUTOFF = 10
+_METRIC_NAMES = (*(f"recall@{k}" for k in RECALL_CUTOFFS),
+                 f"ndcg@{NDCG_CUTOFF}", f"mrr@{MRR_CUTOFF}")
 
 # BEIR / sentence-transformers join title and text with a space. Gecko and
 # EmbeddingGemma use `title: {title} | text: {text}`.
@@ -97,6 +101,14 @@ def _field(record: dict, key: str, where: str, default: str | None = None) -> st
     return str(value)
 
 
+def _reject_empty(texts: Sequence[str], where: str, record_id: str) -> None:
+    # Caught here rather than by the encoder, which knows neither file nor
+    # line and runs only after the model has loaded.
+    if not any(text.strip() for text in texts):
+        raise UserError(
+            f"{where}: empty text (id {record_id!r}); drop the line or fill it in")
+
+
 def _read_corpus(path: str) -> Corpus:
     corpus = {}
     for line_number, record in _read_jsonl(path):
@@ -104,10 +116,10 @@ def _read_corpus(path: str) -> Corpus:
         doc_id = _field(record, "_id", where)
         if doc_id in corpus:
             raise UserError(f"{where}: duplicate _id {doc_id!r}")
-        corpus[doc_id] = {
-            "title": _field(record, "title", where, default=""),
-            "text": _field(record, "text", where),
-        }
+        title = _field(record, "title", where, default="")
+        text = _field(record, "text", where)
+        _reject_empty((title, text), where, doc_id)
+        corpus[doc_id] = {"title": title, "text": text}
     return corpus
 
 
@@ -118,7 +130,9 @@ def _read_queries(path: str) -> Queries:
         query_id = _field(record, "_id", where)
         if query_id in queries:
             raise UserError(f"{where}: duplicate _id {query_id!r}")
-        queries[query_id] = _field(record, "text", where)
+        text = _field(record, "text", where)
+        _reject_empty((text,), where, query_id)
+        queries[query_id] = text
     return queries
 
 
@@ -317,11 +331,40 @@ def format_documents(
     ]
 
 
+def descending_id_order(doc_ids: Sequence[str]) -> np.ndarray:
+    """Each document's place when the ids are sorted in descending string order.
+
+    pytrec_eval, and so BEIR and MTEB, ranks equal scores in this order, which
+    decides the numbers on corpora with duplicate documents (Quora,
+    CQADupStack). Python compares strings by code point, as strcmp compares
+    their UTF-8 bytes.
+
+    Args:
+      doc_ids: distinct document ids.
+
+    Returns:
+      int64 [len(doc_ids)], 0 for the greatest id; a `tie_order` for `top_k`.
+    """
+    by_id = sorted(range(len(doc_ids)), key=doc_ids.__getitem__, reverse=True)
+    order = np.empty(len(doc_ids), np.int64)
+    order[by_id] = np.arange(len(doc_ids))
+    return order
+
+
+def identical_id_indices(query_ids: Sequence[str],
+                         doc_ids: Sequence[str]) -> np.ndarray:
+    """int [num_queries]: the index of the document with each query's id, or -1."""
+    doc_index = {doc_id: i for i, doc_id in enumerate(doc_ids)}
+    return np.array([doc_index.get(query_id, -1) for query_id in query_ids],
+                    np.int64)
+
+
 def top_k(
     query_embeddings: np.ndarray,
     doc_embeddings: np.ndarray,
     k: int,
     excluded: np.ndarray | None = None,
+    tie_order: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k documents per query by dot product, in bounded memory.
 
@@ -331,12 +374,14 @@ def top_k(
       k: how many to keep; capped at num_docs.
       excluded: int [num_queries], a document index each query must not
         retrieve, or -1 for none.
+      tie_order: int [num_docs], where each document goes among equal scores,
+        lower first (see `descending_id_order`); None for its index.
 
     Returns:
-      (scores, indices), both [num_queries, min(k, num_docs)], best first; ties
-      go to the lower document index, except at the k-th place where the
-      choice among tied documents is arbitrary. An excluded document can only
-      appear (with score -inf) when k exceeds the documents left.
+      (scores, indices), both [num_queries, min(k, num_docs)], best first, equal
+      scores in `tie_order`, except at the k-th place where the choice among
+      tied documents is arbitrary. An excluded document can only appear (with
+      score -inf) when k exceeds the documents left.
     """
     num_queries, num_docs = len(query_embeddings), len(doc_embeddings)
     k = min(k, num_docs)
@@ -362,7 +407,8 @@ def top_k(
                 keep = np.argpartition(-best_scores, k - 1, axis=1)[:, :k]
                 best_scores = np.take_along_axis(best_scores, keep, axis=1)
                 best_indices = np.take_along_axis(best_indices, keep, axis=1)
-        order = np.lexsort((best_indices, -best_scores), axis=1)
+        ties = best_indices if tie_order is None else tie_order[best_indices]
+        order = np.lexsort((ties, -best_scores), axis=1)
         all_scores[q_start:q_start + len(queries)] = np.take_along_axis(
             best_scores, order, axis=1)
         all_indices[q_start:q_start + len(queries)] = np.take_along_axis(
@@ -375,6 +421,30 @@ def _dcg(gains: Sequence[int]) -> float:
     return sum(gain / np.log2(rank + 1) for rank, gain in enumerate(gains, 1))
 
 
+def _check_some_relevant(qrels: Mapping[str, Mapping[str, int]]) -> None:
+    if not any(rel > 0 for judgements in qrels.values()
+               for rel in judgements.values()):
+        raise UserError("no query has a relevant document (score > 0) in the qrels")
+
+
+def _query_metrics(ranking: Sequence[str],
+                   judgements: Mapping[str, int]) -> dict[str, float]:
+    """The metrics of one query's ranking, named as `retrieval_metrics` names them."""
+    relevant = {doc_id: rel for doc_id, rel in judgements.items() if rel > 0}
+    if not relevant:  # pytrec_eval's value: nothing to find, nothing found.
+        return dict.fromkeys(_METRIC_NAMES, 0.0)
+    gains = [relevant.get(doc_id, 0) for doc_id in ranking]
+    ideal = sorted(relevant.values(), reverse=True)
+    metrics = {f"recall@{k}": sum(gain > 0 for gain in gains[:k]) / len(relevant)
+               for k in RECALL_CUTOFFS}
+    metrics[f"ndcg@{NDCG_CUTOFF}"] = (
+        _dcg(gains[:NDCG_CUTOFF]) / _dcg(ideal[:NDCG_CUTOFF]))
+    first_hit = next(
+        (rank for rank, gain in enumerate(gains[:MRR_CUTOFF], 1) if gain > 0), None)
+    metrics[f"mrr@{MRR_CUTOFF}"] = 0.0 if first_hit is None else 1.0 / first_hit
+    return metrics
+
+
 def retrieval_metrics(
     rankings: Mapping[str, Sequence[str]], qrels: Mapping[str, Mapping[str, int]]
 ) -> dict[str, float | int]:
@@ -383,9 +453,9 @@ def retrieval_metrics(
     Args:
       rankings: for each query id, the retrieved document ids, best first.
       qrels: relevance judgements; relevance > 0 is relevant and is the gain.
-        Queries without a relevant document are left out of the means, as
-        pytrec_eval does; a query missing from `rankings` counts as retrieving
-        nothing.
+        The means are over every query with a judgement; one with nothing
+        relevant scores 0, as pytrec_eval scores it and BEIR and MTEB average
+        it. A query missing from `rankings` counts as retrieving nothing.
 
     Returns:
       `ndcg@10`, `recall@{1,5,10,100}`, `mrr@10` (fractions in [0, 1]) and
@@ -394,36 +464,20 @@ def retrieval_metrics(
     Raises:
       UserError: no query has a relevant document.
     """
-    totals = {f"recall@{k}": 0.0 for k in RECALL_CUTOFFS}
-    totals[f"ndcg@{NDCG_CUTOFF}"] = 0.0
-    totals[f"mrr@{MRR_CUTOFF}"] = 0.0
-    num_queries = 0
-    for query_id, judgements in qrels.items():
-        relevant = {doc: rel for doc, rel in judgements.items() if rel > 0}
-        if not relevant:
-            continue
-        num_queries += 1
-        ranking = list(rankings.get(query_id, ()))
-        gains = [relevant.get(doc_id, 0) for doc_id in ranking]
-        ideal = sorted(relevant.values(), reverse=True)
-        totals[f"ndcg@{NDCG_CUTOFF}"] += (
-            _dcg(gains[:NDCG_CUTOFF]) / _dcg(ideal[:NDCG_CUTOFF]))
-        for k in RECALL_CUTOFFS:
-            found = sum(1 for gain in gains[:k] if gain > 0)
-            totals[f"recall@{k}"] += found / len(relevant)
-        first_hit = next(
-            (rank for rank, gain in enumerate(gains[:MRR_CUTOFF], 1) if gain > 0), None)
-        if first_hit is not None:
-            totals[f"mrr@{MRR_CUTOFF}"] += 1.0 / first_hit
-    if not num_queries:
-        raise UserError("no query has a relevant document (score > 0) in the qrels")
-    metrics = {name: float(total / num_queries) for name, total in totals.items()}
-    metrics["num_queries"] = num_queries
+    _check_some_relevant(qrels)
+    per_query = [_query_metrics(rankings.get(query_id, ()), judgements)
+                 for query_id, judgements in qrels.items() if judgements]
+    metrics = {name: float(np.mean([query[name] for query in per_query]))
+               for name in _METRIC_NAMES}
+    metrics["num_queries"] = len(per_query)
     return metrics
 
 
 def judged_query_ids(corpus: Corpus, queries: Queries, qrels: Qrels) -> list[str]:
-    """The ids of the queries with a relevant document, in qrels order.
+    """The ids of the queries the qrels judge, in qrels order.
+
+    A query judged with nothing relevant is kept: it scores 0, and counts in
+    the means (see `retrieval_metrics`).
 
     Raises:
       UserError: the corpus is empty, or the qrels judge a query that
@@ -431,16 +485,14 @@ def judged_query_ids(corpus: Corpus, queries: Queries, qrels: Qrels) -> list[str
     """
     if not corpus:
         raise UserError("the corpus is empty")
-    query_ids = [query_id for query_id, judgements in qrels.items()
-                 if any(rel > 0 for rel in judgements.values())]
+    query_ids = [query_id for query_id, judgements in qrels.items() if judgements]
     missing = [query_id for query_id in query_ids if query_id not in queries]
     if missing:
         raise UserError(
             f"{len(missing)} judged query id(s) have no query text, e.g."
             f" {missing[0]!r}"
         )
-    if not query_ids:
-        raise UserError("no query has a relevant document (score > 0) in the qrels")
+    _check_some_relevant(qrels)
     return query_ids
 
 
@@ -456,6 +508,7 @@ def evaluate_retrieval(
     batch_size: int | None = None,
     show_progress: bool = False,
     missing_title: str = "",
+    ignore_identical_ids: bool = True,
 ) -> dict[str, float | int]:
     """Embeds queries and corpus, searches exactly, and scores the rankings.
 
@@ -473,6 +526,9 @@ def evaluate_retrieval(
       batch_size: encoder batch size, or None for its default.
       show_progress: draw progress bars on stderr.
       missing_title: what `{title}` becomes for a document without one.
+      ignore_identical_ids: never retrieve for a query the document with its
+        id, as BEIR does by default and MTEB does on ArguAna and Quora, where
+        each query is also a document.
 
     Returns:
       The metrics of `retrieval_metrics` plus `num_docs`.
@@ -493,10 +549,11 @@ def evaluate_retrieval(
     doc_embeddings = encode_normalized(
         encoder, documents, prompt=doc_prompt, dim=dim, batch_size=batch_size,
         show_progress=show_progress)
-    doc_index = {doc_id: i for i, doc_id in enumerate(doc_ids)}
-    excluded = np.array([doc_index.get(query_id, -1) for query_id in query_ids])
+    excluded = (identical_id_indices(query_ids, doc_ids)
+                if ignore_identical_ids else None)
     scores, indices = top_k(
-        query_embeddings, doc_embeddings, max(RECALL_CUTOFFS), excluded)
+        query_embeddings, doc_embeddings, max(RECALL_CUTOFFS), excluded,
+        descending_id_order(doc_ids))
     rankings = {
         query_id: [doc_ids[i] for i, s in zip(row, row_scores) if s > -np.inf]
         for query_id, row, row_scores in zip(query_ids, indices, scores)

@@ -7,7 +7,8 @@ Two file layouts are read, told apart by the first line:
   extra columns after sentence2, which are ignored.
 * SICK: tab-separated with a header naming at least `sentence_A`,
   `sentence_B` and `relatedness_score`; the full `SICK.txt` release also has a
-  `SemEval_set` column (TRAIN / TRIAL / TEST) that `split` selects on.
+  `SemEval_set` column (TRAIN / TRIAL / TEST) that `split` selects on,
+  test when none is given.
 
 A folder is also accepted; `split` then picks the file (`sts-dev.csv`,
 `SICK_test_annotated.txt`, ...), see `resolve_sts_file`.
@@ -88,12 +89,13 @@ def resolve_sts_file(
         (`sts-{train,dev,test}.csv`, `SICK_{train,trial,test_annotated}.txt`)
         or the single `SICK.txt`.
       split: train, dev (alias validation, trial) or test; None means test for
-        a folder and the whole file for a file.
+        a folder and, for a file, the one split it holds (see `load_sts` for
+        a file of all splits).
 
     Returns:
       (file path, canonical split or None, whether the file holds exactly that
-      split). When the last is False and the split is not None, rows are kept
-      by the file's SemEval_set column.
+      split). When the last is False, rows may be kept by the file's
+      SemEval_set column.
 
     Raises:
       UserError: the path does not exist or the folder has no file for the
@@ -158,6 +160,21 @@ def _stsb_pair(row: list[str], path: str, line: int) -> tuple[str, str, float]:
     )
 
 
+def _split_and_row_filter(file_path: str, header: list[str],
+                          split: str | None) -> tuple[str | None, str | None]:
+    """(split to report, split to keep rows of) for a file of unknown splits."""
+    if "sentence_A" in header and "SemEval_set" in header:
+        # The full SICK release mixes all three splits; like a folder, it
+        # gives its test rows unless told otherwise.
+        split = split or "test"
+        return split, split
+    if split is not None:
+        logging.warning(
+            "%s holds a single split (no SemEval_set column); split %r ignored,"
+            " reading the whole file", file_path, split)
+    return None, None
+
+
 def _read_sick_rows(rows, header: list[str], path: str, split: str | None):
     """Yields (sentence_A, sentence_B, score) from SICK rows after the header.
 
@@ -197,7 +214,9 @@ def load_sts(path: str, split: str | None = None) -> StsDataset:
     Args:
       path: file or folder; see `resolve_sts_file`.
       split: see `resolve_sts_file`. For a single file without a split column
-        the split is ignored (with a warning) and the whole file is read.
+        the split is ignored (with a warning) and the whole file is read; from
+        a SICK file with a SemEval_set column, the split's rows are read, the
+        test rows when no split is given.
 
     Returns:
       The pairs and scores.
@@ -215,18 +234,11 @@ def load_sts(path: str, split: str | None = None) -> StsDataset:
             first_row = next(rows, None)
             if first_row is None:
                 raise UserError(f"{file_path}: file is empty")
-            is_sick = "sentence_A" in first_row
             row_filter = None
-            if split is not None and not file_is_split:
-                if is_sick and "SemEval_set" in first_row:
-                    row_filter = split
-                else:
-                    logging.warning(
-                        "%s holds a single split (no SemEval_set column); split"
-                        " %r ignored, reading the whole file", file_path, split,
-                    )
-                    split = None
-            if is_sick:
+            if not file_is_split:
+                split, row_filter = _split_and_row_filter(
+                    file_path, first_row, split)
+            if "sentence_A" in first_row:
                 pairs = list(
                     _read_sick_rows(rows, first_row, file_path, row_filter))
             else:

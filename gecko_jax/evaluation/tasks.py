@@ -73,6 +73,7 @@ def score_task(
     batch_size: int | None = None,
     show_progress: bool | None = False,
     token_k: int = multi_vector.DEFAULT_TOKEN_K,
+    ignore_identical_ids: bool = True,
 ) -> dict[str, float | int]:
     """Scores `encoder` on a dataset from `load_task_data`.
 
@@ -87,6 +88,8 @@ def score_task(
       show_progress: passed to the encoder.
       token_k: k' of multi-vector retrieval, for an encoder whose
         `multi_vector_dim` is set (see `multi_vector`).
+      ignore_identical_ids: retrieval never retrieves for a query the
+        document with its id (see `retrieval.evaluate_retrieval`).
 
     Returns:
       The task's metrics (fractions, not percentages) and counts.
@@ -97,7 +100,8 @@ def score_task(
         retrieval_kwargs = dict(
             query_prompt=prompts.query, doc_prompt=prompts.document,
             doc_format=prompts.doc_format,
-            missing_title=prompts.missing_title, **common)
+            missing_title=prompts.missing_title,
+            ignore_identical_ids=ignore_identical_ids, **common)
         if getattr(encoder, "multi_vector_dim", 0):
             return multi_vector.evaluate_multi_vector_retrieval(
                 encoder, dataset.corpus, dataset.queries, dataset.qrels,

@@ -81,6 +81,11 @@ class LocalBackend(LLMBackend):
         return super().label_log_probs(prompts, labels)
 
 
+def is_http_spec(spec: str) -> bool:
+    """Whether `spec` names an HTTP endpoint rather than a local model."""
+    return spec.split(":", 1)[0] in HTTP_SCHEMES
+
+
 def load_backend(spec: str, *, batch_size: int = 8, timeout_s: float = 120.0, max_retries: int = 4,
                  concurrency: int = 8, api_key: Optional[str] = None) -> LLMBackend:
     """Builds the backend a spec names (see the module docstring).
@@ -99,8 +104,7 @@ def load_backend(spec: str, *, batch_size: int = 8, timeout_s: float = 120.0, ma
     Raises:
       UserError: an unknown or malformed spec.
     """
-    scheme = spec.split(":", 1)[0]
-    if scheme in HTTP_SCHEMES:
+    if is_http_spec(spec):
         from gecko_jax.fret import http_backend  # pylint: disable=g-import-not-at-top
         return http_backend.from_spec(spec, timeout_s=timeout_s, max_retries=max_retries,
                                       concurrency=concurrency, api_key=api_key)

@@ -59,6 +59,10 @@ def is_complete(prefix: str) -> bool:
     return tf.io.gfile.exists(prefix + ".npy")
 
 
+def has_complete_blocks(index_dir: str) -> bool:
+    return bool(tf.io.gfile.glob(os.path.join(index_dir, "block-*.npy")))
+
+
 def write_block(prefix: str, passages: Sequence[Passage], vectors: np.ndarray) -> None:
     """Stores one embedded block (passages first, the .npy last as the marker)."""
     lines = "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in passages)

@@ -17,7 +17,7 @@ a final name. Train on the output with
 
 import json
 import os
-from typing import Any
+from typing import Any, Sequence
 
 import seqio
 import tensorflow as tf
@@ -26,11 +26,15 @@ from gecko_jax.data import mixtures
 from gecko_jax.data import tasks
 from gecko_jax.data import tfrecord
 from gecko_jax.errors import UserError
+from gecko_jax.fret import corpus_index
 from gecko_jax.fret.corpus_index import write_atomically
 
 STATS_FILE = "stats.json"
 RUN_FILE = "run.json"
 SHARD_GLOB = "train-*-of-*.jsonl"
+CORPUS_DIR = "corpus"
+# The run.json entries the embedded corpus depends on.
+CORPUS_FLAGS = ("passages", "embedder", "corpus_block_size")
 
 
 def shard_prefix(output_dir: str, index: int, num_shards: int) -> str:
@@ -85,23 +89,38 @@ def merge_stats(output_dir: str, num_shards: int) -> dict[str, Any]:
 
 
 def check_run(output_dir: str, run: dict[str, Any]) -> None:
-    """Records the run's flags, or checks a rerun matches the shards on disk.
+    """Records the run's flags in run.json, unless finished work needs other flags.
+
+    Shards depend on every flag and the embedded corpus on `CORPUS_FLAGS`; an
+    earlier run that left neither (say, one that failed on a bad spec) binds a
+    rerun to nothing, and run.json takes the new flags. A half-written shard
+    binds too: a rerun with other flags may name its shards differently and
+    leave it behind for training to read.
 
     Raises:
-      UserError: OUTPUT holds shards made with other flags.
+      UserError: OUTPUT holds shards or an embedded corpus made with other flags.
     """
     path = os.path.join(output_dir, RUN_FILE)
     if tf.io.gfile.exists(path):
         with tf.io.gfile.GFile(path) as f:
             previous = json.load(f)
-        changed = [k for k in sorted(set(run) | set(previous)) if run.get(k) != previous.get(k)]
-        if changed:
-            detail = ", ".join(f"--{k}={previous.get(k)!r} (now {run.get(k)!r})" for k in changed)
-            raise UserError(f"{output_dir} holds shards made with {detail}; rerun with those flags to "
-                            "resume, or give a new --output")
-        return
+        if output_files(output_dir):
+            _check_unchanged(output_dir, "shards", sorted(set(run) | set(previous)), previous, run)
+        if corpus_index.has_complete_blocks(os.path.join(output_dir, CORPUS_DIR)):
+            _check_unchanged(output_dir, "an embedded corpus", CORPUS_FLAGS, previous, run)
+        if run == previous:
+            return
     tf.io.gfile.makedirs(output_dir)
     write_atomically(path, json.dumps(run, indent=1).encode("utf-8"))
+
+
+def _check_unchanged(output_dir: str, work: str, names: Sequence[str], previous: dict[str, Any],
+                     run: dict[str, Any]) -> None:
+    changed = [k for k in names if run.get(k) != previous.get(k)]
+    if changed:
+        detail = ", ".join(f"--{k}={previous.get(k)!r} (now {run.get(k)!r})" for k in changed)
+        raise UserError(f"{output_dir} holds {work} made with {detail}; rerun with those flags to "
+                        "resume, or give a new --output")
 
 
 def output_files(output_dir: str, kind: str = "jsonl") -> list[str]:

@@ -11,11 +11,13 @@ Layout of a workdir:
 Orbax writes each step to a temporary folder and renames it when complete, so
 a run killed mid-save leaves no half-written step behind. A finished step that
 is damaged later (a truncated file) fails to restore; `restore_latest` then
-says so and falls back to the previous step.
+says so, falls back to the previous step and moves the damaged one to
+WORKDIR/damaged_checkpoints/.
 """
 
 import json
 import os
+import time
 from typing import Any, Optional
 
 import gin
@@ -25,6 +27,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
+from flax import traverse_util
 
 from gecko_jax.errors import UserError
 from gecko_jax.training import workdir_files
@@ -32,6 +35,7 @@ from gecko_jax.training import workdir_files
 CONFIG_FILE = "config.json"
 GIN_FILE = "config.gin"
 CHECKPOINT_DIR = "checkpoints"
+DAMAGED_DIR = "damaged_checkpoints"
 
 
 def absolute(workdir: str) -> str:
@@ -64,6 +68,10 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any
                    ) -> Optional[tuple[int, Any, dict]]:
     """Restores the newest step that reads back intact.
 
+    Newer steps that fail to read are moved to WORKDIR/damaged_checkpoints/
+    once an older one has been restored: left in place, Orbax would count them
+    as the latest steps and skip every save up to their step numbers.
+
     Args:
       manager: the run's checkpoint manager.
       abstract_state: a pytree of `jax.ShapeDtypeStruct` with shardings, the
@@ -71,9 +79,21 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any
 
     Returns:
       (step, state, data_state), or None when there is no usable checkpoint.
+
+    Raises:
+      UserError: the parameters of the config differ from the checkpoint's (the
+        workdir was started with another model), or no step reads back.
     """
     steps = sorted(manager.all_steps(), reverse=True)
+    damaged = []
     for step in steps:
+        # Checked before reading: a failed read of a whole state leaves Orbax
+        # tasks that print pages at exit, and is no sign of damage here.
+        difference = _params_difference(manager, step, abstract_state)
+        if difference:
+            raise UserError(
+                f"checkpoint step {step} in {manager.directory} does not fit the config: "
+                f"{difference}; resume with the workdir's {CONFIG_FILE} or pick a new --workdir")
         try:
             restored = manager.restore(step, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
@@ -85,12 +105,63 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any
                           str(err).splitlines()[0] if str(err) else "")
             print(f"warning: checkpoint step {step} could not be read "
                   f"({type(err).__name__}); falling back to an earlier one", flush=True)
+            damaged.append(step)
             continue
+        _move_aside(manager, damaged)
         return step, restored.state, restored.data
     if steps:
         raise UserError(f"none of the checkpoints {steps} in {manager.directory} could be read; "
                         "move the folder away to start from scratch")
     return None
+
+
+def _params_difference(manager: ocp.CheckpointManager, step: int, abstract_state: Any
+                       ) -> Optional[str]:
+    """How the stored parameters differ from `abstract_state`'s; None if alike or unreadable."""
+    path = epath.Path(manager.directory) / str(step) / "state"
+    try:
+        stored = ocp.PyTreeCheckpointHandler().metadata(path).tree["params"]
+    except Exception:  # pylint: disable=broad-except
+        return None  # No readable layout: damage, not another model.
+    expected = (abstract_state["params"] if isinstance(abstract_state, dict)
+                else abstract_state.params)
+    stored = {"/".join(k): tuple(v.shape) for k, v in traverse_util.flatten_dict(stored).items()}
+    expected = {"/".join(k): tuple(v.shape)
+                for k, v in traverse_util.flatten_dict(expected).items()}
+    for name in sorted(stored.keys() & expected.keys()):
+        if stored[name] != expected[name]:
+            return (f"parameter {name} has shape {stored[name]} there and {expected[name]} "
+                    "in the config")
+    if stored.keys() != expected.keys():
+        only = sorted(stored.keys() ^ expected.keys())[0]
+        where = "the checkpoint" if only in stored else "the config"
+        return f"parameter {only} is only in {where}"
+    return None
+
+
+def _move_aside(manager: ocp.CheckpointManager, steps: list[int]) -> None:
+    """Moves unreadable step folders out of the manager's sight, keeping them for inspection."""
+    if not steps:
+        return
+    if jax.process_index() == 0:
+        _rename_steps(epath.Path(manager.directory), steps)
+    # Every host then sees the same steps, so they agree on what to save.
+    ocp.multihost.sync_global_processes("gecko_jax_damaged_checkpoints_moved")
+    manager.reload()
+
+
+def _rename_steps(directory: epath.Path, steps: list[int]) -> None:
+    aside = directory.parent / DAMAGED_DIR
+    aside.mkdir(parents=True, exist_ok=True)
+    for step in steps:
+        target = aside / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}"
+        try:
+            (directory / str(step)).rename(target)
+        except Exception as err:  # pylint: disable=broad-except
+            raise UserError(f"could not move the unreadable checkpoint {directory / str(step)} "
+                            f"to {aside} ({type(err).__name__}); move or delete it, then "
+                            "rerun") from err
+        print(f"moved the unreadable checkpoint step {step} to {target}", flush=True)
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:

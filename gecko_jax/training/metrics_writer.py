@@ -3,10 +3,11 @@
 import json
 import os
 import time
-from typing import Mapping
+from typing import Callable, Mapping
 
 import jax
 import numpy as np
+from absl import logging
 from tensorboardX import SummaryWriter
 
 from gecko_jax.training import workdir_files
@@ -69,10 +70,15 @@ class Throughput:
 
     `mfu` (FLOPs done / elapsed / `peak_flops`, the peak FLOP/s of the devices
     the steps run on; see `training.mfu`) is reported when both are known.
+    Where the steps ran faster than the peak, which happens when a measured
+    (CPU) peak was taken under load, `remeasure_peak` is called and the higher
+    peak kept; the time it takes is left out of the next interval.
     """
 
-    def __init__(self, peak_flops: float | None = None):
+    def __init__(self, peak_flops: float | None = None,
+                 remeasure_peak: Callable[[], float] | None = None):
         self._peak_flops = peak_flops
+        self._remeasure_peak = remeasure_peak
         self._start = time.perf_counter()
         self._examples = 0
         self._tokens = 0
@@ -94,9 +100,23 @@ class Throughput:
         rates = {"examples_per_sec": self._examples / elapsed,
                  "tokens_per_sec": self._tokens / elapsed}
         if self._peak_flops and self._flops:
-            rates["mfu"] = self._flops / elapsed / self._peak_flops
+            achieved = self._flops / elapsed
+            if achieved > self._peak_flops and self._remeasure_peak is not None:
+                self._raise_peak()
+                now = time.perf_counter()
+            rates["mfu"] = achieved / self._peak_flops
         self._start, self._examples, self._tokens, self._flops = now, 0, 0, 0.0
         return rates
+
+    def _raise_peak(self) -> None:
+        measured = self._remeasure_peak()
+        logging.info("the steps ran faster than the peak of %.4g FLOP/s; measured it again: "
+                     "%.4g FLOP/s", self._peak_flops, measured)
+        if measured > self._peak_flops:
+            self._peak_flops = measured
+        else:
+            logging.warning("MFU above 1: the peak FLOP/s (%.4g) was measured while other "
+                            "processes slowed this CPU, and still is", self._peak_flops)
 
 
 def mean_metrics(history: list[Mapping[str, np.ndarray]]) -> dict[str, float]:

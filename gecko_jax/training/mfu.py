@@ -12,7 +12,7 @@ makes a CPU MFU "the fraction of XLA's own matmul speed on this machine".
 import functools
 import re
 import time
-from typing import Iterable
+from typing import Callable, Iterable
 
 import jax
 import numpy as np
@@ -40,17 +40,16 @@ def device_peak_flops(device_kind: str) -> float | None:
     return None
 
 
-@functools.cache
-def measure_cpu_peak_flops(n: int = 2048, repeats: int = 3) -> float:
+def measure_cpu_peak_flops(n: int = 2048, repeats: int = 10) -> float:
     """The best FLOP/s of a jitted float32 [n, n] @ [n, n] matmul on this process's CPU.
 
     XLA spreads one matmul over all cores, so this is the peak of the whole
-    process. Cached: it takes about a second, and a process measures once.
+    process. Load from other processes only ever slows a run down, so the
+    fastest of several runs counts; about a second in all at the default size.
 
     Args:
       n: the matrix size; large enough that the matmul is compute bound.
-      repeats: timed runs after one warm-up; the fastest counts, since load
-        from other processes only ever slows a run down.
+      repeats: timed runs after one warm-up.
     """
     cpu = jax.devices("cpu")[0]
     a = jax.device_put(np.ones((n, n), np.float32), cpu)
@@ -64,6 +63,11 @@ def measure_cpu_peak_flops(n: int = 2048, repeats: int = 3) -> float:
     return 2 * n ** 3 / best
 
 
+@functools.cache
+def _cpu_peak_flops() -> float:
+    return measure_cpu_peak_flops()
+
+
 def peak_flops_per_second(devices: Iterable[jax.Device]) -> float | None:
     """The peak FLOP/s of `devices` together (the mesh a step runs on).
 
@@ -75,7 +79,7 @@ def peak_flops_per_second(devices: Iterable[jax.Device]) -> float | None:
     """
     devices = list(devices)
     if devices[0].platform == "cpu":
-        return measure_cpu_peak_flops() * len({d.process_index for d in devices})
+        return _cpu_peak_flops() * _num_processes(devices)
     kind = devices[0].device_kind
     peak = device_peak_flops(kind)
     if peak is None:
@@ -83,6 +87,23 @@ def peak_flops_per_second(devices: Iterable[jax.Device]) -> float | None:
                         "gecko_jax/training/mfu.py", kind)
         return None
     return peak * len(devices)
+
+
+def peak_remeasurer(devices: Iterable[jax.Device]) -> Callable[[], float] | None:
+    """For CPU devices, a function measuring their peak again; None for spec-sheet peaks.
+
+    A CPU peak measured while other processes kept the cores busy is too low,
+    and a step that later runs on an idle CPU would show an MFU above 1; the
+    trainer then measures again and keeps the higher peak.
+    """
+    devices = list(devices)
+    if devices[0].platform != "cpu":
+        return None
+    return lambda: measure_cpu_peak_flops() * _num_processes(devices)
+
+
+def _num_processes(devices: list[jax.Device]) -> int:
+    return len({d.process_index for d in devices})
 
 
 def compiled_flops(compiled: jax.stages.Compiled) -> float | None:

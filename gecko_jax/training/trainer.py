@@ -118,7 +118,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         # result is then not the run the checkpoints came from: say so.
         print(f"warning: {workdir} was started with another config; changed: "
               f"{'; '.join(changes)}", flush=True)
-    checkpoint_io.write_config(workdir, config)
     logging.info("Mesh %s over %d devices", dict(mesh.shape), mesh.size)
 
     # Data.
@@ -134,7 +133,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     model, tx, rules = program.model, program.tx, program.rules
     shardings, batch_sharding = program.shardings, program.batch_sharding
     train_step = program.train_step
-    checkpoint_io.write_gin_config(workdir)
     init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
 
     # Restore.
@@ -143,6 +141,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     with mesh, nn.logical_axis_rules(rules):
         state, data_state = _starting_state(config, manager, program.abstract_state, shardings,
                                             program.init_fn, tx, init_rng)
+    # Only now: a config whose model does not fit the checkpoints is refused
+    # above and must not replace the one they were trained with.
+    checkpoint_io.write_config(workdir, config)
+    checkpoint_io.write_gin_config(workdir)
     if data_state is not None:
         data.set_state(data_state)
     start_step = int(jax.device_get(state.step))
@@ -154,7 +156,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     results = {}
     if start_step == 0:
         results = evaluators.run(0, state.params, writer)
-    throughput = Throughput(mfu.peak_flops_per_second(mesh.devices.flat))
+    throughput = Throughput(mfu.peak_flops_per_second(mesh.devices.flat),
+                            mfu.peak_remeasurer(mesh.devices.flat))
     step_flops = _StepFlops(train_step, dropout_rng, mesh.size, throughput)
     history, history_flops = [], []
     step = start_step
@@ -219,7 +222,8 @@ class _StepFlops:
             self._by_shape[shape] = None if per_device is None else per_device * self._num_devices
             seconds = time.perf_counter() - start
             self._throughput.skip(seconds)
-            logging.info("train step compiled for text lengths %s in %.1f s (%d batch shapes so far)",
+            logging.info("train step compiled (or loaded from the compilation cache) for text "
+                         "lengths %s in %.1f s (%d batch shapes so far)",
                          {k: v[1] for k, v in shape if k.endswith("_ids")}, seconds, len(self._by_shape))
         return self._by_shape[shape]
 

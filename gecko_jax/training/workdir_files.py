@@ -12,6 +12,8 @@ from typing import Any, Optional
 
 from etils import epath
 
+from gecko_jax.errors import UserError
+
 
 def write_text_atomic(target: epath.PathLike, text: str) -> None:
     """Writes `text` so that readers see the old file or the whole new one."""
@@ -35,9 +37,19 @@ def append_line(target: epath.PathLike, line: str) -> None:
 
 
 def read_json(source: epath.PathLike) -> Optional[Any]:
-    """The parsed JSON file, or None if it does not exist."""
+    """The parsed JSON file, or None if it does not exist.
+
+    Raises:
+      UserError: the file is not valid JSON (e.g. cut short by a full disk).
+    """
     source = epath.Path(source)
-    return json.loads(source.read_text()) if source.exists() else None
+    if not source.exists():
+        return None
+    try:
+        return json.loads(source.read_text())
+    except ValueError as err:
+        raise UserError(f"{source} is damaged, not valid JSON ({err}); restore it from a copy, "
+                        "or delete it and rerun the command that wrote it") from err
 
 
 def remove_tree(target: epath.PathLike) -> None:
