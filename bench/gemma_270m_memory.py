@@ -9,7 +9,9 @@ process (one CPU device, evaluation off) and reports:
              weights, the data pipeline, compilation, the train steps and the
              final checkpoint.
   s/step     batch_size / examples_per_sec of each logged step after the
-             first (the first one includes compilation).
+             first. The trainer already leaves compiling out of its rates;
+             the first step still pays one-time costs such as the first
+             run of each compiled kernel.
 
     python bench/gemma_270m_memory.py [--steps=4] [--query_max_length=128] [--remat=true]
         [--freeze_embedding=false]
@@ -30,7 +32,7 @@ from absl import app
 from absl import flags
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_STEPS = flags.DEFINE_integer("steps", 4, "Train steps (the first includes compilation).")
+_STEPS = flags.DEFINE_integer("steps", 4, "Train steps (the first one's time is not reported).")
 _BATCH = flags.DEFINE_integer("batch_size", 8, "Global batch size.")
 _QUERY_LENGTH = flags.DEFINE_integer("query_max_length", 128,
                                      "Query tokens (positives and negatives take 128).")

@@ -8,10 +8,11 @@ import seqio
 
 from gecko_jax.config_base import base_config
 from gecko_jax.data import formats
+from gecko_jax.data import inspect
 from gecko_jax.data import pipeline
 from gecko_jax.data import sources
 from gecko_jax.data import vocabularies
-from gecko_jax.data.packing import bucket_length
+from gecko_jax.data.packing import bucket_length, pack
 from gecko_jax.errors import UserError
 
 GLOBAL_BATCH = 12  # Does not divide the 64 tiny examples, so batches span epochs.
@@ -269,3 +270,26 @@ def test_bucketed_host_shards_share_the_global_lengths(vocab):
         parts = [host.batch(k) for host in hosts]
         for key, value in whole.batch(k).items():
             np.testing.assert_array_equal(np.concatenate([p[key] for p in parts]), value, err_msg=key)
+
+
+def test_length_limit_shares_count_negatives_over_examples_that_have_one(caplog):
+    full, short = [1, 1, 1, 1], [1, 1, 0, 0]
+    arrays = {"has_negative": np.array([1, 0, 0, 0]),
+              "query_mask": np.array([full, short, short, short]),
+              "positive_mask": np.array([full, full, short, short]),
+              # Examples without a negative have an all-zero row.
+              "negative_mask": np.array([full, [0] * 4, [0] * 4, [0] * 4])}
+    with caplog.at_level("INFO"):
+        pipeline._log_source("toy", arrays)
+    assert ("toy: 4 examples, 1 with a hard negative; at the length limit (cut): query 25.0%, "
+            "positive 50.0%, negative 100.0%") in caplog.text
+
+
+def test_inspect_marks_texts_at_their_limit_not_at_a_bucket():
+    vocabulary = vocabularies.get_vocabulary("minilm")
+    tokens = vocabulary.encode("a cat sat")
+    ids, mask = pack([tokens], len(tokens) + 2, vocabulary.bos_id, vocabulary.eos_id,
+                     vocabulary.pad_id)
+    # The row fills its bucket; only a limit that short would have cut it.
+    assert inspect.decode_row(vocabulary, ids[0], mask[0], limit=32) == "a cat sat"
+    assert inspect.decode_row(vocabulary, ids[0], mask[0], limit=len(tokens) + 2) == "a cat sat ..."

@@ -1,13 +1,15 @@
-"""Model FLOPs utilisation: XLA's FLOP count, the CPU peak, the device table."""
+"""Model FLOPs utilisation and the step line's rates: FLOP counts, peaks, timing."""
 
 import math
 import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from gecko_jax.training import mfu
+from gecko_jax.training import trainer
 from gecko_jax.training.metrics_writer import Throughput
 
 
@@ -25,7 +27,7 @@ def test_cpu_peak_is_positive_and_finite():
 
 @pytest.mark.parametrize("kind, peak", [
     ("TPU v4", 275e12), ("TPU v5 lite", 197e12), ("TPU v5", 459e12), ("TPU v5p", 459e12),
-    ("TPU v6 lite", 918e12), ("NVIDIA H100 80GB HBM3", 989e12), ("NVIDIA H100 PCIe", 756e12),
+    ("TPU v6 lite", 918e12), ("NVIDIA H100 80GB HBM3", 989e12), ("NVIDIA H100 PCIe", 756e12), ("NVIDIA H100 NVL", 835e12),
     ("NVIDIA H200", 989e12), ("NVIDIA A100-SXM4-80GB", 312e12),
     ("TPU v4 lite", None), ("Tesla T4", None)])
 def test_device_table(kind, peak):
@@ -65,3 +67,39 @@ def test_the_cpu_peak_can_be_measured_again_but_spec_sheet_peaks_cannot():
     cpu = jax.devices("cpu")
     assert mfu.peak_remeasurer(cpu)() > 0
     assert mfu.peak_flops_per_second(cpu) == mfu.peak_flops_per_second(cpu)  # Measured once.
+
+
+def test_time_in_a_paused_block_is_left_out():
+    throughput = Throughput()
+    throughput.add(examples=10, tokens=100)
+    time.sleep(0.05)
+    with throughput.paused(jnp.ones(3)):
+        time.sleep(0.5)
+    # 10 examples in about 0.05 s of training, not 0.55 s.
+    assert throughput.rates()["examples_per_sec"] > 10 / 0.3
+
+
+def test_step_line_shows_the_last_learning_rate_and_mean_loss():
+    logged = {}
+
+    class Writer:
+        def console(self, step, values):
+            logged["console"] = (step, dict(values))
+
+        def scalars(self, step, values):
+            logged["scalars"] = (step, dict(values))
+
+    history = [{"loss": np.float32(v), "grad_norm": np.float32(1.0),
+                "learning_rate": np.float32(v / 10), "tokens": np.int32(5)} for v in (1.0, 2.0, 6.0)]
+    trainer._log(3, history, Throughput(), Writer(), batch_size=4, history_flops=[None] * 3)
+    step, values = logged["scalars"]
+    assert step == 3 and logged["console"] == logged["scalars"]
+    assert values["loss"] == pytest.approx(3.0)
+    assert values["learning_rate"] == pytest.approx(0.6)
+
+
+def test_utilisation_can_be_named_hfu():
+    throughput = Throughput(peak_flops=1e15, utilisation_name="hfu")
+    throughput.add(examples=2, tokens=10, flops=1e3)
+    rates = throughput.rates()
+    assert "hfu" in rates and "mfu" not in rates

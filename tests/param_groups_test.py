@@ -13,9 +13,10 @@ from gecko_jax.config_base import base_config
 from gecko_jax.errors import UserError
 from gecko_jax.models.registry import build_tower
 from gecko_jax.training import sharding
-from gecko_jax.training.optimizers import make_optimizer
+from gecko_jax.training.optimizers import frozen_mask, make_optimizer
 from gecko_jax.training.param_groups import FROZEN, group_labels, param_path
-from gecko_jax.training.train_step import init_train_state, param_shapes, state_shardings
+from gecko_jax.training.train_step import (TrainState, encode_batch, init_train_state,
+                                           make_train_step, param_shapes, state_shardings)
 
 
 def _config(**optimizer):
@@ -89,3 +90,33 @@ def test_grouped_optimizer_state_gets_shardings():
     moments = [x for x in jax.tree.leaves(state) if x.ndim == 2]
     assert len(moments) == 2, "only the projection kernel should have mu and nu"
 
+
+
+def test_logged_grad_norm_leaves_out_frozen_parameters():
+    config = _config(frozen=("backbone/layer_0/",))
+    config.model.update(dropout_rate=0.0, attention_dropout_rate=0.0)
+    model = build_tower(config.model)
+    params = _params(config)
+    tx, schedule = make_optimizer(config.optimizer, total_steps=10, params=params)
+
+    def loss_fn(embeddings, batch):
+        del batch
+        return jnp.sum(embeddings["query"] * jnp.arange(8.0))
+
+    loss_fn.text_fields = ("query",)
+    batch = {"query_ids": jnp.array([[1, 7, 9, 2, 0], [1, 4, 2, 0, 0]], jnp.int32),
+             "query_mask": jnp.array([[1, 1, 1, 1, 0], [1, 1, 1, 0, 0]], jnp.int32)}
+    grads = jax.grad(lambda p: loss_fn(encode_batch(model, p, batch, deterministic=True,
+                                                    fields=("query",)), batch))(params)
+    flat = {param_path(k): np.asarray(g) for k, g in jax.tree_util.tree_leaves_with_path(grads)}
+    trainable = [g for path, g in flat.items() if not path.startswith("backbone/layer_0/")]
+    assert len(trainable) < len(flat)
+    expected = np.sqrt(sum(np.sum(g.astype(np.float64) ** 2) for g in trainable))
+
+    step = make_train_step(model, tx, loss_fn, schedule,
+                           frozen=frozen_mask(config.optimizer, params))
+    state = TrainState(step=jnp.int32(0), params=params, opt_state=tx.init(params))
+    _, metrics = jax.jit(step)(state, batch, jax.random.key(0))
+    np.testing.assert_allclose(metrics["grad_norm"], expected, rtol=1e-5)
+    everything = np.sqrt(sum(np.sum(g.astype(np.float64) ** 2) for g in flat.values()))
+    assert everything > expected * (1 + 1e-3)  # The frozen layer's gradients are not zero.

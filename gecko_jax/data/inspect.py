@@ -32,13 +32,16 @@ flags.mark_flag_as_required("config")
 _SPACE_BEFORE_CLOSING = re.compile(r" ([,.;:!?)\]}])")
 
 
-def decode_row(vocabulary, ids: np.ndarray, mask: np.ndarray) -> str:
-    """The text of one packed row without its special tokens; `...` if it was cut.
+def decode_row(vocabulary, ids: np.ndarray, mask: np.ndarray, limit: int) -> str:
+    """The text of one packed row without its special tokens; `...` if it reached `limit`.
 
     Args:
         vocabulary: the pipeline's vocabulary.
         ids: int32 [L], `[bos] tokens [eos] pad...`.
         mask: int32 [L], 1 on [bos .. eos].
+        limit: the field's length limit, special tokens included: a row that
+            fills it was most likely cut (or is exactly that long). With
+            length buckets a row can fill L without reaching the limit.
 
     Returns:
         The decoded text, or "(none)" for an absent negative.
@@ -47,7 +50,7 @@ def decode_row(vocabulary, ids: np.ndarray, mask: np.ndarray) -> str:
     if used == 0:
         return "(none)"
     text = _SPACE_BEFORE_CLOSING.sub(r"\1", vocabulary.decode(ids[1:used - 1].tolist()))
-    return text + " ..." if used == len(ids) else text
+    return text + " ..." if used == limit else text
 
 
 def describe_examples(data: TrainData, vocabulary, num_examples: int) -> list[str]:
@@ -61,7 +64,8 @@ def describe_examples(data: TrainData, vocabulary, num_examples: int) -> list[st
                 break
             lines.append(f"[batch {batch_index} row {row}] source: {name}")
             for key in tasks.TEXT_FEATURES:
-                text = decode_row(vocabulary, batch[f"{key}_ids"][row], batch[f"{key}_mask"][row])
+                text = decode_row(vocabulary, batch[f"{key}_ids"][row], batch[f"{key}_mask"][row],
+                                  data.lengths[key])
                 lines.append(f"  {key + ':':9} {text}")
         batch_index += 1
     return lines

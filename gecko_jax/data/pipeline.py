@@ -240,9 +240,19 @@ def measure_examples_per_second(data: TrainData, num_batches: int) -> float:
 
 
 def _log_source(name: str, arrays: dict[str, np.ndarray]) -> None:
-    """Logs one source's size, negatives and how often texts hit their length limit."""
+    """Logs one source's size, negatives and how often texts reach their length limit.
+
+    A text that fills its limit was cut, or is exactly that long; the share of
+    negatives is over the examples that have one.
+    """
     count = len(arrays["has_negative"])
-    truncated = ", ".join(f"{k} {np.mean(arrays[f'{k}_mask'][:, -1]) if count else 0.0:.1%}"
-                          for k in tasks.TEXT_FEATURES)
-    logging.info("data: %s: %d examples, %d with a hard negative; truncated: %s", name, count,
-                 int(arrays["has_negative"].sum()), truncated)
+    with_negative = arrays["has_negative"].astype(bool)
+    rows = {"query": slice(None), "positive": slice(None), "negative": with_negative}
+    at_limit = ", ".join(f"{k} {_share(arrays[f'{k}_mask'][rows[k], -1]):.1%}"
+                         for k in tasks.TEXT_FEATURES)
+    logging.info("data: %s: %d examples, %d with a hard negative; at the length limit (cut): %s",
+                 name, count, int(with_negative.sum()), at_limit)
+
+
+def _share(flags: np.ndarray) -> float:
+    return float(np.mean(flags)) if len(flags) else 0.0

@@ -172,6 +172,10 @@ class Evaluators:
     def enabled(self) -> bool:
         return bool(self._evaluations)
 
+    def is_due(self, step: int) -> bool:
+        """Whether `run(step, ...)` would evaluate anything."""
+        return bool(self._due(step, step == self._config.total_steps))
+
     def _due(self, step: int, final: bool) -> list[_Evaluation]:
         if step == 0 or final:
             return self._evaluations

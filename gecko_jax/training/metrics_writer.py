@@ -1,9 +1,10 @@
 """Training metrics to the console (a readable line), TensorBoard and metrics.jsonl."""
 
+import contextlib
 import json
 import os
 import time
-from typing import Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import jax
 import numpy as np
@@ -69,15 +70,19 @@ class Throughput:
     """Examples and tokens per second, and model FLOPs utilisation, between two log points.
 
     `mfu` (FLOPs done / elapsed / `peak_flops`, the peak FLOP/s of the devices
-    the steps run on; see `training.mfu`) is reported when both are known.
+    the steps run on; see `training.mfu`) is reported when both are known,
+    under `utilisation_name`: `hfu` (hardware FLOPs utilisation) where the
+    count includes work the model does not need, such as recomputed layers.
     Where the steps ran faster than the peak, which happens when a measured
     (CPU) peak was taken under load, `remeasure_peak` is called and the higher
     peak kept; the time it takes is left out of the next interval.
     """
 
     def __init__(self, peak_flops: float | None = None,
-                 remeasure_peak: Callable[[], float] | None = None):
+                 remeasure_peak: Callable[[], float] | None = None,
+                 utilisation_name: str = "mfu"):
         self._peak_flops = peak_flops
+        self._utilisation_name = utilisation_name
         self._remeasure_peak = remeasure_peak
         self._start = time.perf_counter()
         self._examples = 0
@@ -94,6 +99,21 @@ class Throughput:
         """Leaves `seconds` just spent (compiling) out of the current interval."""
         self._start += seconds
 
+    @contextlib.contextmanager
+    def paused(self, pending: Any = None) -> Iterator[None]:
+        """Leaves the time spent in the block out of the current interval.
+
+        Args:
+          pending: arrays the steps so far produce (the train state). Steps
+            run asynchronously, so they are waited for first and stay counted.
+        """
+        jax.block_until_ready(pending)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.skip(time.perf_counter() - start)
+
     def rates(self) -> dict[str, float]:
         now = time.perf_counter()
         elapsed = max(now - self._start, 1e-9)
@@ -104,7 +124,7 @@ class Throughput:
             if achieved > self._peak_flops and self._remeasure_peak is not None:
                 self._raise_peak()
                 now = time.perf_counter()
-            rates["mfu"] = achieved / self._peak_flops
+            rates[self._utilisation_name] = achieved / self._peak_flops
         self._start, self._examples, self._tokens, self._flops = now, 0, 0, 0.0
         return rates
 

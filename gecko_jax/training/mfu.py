@@ -26,6 +26,7 @@ _PEAK_FLOPS = (
     (r"TPU v5p?", 459e12),
     (r"TPU v6 ?(lite|e)", 918e12),
     (r"NVIDIA H100 PCIe", 756e12),
+    (r"NVIDIA H100 NVL", 835e12),
     (r"NVIDIA H100.*", 989e12),  # SXM, e.g. "NVIDIA H100 80GB HBM3".
     (r"NVIDIA H200.*", 989e12),
     (r"NVIDIA A100.*", 312e12),

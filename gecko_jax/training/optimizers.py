@@ -1,5 +1,7 @@
 """Optimizers and learning-rate schedules, chosen by name in the config."""
 
+from typing import Any
+
 import jax
 import ml_collections
 import optax
@@ -76,6 +78,14 @@ def make_optimizer(opt: ml_collections.ConfigDict, total_steps: int, params=None
     return optax.MultiSteps(tx, every_k_schedule=accum), lambda step: schedule(step // accum)
 
 
+def frozen_mask(opt: ml_collections.ConfigDict, params) -> Any:
+    """A tree like `params`, True where a parameter is frozen; None without parameter groups."""
+    if not _uses_groups(opt):
+        return None
+    labels = param_groups.group_labels(params, opt.trainable, opt.frozen, opt.lr_multipliers)
+    return jax.tree.map(lambda label: label == param_groups.FROZEN, labels)
+
+
 def _grouped_optimizer(opt: ml_collections.ConfigDict, schedule: optax.Schedule, params):
     clip = [optax.clip_by_global_norm(opt.grad_clip_norm)] if opt.grad_clip_norm else []
     if not _uses_groups(opt):
@@ -84,7 +94,7 @@ def _grouped_optimizer(opt: ml_collections.ConfigDict, schedule: optax.Schedule,
         raise ValueError("parameter groups need the parameter tree")
 
     labels = param_groups.group_labels(params, opt.trainable, opt.frozen, opt.lr_multipliers)
-    is_frozen = jax.tree.map(lambda label: label == param_groups.FROZEN, labels)
+    is_frozen = frozen_mask(opt, params)
 
     def make(label):
         if label == param_groups.FROZEN:

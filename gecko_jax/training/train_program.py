@@ -18,7 +18,7 @@ from jax.sharding import Mesh, NamedSharding
 from gecko_jax.losses.registry import build_loss
 from gecko_jax.models.registry import build_tower
 from gecko_jax.training import sharding
-from gecko_jax.training.optimizers import make_optimizer
+from gecko_jax.training.optimizers import frozen_mask, make_optimizer
 from gecko_jax.training.train_step import (TrainState, init_train_state, make_train_step,
                                            param_shapes, state_shardings)
 
@@ -68,8 +68,8 @@ def build_train_program(config: ml_collections.ConfigDict, mesh: Mesh) -> TrainP
     rules = sharding.preset_rules(config.sharding)
     sharding.check_preset_uses_mesh(config.sharding, dict(mesh.shape))
     model = build_tower(config.model)
-    tx, schedule = make_optimizer(config.optimizer, config.total_steps,
-                                  param_shapes(model, config.data.max_length))
+    shapes = param_shapes(model, config.data.max_length)
+    tx, schedule = make_optimizer(config.optimizer, config.total_steps, shapes)
     loss_fn = build_loss(config.loss)
     boxed_init = functools.partial(init_train_state, model, tx, max_length=config.data.max_length)
     # Shapes do not depend on the key's value.
@@ -78,7 +78,8 @@ def build_train_program(config: ml_collections.ConfigDict, mesh: Mesh) -> TrainP
     batch_sharding = sharding.batch_sharding(mesh)
     init_fn = jax.jit(lambda rng: nn.unbox(boxed_init(rng)), out_shardings=shardings)
     train_step = jax.jit(make_train_step(model, tx, loss_fn, schedule,
-                                         config.grad_cache.chunk_size),
+                                         config.grad_cache.chunk_size,
+                                         frozen_mask(config.optimizer, shapes)),
                          in_shardings=(shardings, batch_sharding, None),
                          out_shardings=(shardings, None), donate_argnums=(0,))
     return TrainProgram(model=model, tx=tx, rules=rules, abstract_state=nn.unbox(abstract_boxed),

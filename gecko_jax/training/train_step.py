@@ -95,7 +95,8 @@ def encode_batch(model: nn.Module, params, batch: dict, *, deterministic: bool,
 
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
                     loss_fn: Callable[[dict, dict], jax.Array],
-                    schedule: optax.Schedule, grad_cache_chunk_size: int = 0) -> Callable:
+                    schedule: optax.Schedule, grad_cache_chunk_size: int = 0,
+                    frozen: Any = None) -> Callable:
     """Returns `train_step(state, batch, rng) -> (state, metrics)`, not yet jitted.
 
     Args:
@@ -106,6 +107,9 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
       schedule: the learning-rate schedule, for logging.
       grad_cache_chunk_size: texts per forward pass with GradCache; 0 embeds
         the whole batch at once (the plain step).
+      frozen: a tree like the parameters, True where one is frozen
+        (`optimizers.frozen_mask`), or None; frozen gradients are left out of
+        the logged `grad_norm`, as they are out of the clipping norm.
     """
 
     fields = tuple(getattr(loss_fn, "text_fields", TEXT_FIELDS))
@@ -129,10 +133,18 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
         params = optax.apply_updates(state.params, updates)
         metrics = {
             "loss": loss,
-            "grad_norm": optax.global_norm(grads),
+            "grad_norm": _trainable_norm(grads, frozen),
             "learning_rate": schedule(state.step),
             "tokens": sum(jnp.sum(batch[f"{f}_mask"]) for f in fields),
         }
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
     return train_step
+
+
+def _trainable_norm(grads: Any, frozen: Any) -> jax.Array:
+    """The global norm of the gradients of the parameters that train, before clipping."""
+    if frozen is None:
+        return optax.global_norm(grads)
+    return optax.global_norm(jax.tree.leaves(jax.tree.map(
+        lambda grad, is_frozen: None if is_frozen else grad, grads, frozen)))

@@ -156,8 +156,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     results = {}
     if start_step == 0:
         results = evaluators.run(0, state.params, writer)
+    # XLA counts the forward passes remat recomputes: hardware, not model, FLOPs.
     throughput = Throughput(mfu.peak_flops_per_second(mesh.devices.flat),
-                            mfu.peak_remeasurer(mesh.devices.flat))
+                            mfu.peak_remeasurer(mesh.devices.flat),
+                            "hfu" if config.model.get("remat") else "mfu")
     step_flops = _StepFlops(train_step, dropout_rng, mesh.size, throughput)
     history, history_flops = [], []
     step = start_step
@@ -175,16 +177,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 _log(step, history, throughput, writer, config.batch_size, history_flops)
                 history, history_flops = [], []
             stop = sigterm.raised or manager.reached_preemption(step)
-            if last or stop or (config.checkpoint_every and step % config.checkpoint_every == 0):
-                checkpoint_io.save(manager, step, state, data.get_state())
-            if stop and not last:
-                manager.wait_until_finished()
-                print(f"Stopped at step {step} after SIGTERM; rerun the same command to resume",
-                      flush=True)
-                writer.close()
-                return {}
-            if not last:  # Runs the evaluators due at this step, if any.
-                evaluators.run(step, state.params, writer)
+            save = last or stop or (config.checkpoint_every and step % config.checkpoint_every == 0)
+            evaluate = not last and evaluators.is_due(step)
+            if not (save or evaluate):
+                continue
+            # Saving and evaluating are not training: their time is left out of the rates.
+            with throughput.paused(state):
+                if save:
+                    checkpoint_io.save(manager, step, state, data.get_state())
+                if stop and not last:
+                    manager.wait_until_finished()
+                    print(f"Stopped at step {step} after SIGTERM; rerun the same command to "
+                          "resume", flush=True)
+                    writer.close()
+                    return {}
+                if evaluate:
+                    evaluators.run(step, state.params, writer)
     if start_step < config.total_steps or not results:
         results = evaluators.run(config.total_steps, state.params, writer)
     manager.wait_until_finished()
@@ -232,6 +240,8 @@ def _log(step: int, history: list, throughput: Throughput, writer: MetricsWriter
          batch_size: int, history_flops: list) -> None:
     fetched = jax.device_get(history)
     metrics = mean_metrics(fetched)
+    # The rate in force now, not the interval's mean (which lags during warmup).
+    metrics["learning_rate"] = float(fetched[-1]["learning_rate"])
     if not np.isfinite(metrics["loss"]):
         raise FloatingPointError(
             f"loss is {metrics['loss']} at step {step}; lower optimizer.learning_rate or check the "
