@@ -6,6 +6,11 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
+# Each test runs launch/evaluate.py two or three times: end-to-end runs.
+pytestmark = pytest.mark.slow
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 _HIT = "Persistent compilation cache hit"
 

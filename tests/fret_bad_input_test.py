@@ -48,6 +48,7 @@ def test_bad_model_spec_is_one_line_and_writes_nothing(tmp_path, flag, message):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_dead_endpoint_is_one_line_without_beam_traceback(tmp_path):
     result = _run_cli(tmp_path, f"--llm={DEAD_ENDPOINT}", "--llm_retries=0", "--embedder=minilm")
     assert result.returncode == 2

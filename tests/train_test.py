@@ -140,6 +140,7 @@ def test_missing_config_file_is_one_line_error(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_resuming_with_another_model_is_refused_and_the_workdir_kept(tmp_path, plain_run):
     workdir = tmp_path / "copy"
     shutil.copytree(plain_run[0], workdir)
