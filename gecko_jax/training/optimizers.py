@@ -82,7 +82,11 @@ def frozen_mask(opt: ml_collections.ConfigDict, params) -> Any:
     """A tree like `params`, True where a parameter is frozen; None without parameter groups."""
     if not _uses_groups(opt):
         return None
-    labels = param_groups.group_labels(params, opt.trainable, opt.frozen, opt.lr_multipliers)
+    return _is_frozen(param_groups.group_labels(params, opt.trainable, opt.frozen,
+                                                opt.lr_multipliers))
+
+
+def _is_frozen(labels) -> Any:
     return jax.tree.map(lambda label: label == param_groups.FROZEN, labels)
 
 
@@ -94,7 +98,7 @@ def _grouped_optimizer(opt: ml_collections.ConfigDict, schedule: optax.Schedule,
         raise ValueError("parameter groups need the parameter tree")
 
     labels = param_groups.group_labels(params, opt.trainable, opt.frozen, opt.lr_multipliers)
-    is_frozen = frozen_mask(opt, params)
+    is_frozen = _is_frozen(labels)
 
     def make(label):
         if label == param_groups.FROZEN:
