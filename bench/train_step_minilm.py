@@ -40,7 +40,6 @@ import jax  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags  # pylint: disable=g-import-not-at-top
-from flax import linen as nn  # pylint: disable=g-import-not-at-top
 
 from gecko_jax.data import formats  # pylint: disable=g-import-not-at-top
 from gecko_jax.data import sources  # pylint: disable=g-import-not-at-top
@@ -192,7 +191,7 @@ def main(argv):
           f"{peer_tokens:.0f} (each batch padded to its longest text)", flush=True)
     peak = mfu.measure_cpu_peak_flops()
     torch_peak = _torch_matmul_peak()
-    with ours.mesh, nn.logical_axis_rules(ours.program.rules):
+    with sharding.activated(ours.mesh, ours.program.rules):
         ours.init()
         start = time.perf_counter()
         flops = {}

@@ -35,7 +35,7 @@ def test_grad_cache_on_eight_devices_equals_one():
     model, params, batch, loss_fn = _setup()
     mesh = sharding.create_mesh({"data": -1}, jax.devices())
     step = jax.jit(lambda p, b: grad_cache_value_and_grad(model, p, b, loss_fn, TEXT_FIELDS, 8))
-    with mesh:
+    with sharding.activated(mesh, sharding.LOGICAL_AXIS_RULES):
         sharded = step(params, jax.device_put(batch, sharding.batch_sharding(mesh)))
     plain = jax.jit(lambda p, b: plain_value_and_grad(model, p, b, loss_fn))(params, batch)
     _assert_same(sharded, plain)

@@ -53,7 +53,7 @@ def _run(mesh_shape, devices, batches):
     init = functools.partial(init_train_state, model, tx, max_length=LENGTH)
     shardings = state_shardings(jax.eval_shape(init, rng), tx, mesh)
     batch_sharding = sharding.batch_sharding(mesh)
-    with mesh, nn.logical_axis_rules(sharding.LOGICAL_AXIS_RULES):
+    with sharding.activated(mesh, sharding.LOGICAL_AXIS_RULES):
         state = jax.jit(lambda r: nn.unbox(init(r)), out_shardings=shardings)(rng)
         step = jax.jit(make_train_step(model, tx, build_loss(config.loss), schedule),
                        in_shardings=(shardings, batch_sharding, None),

@@ -35,11 +35,11 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from gecko_jax.errors import UserError
+from gecko_jax.models.activation_sharding import ACT_AXES, constrain
 
 _INIT = nn.initializers.normal(stddev=0.02)
 _ZEROS = nn.initializers.zeros_init()
 _ONES = nn.initializers.ones_init()
-ACT_AXES = ("act_batch", "act_len", "embed")
 
 
 def _param(module: nn.Module, name: str, init, shape, axes) -> jax.Array:
@@ -119,7 +119,7 @@ class Mlp(nn.Module):
 
         h = dense(self.intermediate_size, ("embed", "mlp"), "wi")(x)
         h = nn.gelu(h, approximate=False)
-        h = nn.with_logical_constraint(h, ("act_batch", "act_len", "mlp"))
+        h = constrain(h, ("act_batch", "act_len", "mlp"))
         return dense(hidden, ("mlp", "embed"), "wo")(h)
 
 
@@ -145,7 +145,7 @@ class BertLayer(nn.Module):
         h = Mlp(self.intermediate_size, dtype=self.dtype, name="mlp")(x)
         x = _layer_norm(self.layer_norm_eps, self.dtype, "mlp_norm")(
             x + dropout(h, deterministic=deterministic))
-        return nn.with_logical_constraint(x, ACT_AXES)
+        return constrain(x, ACT_AXES)
 
 
 class BertEncoder(nn.Module):
@@ -211,7 +211,7 @@ class BertEncoder(nn.Module):
              + types[0].astype(self.dtype))
         x = _layer_norm(self.layer_norm_eps, self.dtype, "embed_norm")(x)
         x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
-        x = nn.with_logical_constraint(x, ACT_AXES)
+        x = constrain(x, ACT_AXES)
         for i in range(self.num_layers):
             x = BertLayer(
                 self.num_heads, self.intermediate_size, self.layer_norm_eps,

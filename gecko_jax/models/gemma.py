@@ -57,8 +57,8 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from gecko_jax.errors import UserError
+from gecko_jax.models.activation_sharding import ACT_AXES, constrain
 
-ACT_AXES = ("act_batch", "act_len", "embed")
 ATTENTION_MODES = ("causal", "bidirectional")
 _INIT = nn.initializers.normal(stddev=0.02)
 _ZEROS = nn.initializers.zeros_init()
@@ -301,7 +301,7 @@ class Mlp(nn.Module):
         down = _param(self, "down_kernel", _INIT, shape[::-1], ("mlp", "embed"))
         h = (nn.gelu(x @ gate.astype(cfg.dtype), approximate=True)
              * (x @ up.astype(cfg.dtype)))
-        h = nn.with_logical_constraint(h, ("act_batch", "act_len", "mlp"))
+        h = constrain(h, ("act_batch", "act_len", "mlp"))
         return h @ down.astype(cfg.dtype)
 
 
@@ -334,7 +334,7 @@ class Block(nn.Module):
         if post_norms:
             h = RMSNorm(cfg.norm_eps, name="post_mlp_norm")(h)
         x = x + drop(h, 1)
-        return nn.with_logical_constraint(x, ACT_AXES), cache
+        return constrain(x, ACT_AXES), cache
 
 
 def _recomputing_block(block: Block):
@@ -430,7 +430,7 @@ class Gemma(nn.Module):
         x = self.embedder(input_ids)
         # The reference rounds sqrt(H) to the compute dtype before scaling.
         x = x * jnp.asarray(math.sqrt(cfg.hidden_size), cfg.dtype)
-        x = nn.with_logical_constraint(x, ACT_AXES)
+        x = constrain(x, ACT_AXES)
         length = input_ids.shape[1]
         query_slots = cache_index + jnp.arange(length)
         if cache is None:

@@ -15,7 +15,6 @@ import time
 import jax
 import jax.numpy as jnp
 import ml_collections
-from flax import linen as nn
 
 from gecko_jax.data.pipeline import IDENTITY_FEATURES
 from gecko_jax.errors import UserError
@@ -101,12 +100,36 @@ def _check_batch(config: ml_collections.ConfigDict, mesh) -> None:
         check_chunk_size(config.grad_cache.chunk_size, config.batch_size, dp)
 
 
-def compile_train_step(config: ml_collections.ConfigDict, mesh) -> CompileReport:
-    """Lowers and compiles the trainer's step of `config` for `mesh`.
+def lower_train_step(config: ml_collections.ConfigDict, mesh):
+    """The trainer's step of `config`, lowered for `mesh` against abstract inputs.
 
     Args:
       config: a config built on `gecko_jax.config_base.base_config()`;
         `model.init` is ignored (weights do not change the program).
+      mesh: the target mesh, of simulated CPU devices or of a TPU topology.
+
+    Returns:
+      (TrainProgram, jax.stages.Lowered).
+
+    Raises:
+      UserError: the config does not fit the mesh (batch, preset, GradCache).
+    """
+    _check_batch(config, mesh)
+    program = build_train_program(config, mesh)
+    state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                         program.abstract_state, program.shardings)
+    rng = jax.ShapeDtypeStruct((), jax.random.key(0).dtype)
+    with sharding.activated(mesh, program.rules):
+        lowered = program.train_step.lower(state, abstract_batch(config, program.batch_sharding),
+                                           rng)
+    return program, lowered
+
+
+def compile_train_step(config: ml_collections.ConfigDict, mesh) -> CompileReport:
+    """Lowers and compiles the trainer's step of `config` for `mesh`.
+
+    Args:
+      config: as for `lower_train_step`.
       mesh: the target mesh, usually of simulated CPU devices.
 
     Returns:
@@ -115,16 +138,9 @@ def compile_train_step(config: ml_collections.ConfigDict, mesh) -> CompileReport
     Raises:
       UserError: the config does not fit the mesh (batch, preset, GradCache).
     """
-    _check_batch(config, mesh)
     start = time.perf_counter()
-    program = build_train_program(config, mesh)
-    state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                         program.abstract_state, program.shardings)
-    rng = jax.ShapeDtypeStruct((), jax.random.key(0).dtype)
-    with mesh, nn.logical_axis_rules(program.rules):
-        lowered = program.train_step.lower(state, abstract_batch(config, program.batch_sharding),
-                                           rng)
-        compiled = lowered.compile()
+    program, lowered = lower_train_step(config, mesh)
+    compiled = lowered.compile()
     seconds = time.perf_counter() - start
     memory = compiled.memory_analysis()
     cost = compiled.cost_analysis()

@@ -13,8 +13,9 @@ Presets (`config.sharding`):
   dp       parameters replicated; only the batch is split.
 """
 
+import contextlib
 import math
-from typing import Mapping
+from typing import Iterator, Mapping
 
 import jax
 import numpy as np
@@ -125,6 +126,20 @@ def create_mesh(mesh_shape: Mapping[str, int], devices=None) -> Mesh:
         shape = resolve_mesh_shape(mesh_shape, len(devices))
         grid = np.asarray(devices).reshape([shape[axis] for axis in MESH_AXES])
     return Mesh(grid, MESH_AXES)
+
+
+@contextlib.contextmanager
+def activated(mesh: Mesh, rules) -> Iterator[None]:
+    """Puts `mesh` and the logical-axis `rules` in force for tracing and running.
+
+    `jax.set_mesh` (not a bare `with mesh:`, which sets no abstract mesh) is
+    what lets the towers' activation constraints reach the compiled program;
+    see `gecko_jax.models.activation_sharding`. Everything that traces a tower
+    on a mesh (init, the train step, in-training evaluation, AOT compiles)
+    runs inside this context.
+    """
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        yield
 
 
 def data_parallel_size(mesh: Mesh) -> int:

@@ -32,7 +32,7 @@ class TrainProgram:
       tx: the optimizer.
       rules: the logical-axis rules of `config.sharding`; activations are
         constrained with them, so run the jitted functions inside
-        `nn.logical_axis_rules(rules)`.
+        `sharding.activated(mesh, rules)`.
       abstract_state: the unboxed TrainState as `jax.ShapeDtypeStruct`s.
       shardings: a TrainState of NamedShardings.
       batch_sharding: rows over (data, fsdp).

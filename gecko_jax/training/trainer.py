@@ -17,7 +17,6 @@ import jax
 import ml_collections
 import numpy as np
 from absl import logging
-from flax import linen as nn
 
 from gecko_jax.data.pipeline import TrainData
 from gecko_jax.data.teacher_batches import with_teachers
@@ -135,35 +134,36 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     train_step = program.train_step
     init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
 
-    # Restore.
-    manager = checkpoint_io.create_manager(workdir, config.keep_checkpoints,
-                                           config.async_checkpointing)
-    with mesh, nn.logical_axis_rules(rules):
+    # Restore and loop, with the mesh and rules in force so that every
+    # activation constraint of the tower reaches the compiled programs.
+    with sharding.activated(mesh, rules):
+        # Restore.
+        manager = checkpoint_io.create_manager(workdir, config.keep_checkpoints,
+                                               config.async_checkpointing)
         state, data_state = _starting_state(config, manager, program.abstract_state, shardings,
                                             program.init_fn, tx, init_rng)
-    # Only now: a config whose model does not fit the checkpoints is refused
-    # above and must not replace the one they were trained with.
-    checkpoint_io.write_config(workdir, config)
-    checkpoint_io.write_gin_config(workdir)
-    if data_state is not None:
-        data.set_state(data_state)
-    start_step = int(jax.device_get(state.step))
+        # Only now: a config whose model does not fit the checkpoints is refused
+        # above and must not replace the one they were trained with.
+        checkpoint_io.write_config(workdir, config)
+        checkpoint_io.write_gin_config(workdir)
+        if data_state is not None:
+            data.set_state(data_state)
+        start_step = int(jax.device_get(state.step))
 
-    # Loop.
-    evaluators = Evaluators(config, model, vocabulary, workdir)
-    writer = MetricsWriter(workdir, config.total_steps)
-    sigterm = _SigtermFlag()
-    results = {}
-    if start_step == 0:
-        results = evaluators.run(0, state.params, writer)
-    # XLA counts the forward passes remat recomputes: hardware, not model, FLOPs.
-    throughput = Throughput(mfu.peak_flops_per_second(mesh.devices.flat),
-                            mfu.peak_remeasurer(mesh.devices.flat),
-                            "hfu" if config.model.get("remat") else "mfu")
-    step_flops = _StepFlops(train_step, dropout_rng, mesh.size, throughput)
-    history, history_flops = [], []
-    step = start_step
-    with mesh, nn.logical_axis_rules(rules):
+        # Loop.
+        evaluators = Evaluators(config, model, vocabulary, workdir)
+        writer = MetricsWriter(workdir, config.total_steps)
+        sigterm = _SigtermFlag()
+        results = {}
+        if start_step == 0:
+            results = evaluators.run(0, state.params, writer)
+        # XLA counts the forward passes remat recomputes: hardware, not model, FLOPs.
+        throughput = Throughput(mfu.peak_flops_per_second(mesh.devices.flat),
+                                mfu.peak_remeasurer(mesh.devices.flat),
+                                "hfu" if config.model.get("remat") else "mfu")
+        step_flops = _StepFlops(train_step, dropout_rng, mesh.size, throughput)
+        history, history_flops = [], []
+        step = start_step
         while step < config.total_steps:
             local = next(data)
             batch = {k: jax.make_array_from_process_local_data(batch_sharding, v)
@@ -193,11 +193,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                     return {}
                 if evaluate:
                     evaluators.run(step, state.params, writer)
-    if start_step < config.total_steps or not results:
-        results = evaluators.run(config.total_steps, state.params, writer)
-    manager.wait_until_finished()
-    writer.close()
-    return results
+        if start_step < config.total_steps or not results:
+            results = evaluators.run(config.total_steps, state.params, writer)
+        manager.wait_until_finished()
+        writer.close()
+        return results
 
 
 class _StepFlops:
