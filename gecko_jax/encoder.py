@@ -77,7 +77,7 @@ class Encoder:
 
     def __init__(self, tower: nn.Module, params: Any,
                  vocabulary: Any, max_length: int, batch_size: int = 64,
-                 input_format: str = "plain"):
+                 input_format: str = "plain", mesh: jax.sharding.Mesh | None = None):
         """Wraps a tower.
 
         Args:
@@ -87,6 +87,9 @@ class Encoder:
           max_length: sequence length, bos and eos included.
           batch_size: default batch size of `encode`.
           input_format: see the class docstring.
+          mesh: the mesh `params` are sharded over, if they are (evaluation
+            during training, on one host or several). The embeddings are then
+            replicated over it, so that every host can read them all.
         """
         if not _is_int(batch_size) or batch_size < 1:
             raise UserError(f"batch_size must be a positive integer; got {batch_size!r}.")
@@ -97,8 +100,11 @@ class Encoder:
         self.batch_size = batch_size
         self.input_format = input_format
         self._buckets = packing.length_buckets(max_length)
+        replicated = None if mesh is None else jax.sharding.NamedSharding(
+            mesh, jax.sharding.PartitionSpec())
         self._apply = jax.jit(
-            lambda p, ids, mask: tower.apply({"params": p}, ids, mask))
+            lambda p, ids, mask: tower.apply({"params": p}, ids, mask),
+            out_shardings=replicated)
 
     @classmethod
     def load(cls, spec: str, batch_size: int = 64) -> "Encoder":

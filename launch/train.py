@@ -4,10 +4,14 @@ r"""Trains a text embedding model.
         [--config.FIELD=VALUE ...] [--gin_file=F.gin] [--gin_bindings='build_loss.builder=@f']
 
 Run the same command on every host of a TPU slice; rerunning it on the same
-workdir resumes from the newest checkpoint.
+workdir resumes from the newest checkpoint. Exit status: 0 when the run
+finished, 143 when SIGTERM (a preemption) stopped it after a checkpoint, 2 for
+a bad config or input, 3 when another process of a multi-host job died (the
+last two with one line on stderr).
 """
 
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -30,6 +34,7 @@ def main(argv):
     from gecko_jax import cli  # pylint: disable=g-import-not-at-top
     cli.check_config_file(_CONFIG)
     import gin  # pylint: disable=g-import-not-at-top
+    import jax  # pylint: disable=g-import-not-at-top
     from gecko_jax.training import distributed  # pylint: disable=g-import-not-at-top
     from gecko_jax.training import trainer  # pylint: disable=g-import-not-at-top
 
@@ -40,7 +45,22 @@ def main(argv):
     # Before anything asks JAX for devices: on a pod slice they span all hosts.
     distributed.initialize()
     gin.parse_config_files_and_bindings(_GIN_FILES.value, _GIN_BINDINGS.value)
-    trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    try:
+        trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    except trainer.Preempted as stop:
+        # Not 0: a scheduler must tell a preempted run, to be rerun, from a finished one.
+        print(stop, flush=True)
+        sys.exit(trainer.PREEMPTED_EXIT_STATUS)
+    except Exception as err:  # pylint: disable=broad-except
+        if not distributed.is_peer_failure(err):
+            raise
+        from gecko_jax.training import checkpoint_io  # pylint: disable=g-import-not-at-top
+        steps = checkpoint_io.finished_steps(_WORKDIR.value)
+        resume = f"from checkpoint step {steps[0]}" if steps else "from the start"
+        distributed.leave_broken_job(
+            f"process {jax.process_index()}: another process of this job stopped "
+            f"({str(err).splitlines()[0][:160]}); rerun the same command on every host to "
+            f"resume {resume}")
 
 
 if __name__ == "__main__":

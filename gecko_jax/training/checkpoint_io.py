@@ -228,6 +228,11 @@ def _update_locked(config: ml_collections.ConfigDict, values: dict) -> None:
             config[key] = value
 
 
+def finished_steps(workdir: str) -> list[int]:
+    """The complete checkpoint steps of `workdir`, newest first."""
+    return _finished_steps(checkpoint_dir(workdir))
+
+
 def _finished_steps(directory: str) -> list[int]:
     """Step folders Orbax has finalised (temporary ones carry a suffix), newest first."""
     directory = epath.Path(directory)

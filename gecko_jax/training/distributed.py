@@ -9,9 +9,15 @@ a laptop or a single GPU machine nothing needs joining, and calling
 
 import glob
 import os
-from typing import Callable, Mapping, Optional
+import sys
+from typing import Callable, Mapping, NoReturn, Optional
 
 _GOOGLE_PCI_VENDOR = "0x1ae0"  # TPU chips show up as PCI devices of this vendor.
+# What a collective or the coordination service reports when another process
+# of the job is gone (killed, crashed, its host lost).
+_PEER_FAILURE_MARKERS = ("Gloo", "Connection reset", "Connection refused", "heartbeat",
+                         "another task", "task has failed", "UNAVAILABLE", "DEADLINE_EXCEEDED")
+PEER_FAILURE_EXIT_STATUS = 3
 
 
 def tpu_chips_present() -> bool:
@@ -72,3 +78,25 @@ def initialize(environ: Optional[Mapping[str, str]] = None,
         print(f"Joined {jax.process_count()} processes ({reason}); "
               f"{jax.device_count()} devices in all", flush=True)
     return True
+
+
+def is_peer_failure(err: BaseException) -> bool:
+    """Whether `err` is a collective or coordination failure because another process died."""
+    import jax  # pylint: disable=g-import-not-at-top
+    if jax.process_count() == 1 or not isinstance(err, (jax.errors.JaxRuntimeError,
+                                                          RuntimeError)):
+        return False
+    return any(marker in str(err) for marker in _PEER_FAILURE_MARKERS)
+
+
+def leave_broken_job(message: str) -> NoReturn:
+    """Prints `message` as one line and ends this process at once.
+
+    A normal exit would run `jax.distributed.shutdown`, whose barrier waits for
+    the dead process until the heartbeat timeout and then aborts with pages of
+    C++ stack. The work done is on disk already: checkpoints are written to a
+    temporary folder and renamed when complete, so an interrupted save is
+    discarded on the rerun.
+    """
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    os._exit(PEER_FAILURE_EXIT_STATUS)  # pylint: disable=protected-access

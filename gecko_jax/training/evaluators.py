@@ -140,8 +140,9 @@ class Evaluators:
     """The configured evaluators, with their data loaded once, and the best-checkpoint keeper."""
 
     def __init__(self, config: ml_collections.ConfigDict, model: nn.Module, vocabulary,
-                 workdir: str):
+                 workdir: str, mesh: jax.sharding.Mesh | None = None):
         self._config = config
+        self._mesh = mesh
         self._model = model
         self._vocabulary = vocabulary
         self._workdir = workdir
@@ -204,7 +205,8 @@ class Evaluators:
         start = time.perf_counter()
         encoder = _PrefixCache(Encoder(self._model, params, self._vocabulary,
                                        max_length=self._config.data.max_length,
-                                       batch_size=self._config.eval.batch_size))
+                                       batch_size=self._config.eval.batch_size,
+                                       mesh=self._mesh))
         results = {}
         for evaluation in due:
             for dim in evaluation.dims:

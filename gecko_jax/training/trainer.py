@@ -34,18 +34,44 @@ from gecko_jax.training.metrics_writer import MetricsWriter, Throughput, mean_me
 from gecko_jax.training.train_program import build_train_program
 
 
-class _SigtermFlag:
-    """Turns SIGTERM (preemption) into a request to checkpoint and stop."""
+PREEMPTED_EXIT_STATUS = 143  # 128 + SIGTERM, as a shell reports a process SIGTERM ended.
 
-    def __init__(self):
-        self.raised = False
-        if threading.current_thread() is threading.main_thread():
+
+class Preempted(Exception):
+    """The run saved a checkpoint and stopped early after SIGTERM; rerunning resumes it."""
+
+    def __init__(self, step: int):
+        super().__init__(f"Stopped at step {step} after SIGTERM; rerun the same command to resume")
+        self.step = step
+
+
+class _StopRequests:
+    """Turns SIGTERM (preemption) into a step at which every host saves and stops.
+
+    One process watches SIGTERM itself. Several processes must stop at the same
+    step, or those still stepping wait forever in a collective for those that
+    left: JAX's preemption service (started by `jax.distributed.initialize`)
+    catches SIGTERM on any host and has them all agree on the step, which
+    Orbax's `reached_preemption` reports.
+    """
+
+    def __init__(self, manager):
+        self._manager = manager
+        self._alone = jax.process_count() == 1
+        self._raised = False
+        if self._alone and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._handle)
 
     def _handle(self, signum, frame):
         del signum, frame
-        self.raised = True
+        self._raised = True
         print("SIGTERM received: saving a checkpoint after this step, then exiting", flush=True)
+
+    def stop_at(self, step: int) -> bool:
+        """Whether to save and stop after `step`; the same answer on every host."""
+        if self._alone:
+            return self._raised
+        return self._manager.reached_preemption(step)
 
 
 def _check_config(config: ml_collections.ConfigDict, mesh) -> None:
@@ -85,16 +111,36 @@ def _starting_state(config, manager, abstract_state, shardings, init_fn, tx, rng
         return state, data_state
     state = init_fn(rng)
     if config.model.init:
-        # One copy of the parameters at a time, the random optimizer state
-        # freed first: for Gemma 3 270M the copies alone would fill 8 GB.
-        params = jax.device_get(state.params)
+        # The random optimizer state is freed before the new one is made: for
+        # Gemma 3 270M the copies alone would fill 8 GB.
+        params = _with_pretrained(state.params, shardings.params,
+                                  _import_pretrained(config.model.init))
         state = state.replace(params=None, opt_state=None)
-        params = merge_pretrained(params, _import_pretrained(config.model.init))
-        params = jax.device_put(params, shardings.params)
         opt_state = jax.jit(tx.init, out_shardings=shardings.opt_state)(params)
         state = state.replace(params=params, opt_state=opt_state)
         print(f"Initialised the tower from pretrained weights {config.model.init!r}", flush=True)
     return state, None
+
+
+def _with_pretrained(params, param_shardings, pretrained):
+    """`params` (sharded, possibly over several hosts) with the `pretrained` leaves put in.
+
+    Every host reads the whole pretrained checkpoint into its memory, and puts
+    only the shards its own devices hold: the sharded random init is never
+    gathered, which on several hosts is not possible.
+    """
+    shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
+    # Checks names and shapes; leaves not in the checkpoint stay ShapeDtypeStructs.
+    merged = merge_pretrained(shapes, pretrained)
+
+    def put(value, live, leaf_sharding):
+        if isinstance(value, jax.ShapeDtypeStruct):
+            return live
+        return jax.make_array_from_callback(value.shape, leaf_sharding,
+                                            lambda index: value[index])
+
+    return jax.tree.map(put, merged, params, param_shardings,
+                        is_leaf=lambda x: isinstance(x, jax.ShapeDtypeStruct))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -106,6 +152,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     Returns:
       The metrics of the final evaluation (empty if none is configured).
+
+    Raises:
+      Preempted: SIGTERM stopped the run after a checkpoint, before the last step.
     """
     workdir = checkpoint_io.absolute(workdir)
     # Mesh.
@@ -151,9 +200,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         start_step = int(jax.device_get(state.step))
 
         # Loop.
-        evaluators = Evaluators(config, model, vocabulary, workdir)
+        evaluators = Evaluators(config, model, vocabulary, workdir, mesh)
         writer = MetricsWriter(workdir, config.total_steps)
-        sigterm = _SigtermFlag()
+        stop_requests = _StopRequests(manager)
         results = {}
         if start_step == 0:
             results = evaluators.run(0, state.params, writer)
@@ -176,7 +225,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             if step % config.log_every == 0 or last:
                 _log(step, history, throughput, writer, config.batch_size, history_flops)
                 history, history_flops = [], []
-            stop = sigterm.raised or manager.reached_preemption(step)
+            stop = stop_requests.stop_at(step)
             save = last or stop or (config.checkpoint_every and step % config.checkpoint_every == 0)
             evaluate = not last and evaluators.is_due(step)
             if not (save or evaluate):
@@ -187,10 +236,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                     checkpoint_io.save(manager, step, state, data.get_state())
                 if stop and not last:
                     manager.wait_until_finished()
-                    print(f"Stopped at step {step} after SIGTERM; rerun the same command to "
-                          "resume", flush=True)
                     writer.close()
-                    return {}
+                    raise Preempted(step)
                 if evaluate:
                     evaluators.run(step, state.params, writer)
         if start_step < config.total_steps or not results:
