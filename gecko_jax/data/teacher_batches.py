@@ -19,10 +19,11 @@ the two drifting apart, the fingerprint of each looked-up key is compared
 with the `example_id` the pipeline put in the batch.
 """
 
+import dataclasses
 import os
 import re
 import zlib
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import ml_collections
 import numpy as np
@@ -43,6 +44,10 @@ def _is_store(entry: str) -> bool:
     return os.path.isfile(os.path.join(entry, teacher_store.META_FILE))
 
 
+def _spec_folder(spec: str, workdir: str) -> str:
+    return os.path.join(workdir, TEACHERS_DIR, re.sub(r"[^A-Za-z0-9._-]+", "_", spec))
+
+
 def _encoded_store(spec: str, workdir: str, keys: list[str],
                    queries: list[str]) -> teacher_store.TeacherStore:
     """The store of Encoder `spec` over this run's queries, in the workdir (written if absent)."""
@@ -50,7 +55,7 @@ def _encoded_store(spec: str, workdir: str, keys: list[str],
         raise UserError(f"data.teachers entry {spec!r} would be embedded into {workdir}, but teacher "
                         "stores must be on a local disk; write one with "
                         "data_pipelines/teacher_vectors.py and pass its folder")
-    folder = os.path.join(workdir, TEACHERS_DIR, re.sub(r"[^A-Za-z0-9._-]+", "_", spec))
+    folder = _spec_folder(spec, workdir)
     if _is_store(folder):
         store = teacher_store.TeacherStore(folder)
         if store.meta.get("model") == spec and store.meta.get("count") == len(keys):
@@ -60,33 +65,47 @@ def _encoded_store(spec: str, workdir: str, keys: list[str],
     return teacher_store.write_store(folder, spec, keys, queries)
 
 
+@dataclasses.dataclass(frozen=True)
+class Hosts:
+    """This process's place in a multi-host job, and a barrier over all its processes.
+
+    Attributes:
+      index: this process's index.
+      count: processes in the job.
+      barrier: called with a name by every process; returns once all have called it.
+    """
+    index: int = 0
+    count: int = 1
+    barrier: Callable[[str], None] = lambda name: None
+
+
 def open_teachers(entries: Sequence[str], data_config: Any, workdir: str,
-                  process_count: int = 1) -> tuple[list[teacher_store.TeacherStore], list[str]]:
+                  hosts: Hosts = Hosts()) -> tuple[list[teacher_store.TeacherStore], list[str]]:
     """Opens (and if needed writes) the stores that `data.teachers` names.
 
     Args:
       entries: store folders or Encoder specs.
       data_config: the `data` section; gives the training examples.
       workdir: where specs are embedded.
-      process_count: hosts in the job; specs are only embedded on one host.
+      hosts: the job's processes; process 0 embeds the specs into the workdir
+        (which every host sees) while the others wait, then they read them.
 
     Returns:
       (stores, keys): the stores in order and the key of every training
       example in pipeline order.
 
     Raises:
-      UserError: a spec in a multi-host job, or what the stores raise.
+      UserError: what the stores raise.
     """
     keys, queries = teacher_store.training_queries(data_config)
-    stores = []
-    for entry in entries:
-        if _is_store(entry):
-            stores.append(teacher_store.TeacherStore(entry))
-        elif process_count > 1:
-            raise UserError(f"data.teachers entry {entry!r} is not a teacher store; on several hosts "
-                            "write it first with data_pipelines/teacher_vectors.py and pass its folder")
-        else:
-            stores.append(_encoded_store(entry, workdir, keys, queries))
+    specs = [entry for entry in entries if not _is_store(entry)]
+    if hosts.index == 0:
+        for spec in specs:
+            _encoded_store(spec, workdir, keys, queries)
+    if specs and hosts.count > 1:
+        hosts.barrier("gecko_jax_teacher_stores_written")
+    stores = [teacher_store.TeacherStore(entry if _is_store(entry) else _spec_folder(entry, workdir))
+              for entry in entries]
     return stores, keys
 
 
@@ -139,14 +158,14 @@ class TeacherBatches:
 
 
 def with_teachers(config: ml_collections.ConfigDict, data: Any, workdir: str,
-                  process_count: int = 1) -> Any:
+                  hosts: Hosts = Hosts()) -> Any:
     """`data` itself without `data.teachers`, else `TeacherBatches` over it.
 
     Args:
       config: the run config.
       data: the training iterator (`pipeline.TrainData`).
       workdir: the run's workdir.
-      process_count: hosts in the job.
+      hosts: the job's processes.
 
     Returns:
       An iterator of host batches.
@@ -158,7 +177,7 @@ def with_teachers(config: ml_collections.ConfigDict, data: Any, workdir: str,
     entries = tuple(config.data.get("teachers", ()))
     if not entries:
         return data
-    stores, keys = open_teachers(entries, config.data, workdir, process_count)
+    stores, keys = open_teachers(entries, config.data, workdir, hosts)
     width = sum(store.dim for store in stores)
     widths = " + ".join(f"{store.dim} ({store.meta.get('model', store.folder)})" for store in stores)
     print(f"Teacher vectors: {widths} = {width} per example", flush=True)

@@ -17,9 +17,10 @@ import jax
 import ml_collections
 import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
 
 from gecko_jax.data.pipeline import TrainData
-from gecko_jax.data.teacher_batches import with_teachers
+from gecko_jax.data.teacher_batches import Hosts, with_teachers
 from gecko_jax.data.vocabularies import get_vocabulary
 from gecko_jax.errors import UserError
 from gecko_jax.losses.registry import check_tower_for_loss
@@ -174,7 +175,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                      jax.process_index(), jax.process_count())
     print(f"Training data: {data.num_examples} examples, batch {config.batch_size}, "
           f"{config.total_steps} steps", flush=True)
-    data = with_teachers(config, data, workdir, jax.process_count())
+    data = with_teachers(config, data, workdir, Hosts(jax.process_index(), jax.process_count(),
+                                                      multihost_utils.sync_global_devices))
 
     # Init, shardings and jit (abstract: nothing is allocated until init_fn runs).
     program = build_train_program(config, mesh)
