@@ -1,6 +1,6 @@
 """The pod path: `launch/train.py` as 2 processes of 2 devices equals 1 process of 4.
 
-Every test starts the real launch script (see `multiprocess.py`): two
+Every test starts the real launch script (see `pod_harness.py`): two
 processes joined through `jax.distributed` on 127.0.0.1, as two hosts of a
 slice, against one process holding all four devices, on the same global mesh.
 Covered: scratch, training-workdir, Gemma-folder and MiniLM starts under the
@@ -24,7 +24,7 @@ import pytest
 
 from gecko_jax.encoder import Encoder
 from gecko_jax.training import checkpoint_io
-import multiprocess
+import pod_harness
 
 pytestmark = pytest.mark.slow
 
@@ -46,8 +46,8 @@ def _max_abs_diff(workdir_a, workdir_b) -> float:
 def _train_both(tmp_path: pathlib.Path, args) -> tuple[pathlib.Path, pathlib.Path]:
     """Trains `args` as 2 processes x 2 devices and as 1 process x 4; returns both workdirs."""
     pod, single = tmp_path / "two_processes", tmp_path / "one_process"
-    multiprocess.train([*args, f"--workdir={pod}"], tmp_path / "logs_pod", 2, 2)
-    multiprocess.train([*args, f"--workdir={single}"], tmp_path / "logs_single", 1, 4)
+    pod_harness.train([*args, f"--workdir={pod}"], tmp_path / "logs_pod", 2, 2)
+    pod_harness.train([*args, f"--workdir={single}"], tmp_path / "logs_single", 1, 4)
     return pod, single
 
 
@@ -55,7 +55,7 @@ def _train_both(tmp_path: pathlib.Path, args) -> tuple[pathlib.Path, pathlib.Pat
 def gecko_workdir(tmp_path_factory) -> pathlib.Path:
     """A finished 3-step runlocal workdir: a pretrained start, as a recipe's next stage."""
     root = tmp_path_factory.mktemp("gecko_start")
-    multiprocess.train([GECKO, "--config.total_steps=3", f"--workdir={root / 'run'}"],
+    pod_harness.train([GECKO, "--config.total_steps=3", f"--workdir={root / 'run'}"],
                        root / "logs", 1, 2)
     return root / "run"
 
@@ -64,9 +64,9 @@ def gecko_workdir(tmp_path_factory) -> pathlib.Path:
 def gemma_folder(gecko_workdir) -> pathlib.Path:
     """The workdir exported as a Gemma folder (safetensors), as a released checkpoint is."""
     folder = gecko_workdir.parent / "exported"
-    subprocess.run([sys.executable, str(multiprocess.REPO / "launch" / "export.py"),
+    subprocess.run([sys.executable, str(pod_harness.REPO / "launch" / "export.py"),
                     f"--model={gecko_workdir}", f"--output={folder}"],
-                   check=True, capture_output=True, cwd=multiprocess.REPO)
+                   check=True, capture_output=True, cwd=pod_harness.REPO)
     return folder
 
 
@@ -126,9 +126,9 @@ def test_scratch_grad_cache_with_evaluation_written_once(tmp_path, shared_data):
     expected = Encoder.load(str(single)).encode(PROBE)
     np.testing.assert_allclose(Encoder.load(str(pod)).encode(PROBE), expected, atol=1e-5)
     exported = tmp_path / "exported"
-    subprocess.run([sys.executable, str(multiprocess.REPO / "launch" / "export.py"),
+    subprocess.run([sys.executable, str(pod_harness.REPO / "launch" / "export.py"),
                     f"--model={pod}", f"--output={exported}"],
-                   check=True, capture_output=True, cwd=multiprocess.REPO)
+                   check=True, capture_output=True, cwd=pod_harness.REPO)
     np.testing.assert_allclose(Encoder.load(str(exported)).encode(PROBE), expected, atol=1e-5)
 
 
@@ -136,7 +136,7 @@ def test_scratch_grad_cache_with_evaluation_written_once(tmp_path, shared_data):
 def uninterrupted(tmp_path_factory) -> pathlib.Path:
     """The fault tests' run without faults, as one process of 4 devices."""
     root = tmp_path_factory.mktemp("uninterrupted")
-    multiprocess.train([*FAULT_RUN, f"--workdir={root / 'run'}"], root / "logs", 1, 4)
+    pod_harness.train([*FAULT_RUN, f"--workdir={root / 'run'}"], root / "logs", 1, 4)
     return root / "run"
 
 
@@ -146,7 +146,7 @@ def _saved_steps(workdir: pathlib.Path) -> list[int]:
 
 def test_sigterm_to_one_host_stops_every_host_at_one_step(tmp_path, uninterrupted):
     workdir = tmp_path / "run"
-    with multiprocess.TrainJob([*FAULT_RUN, f"--workdir={workdir}"], tmp_path / "logs") as job:
+    with pod_harness.TrainJob([*FAULT_RUN, f"--workdir={workdir}"], tmp_path / "logs") as job:
         job.wait_for_output(0, r"^step 3/", timeout=300)  # Only process 0 logs steps.
         job.send_signal(1, signal.SIGTERM)
         start = time.monotonic()
@@ -160,7 +160,7 @@ def test_sigterm_to_one_host_stops_every_host_at_one_step(tmp_path, uninterrupte
     assert int(stopped[1].group(1)) == step < FAULT_STEPS
     assert _saved_steps(workdir)[-1] == step
 
-    job = multiprocess.train([*FAULT_RUN, f"--workdir={workdir}"], tmp_path / "logs_rerun")
+    job = pod_harness.train([*FAULT_RUN, f"--workdir={workdir}"], tmp_path / "logs_rerun")
     assert f"Resuming from checkpoint step {step}" in job.output(0)
     assert _max_abs_diff(workdir, uninterrupted) <= 1e-5
 
@@ -169,13 +169,13 @@ def test_kill_every_process_then_one_process_then_rerun(tmp_path, uninterrupted)
     workdir = tmp_path / "run"
     command = [*FAULT_RUN, f"--workdir={workdir}"]
     # kill -9 of every process, as when a whole slice is lost.
-    with multiprocess.TrainJob(command, tmp_path / "logs_killed") as job:
+    with pod_harness.TrainJob(command, tmp_path / "logs_killed") as job:
         job.wait_for_output(0, r"^step 5/", timeout=300)  # Only process 0 logs steps.
         job.kill()
     assert _saved_steps(workdir) and _saved_steps(workdir)[-1] < 5
 
     # The same command resumes; then one process dies, and the other stops by itself.
-    with multiprocess.TrainJob(command, tmp_path / "logs_resumed") as job:
+    with pod_harness.TrainJob(command, tmp_path / "logs_resumed") as job:
         job.wait_for_output(0, r"^step 9/", timeout=300)
         job.send_signal(1, signal.SIGKILL)
         start = time.monotonic()
@@ -190,6 +190,6 @@ def test_kill_every_process_then_one_process_then_rerun(tmp_path, uninterrupted)
     last = _saved_steps(workdir)[-1]
     assert f"resume from checkpoint step {last}" in errors[0]
 
-    job = multiprocess.train(command, tmp_path / "logs_rerun")
+    job = pod_harness.train(command, tmp_path / "logs_rerun")
     assert f"Resuming from checkpoint step {last}" in job.output(0)
     assert _max_abs_diff(workdir, uninterrupted) <= 1e-5

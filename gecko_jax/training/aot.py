@@ -5,7 +5,9 @@ on simulated devices tells, before a pod is booked, whether the shardings are
 consistent and roughly how much memory each device will need. The parameter
 and optimizer bytes per device follow exactly from the shardings; the
 temporary (activation) bytes are the XLA:CPU compiler's accounting, which
-other backends' compilers (fusing differently) only approximate.
+other backends' compilers (fusing differently) only approximate. For the
+TPU compiler's own numbers, `training.tpu_topology` compiles the same step for
+a Cloud TPU slice described to libtpu, without the slice.
 """
 
 import dataclasses
@@ -24,8 +26,8 @@ from gecko_jax.training.train_program import build_train_program
 from gecko_jax.training.train_step import TEXT_FIELDS
 
 
-
-def _size(num_bytes: int) -> str:
+def format_bytes(num_bytes: int) -> str:
+    """`num_bytes` in GiB, MiB or KiB, as the reports print sizes."""
     for unit, scale in (("GiB", 1024 ** 3), ("MiB", 1024 ** 2)):
         if num_bytes >= scale:
             return f"{num_bytes / scale:.2f} {unit}"
@@ -141,21 +143,51 @@ def compile_train_step(config: ml_collections.ConfigDict, mesh) -> CompileReport
     start = time.perf_counter()
     program, lowered = lower_train_step(config, mesh)
     compiled = lowered.compile()
-    seconds = time.perf_counter() - start
-    memory = compiled.memory_analysis()
+    return report_of_compiled(program, compiled, mesh, time.perf_counter() - start)
+
+
+def num_params(program) -> int:
+    """The parameter count of a TrainProgram's model."""
+    return sum(math.prod(x.shape) for x in jax.tree.leaves(program.abstract_state.params))
+
+
+def state_bytes_per_device(program) -> int:
+    """Parameter and optimizer bytes one device holds, from the shardings alone.
+
+    Needs no compiled program, so it is known even when a compiler refuses the step.
+    """
+    return (_bytes_per_device(program.abstract_state.params, program.shardings.params)
+            + _bytes_per_device(program.abstract_state.opt_state, program.shardings.opt_state))
+
+
+def cost_of(compiled) -> dict:
+    """XLA's cost analysis of `compiled` as one dict (empty when the backend gives none)."""
     cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    # A dict in recent JAX; a list with one dict per program in older ones.
+    cost = cost[0] if isinstance(cost, (list, tuple)) and cost else cost
+    return dict(cost or {})
+
+
+def report_of_compiled(program, compiled, mesh, seconds: float) -> CompileReport:
+    """The CompileReport of a train step `compiled` for `mesh` in `seconds`.
+
+    Args:
+      program: the TrainProgram that `lower_train_step` returned.
+      compiled: its `jax.stages.Compiled` step, for CPU or TPU devices.
+      mesh: the mesh it was compiled for.
+      seconds: the time lowering and compiling took.
+    """
+    memory = compiled.memory_analysis()
     output = memory.output_size_in_bytes - memory.alias_size_in_bytes
     return CompileReport(
         mesh_shape=dict(mesh.shape),
-        num_params=sum(math.prod(x.shape) for x in jax.tree.leaves(program.abstract_state.params)),
-        state_bytes=_bytes_per_device(program.abstract_state.params, program.shardings.params)
-        + _bytes_per_device(program.abstract_state.opt_state, program.shardings.opt_state),
+        num_params=num_params(program),
+        state_bytes=state_bytes_per_device(program),
         argument_bytes=memory.argument_size_in_bytes,
         output_bytes=output,
         temp_bytes=memory.temp_size_in_bytes,
         peak_bytes=memory.argument_size_in_bytes + output + memory.temp_size_in_bytes,
-        flops_per_device=float(cost.get("flops", 0.0)) if cost else 0.0,
+        flops_per_device=float(cost_of(compiled).get("flops", 0.0)),
         compile_seconds=seconds,
     )
 
@@ -168,11 +200,11 @@ def format_report(report: CompileReport) -> str:
         f"mesh: {mesh} ({devices} devices); compiled in {report.compile_seconds:.1f} s",
         f"parameters: {report.num_params:,}",
         "memory per device:",
-        f"  params + optimizer state  {_size(report.state_bytes):>12}",
-        f"  arguments (state, batch)  {_size(report.argument_bytes):>12}",
-        f"  outputs (not donated)     {_size(report.output_bytes):>12}",
-        f"  temporaries               {_size(report.temp_bytes):>12}",
-        f"  peak                      {_size(report.peak_bytes):>12}",
+        f"  params + optimizer state  {format_bytes(report.state_bytes):>12}",
+        f"  arguments (state, batch)  {format_bytes(report.argument_bytes):>12}",
+        f"  outputs (not donated)     {format_bytes(report.output_bytes):>12}",
+        f"  temporaries               {format_bytes(report.temp_bytes):>12}",
+        f"  peak                      {format_bytes(report.peak_bytes):>12}",
         f"FLOPs per step: {report.flops_per_device:.4g} per device, "
         f"{report.flops_per_device * devices:.4g} over the mesh",
     ])
