@@ -4,7 +4,7 @@ Every test starts the real launch script (see `pod_harness.py`): two
 processes joined through `jax.distributed` on 127.0.0.1, as two hosts of a
 slice, against one process holding all four devices, on the same global mesh.
 Covered: scratch, training-workdir, Gemma-folder and MiniLM starts under the
-`dp`, `fsdp` and `fsdp_tp` presets; GradCache, gradient accumulation, a Jasper
+`dp`, `fsdp` and `fsdp_tp` presets (each start and each preset at least once); GradCache, gradient accumulation, a Jasper
 teacher run and an XTR tower; in-training evaluation and the files only
 process 0 writes; and the faults of a pod: every process killed, SIGTERM to one
 host (a preemption), one process killed.
@@ -97,9 +97,10 @@ def test_other_recipes_equal_one_process(tmp_path, case):
     assert _max_abs_diff(pod, single) <= 1e-5
 
 
-def test_scratch_grad_cache_with_evaluation_written_once(tmp_path, shared_data):
+def test_scratch_fsdp_grad_cache_with_evaluation_written_once(tmp_path, shared_data):
     del shared_data  # The STS file comes from there.
-    args = [GECKO, "--config.total_steps=4", "--config.sharding=dp",
+    # FSDP: the evaluated parameters are sharded over both processes.
+    args = [GECKO, "--config.total_steps=4", *FSDP, "--config.sharding=fsdp",
             "--config.grad_cache.chunk_size=4", "--config.eval.sts_file=stsb/sts-dev.csv",
             "--config.best_metric=evals.sts.spearman"]
     pod, single = _train_both(tmp_path, args)
