@@ -14,6 +14,7 @@ import threading
 import time
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
@@ -23,14 +24,14 @@ from gecko_jax.data.pipeline import TrainData
 from gecko_jax.data.teacher_batches import Hosts, with_teachers
 from gecko_jax.data.vocabularies import get_vocabulary
 from gecko_jax.errors import UserError
-from gecko_jax.losses.registry import check_tower_for_loss
 from gecko_jax.models import gemma_import
 from gecko_jax.models.bert_import import merge_pretrained, resolve_pretrained
 from gecko_jax.training import checkpoint_io
+from gecko_jax.training import config_checks
 from gecko_jax.training import mfu
 from gecko_jax.training import sharding
+from gecko_jax.training import workdir_guard
 from gecko_jax.training.evaluators import Evaluators
-from gecko_jax.training.grad_cache import check_chunk_size
 from gecko_jax.training.metrics_writer import MetricsWriter, Throughput, mean_metrics
 from gecko_jax.training.train_program import build_train_program
 
@@ -73,21 +74,6 @@ class _StopRequests:
         if self._alone:
             return self._raised
         return self._manager.reached_preemption(step)
-
-
-def _check_config(config: ml_collections.ConfigDict, mesh) -> None:
-    dp = sharding.data_parallel_size(mesh)
-    if config.batch_size % dp:
-        raise UserError(f"batch_size={config.batch_size} is not divisible by the data-parallel "
-                        f"size {dp} (mesh {dict(mesh.shape)}); pick a multiple of {dp}")
-    if config.eval.batch_size % dp:
-        raise UserError(f"eval.batch_size={config.eval.batch_size} is not divisible by the "
-                        f"data-parallel size {dp}; pick a multiple of {dp}")
-    if config.grad_cache.chunk_size:
-        check_chunk_size(config.grad_cache.chunk_size, config.batch_size, dp)
-    if config.total_steps < 1:
-        raise UserError(f"total_steps={config.total_steps}; it must be at least 1")
-    check_tower_for_loss(config.loss.name, config.model.multi_vector_dim)
 
 
 def _import_pretrained(spec: str):
@@ -156,11 +142,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     Raises:
       Preempted: SIGTERM stopped the run after a checkpoint, before the last step.
+      UserError: a config value is out of range, the workdir may not be trained in (see
+        `workdir_guard`), or another run holds it.
     """
-    workdir = checkpoint_io.absolute(workdir)
-    # Mesh.
+    # Everything that can be refused is, before the workdir is touched.
+    config_checks.check_config(config)
     mesh = sharding.create_mesh(config.mesh_shape)
-    _check_config(config, mesh)
+    config_checks.check_for_mesh(config, mesh)
+    with workdir_guard.claimed(workdir) as absolute_workdir:
+        return _train_in(config, absolute_workdir, mesh)
+
+
+def _train_in(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
+    """`train_and_evaluate` in a checked and claimed `workdir` (absolute), on `mesh`."""
     changes = checkpoint_io.config_changes(workdir, config)
     if changes:
         # Resuming with other settings is allowed (e.g. more steps), but the
@@ -205,6 +199,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         evaluators = Evaluators(config, model, vocabulary, workdir, mesh)
         writer = MetricsWriter(workdir, config.total_steps)
         stop_requests = _StopRequests(manager)
+        divergence = _DivergenceGuard(manager, writer, mesh)
         results = {}
         if start_step == 0:
             results = evaluators.run(0, state.params, writer)
@@ -225,6 +220,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             history.append(metrics)
             last = step == config.total_steps
             if step % config.log_every == 0 or last:
+                divergence.check_losses(step, history)
                 _log(step, history, throughput, writer, config.batch_size, history_flops)
                 history, history_flops = [], []
             stop = stop_requests.stop_at(step)
@@ -235,6 +231,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             # Saving and evaluating are not training: their time is left out of the rates.
             with throughput.paused(state):
                 if save:
+                    # A non-finite state must never become the checkpoint reruns resume from.
+                    divergence.check_losses(step, history)
+                    divergence.check_params(step, state.params)
                     checkpoint_io.save(manager, step, state, data.get_state())
                 if stop and not last:
                     manager.wait_until_finished()
@@ -247,6 +246,47 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         manager.wait_until_finished()
         writer.close()
         return results
+
+
+class _DivergenceGuard:
+    """Stops a run whose loss or parameters stop being finite, before anything of it is saved.
+
+    The logged loss alone is not enough: a save between two log lines would
+    store the diverged parameters, and every rerun would resume into them. So
+    the losses of every step since the last check are read, and the parameters
+    are checked before each save (one pass over them, small beside a save).
+    """
+
+    def __init__(self, manager, writer: MetricsWriter, mesh):
+        self._manager = manager
+        self._writer = writer
+        replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+        self._all_finite = jax.jit(
+            lambda tree: jnp.all(jnp.stack([jnp.all(jnp.isfinite(x))
+                                            for x in jax.tree.leaves(tree)])),
+            out_shardings=replicated)
+
+    def check_losses(self, step: int, history: list) -> None:
+        losses = np.asarray([float(m["loss"]) for m in jax.device_get(history)])
+        bad = np.flatnonzero(~np.isfinite(losses))
+        if bad.size:
+            first = step - len(history) + 1 + int(bad[0])
+            self._stop(first, f"the loss is {losses[bad[0]]}")
+
+    def check_params(self, step: int, params) -> None:
+        if not bool(jax.device_get(self._all_finite(params))):
+            self._stop(step, "a parameter is not finite")
+
+    def _stop(self, step: int, what: str) -> None:
+        # Saves already under way finish first: abandoned, Orbax prints pages of errors.
+        self._manager.wait_until_finished()
+        self._writer.close()
+        saved = self._manager.latest_step()
+        resume = (f"rerunning resumes from checkpoint step {saved}" if saved is not None
+                  else "no checkpoint was saved, so a rerun starts from the beginning")
+        raise UserError(f"training diverged at step {step}: {what}; nothing from that step on "
+                        f"was saved. Lower --config.optimizer.learning_rate or check the data; "
+                        f"{resume}")
 
 
 class _StepFlops:
@@ -291,10 +331,6 @@ def _log(step: int, history: list, throughput: Throughput, writer: MetricsWriter
     metrics = mean_metrics(fetched)
     # The rate in force now, not the interval's mean (which lags during warmup).
     metrics["learning_rate"] = float(fetched[-1]["learning_rate"])
-    if not np.isfinite(metrics["loss"]):
-        raise FloatingPointError(
-            f"loss is {metrics['loss']} at step {step}; lower optimizer.learning_rate or check the "
-            "data; rerunning resumes from the last checkpoint")
     flops = None if None in history_flops else sum(history_flops)
     throughput.add(batch_size * len(fetched), sum(float(h["tokens"]) for h in fetched), flops)
     metrics.pop("tokens")
