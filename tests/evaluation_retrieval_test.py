@@ -2,6 +2,7 @@
 
 import json
 import math
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -269,3 +270,16 @@ def test_squad_dev_a_counts(shared_data):
     assert first["text"].startswith("Super Bowl 50 was an American football game")
     assert data.queries["56be4db0acb8001400a502ec"] == (
         "Which NFL team represented the AFC at Super Bowl 50?")
+
+
+def test_qrels_naming_documents_missing_from_the_corpus_warn(tmp_path):
+    corpus = [{"_id": "d1", "title": "", "text": "kept"}]
+    queries = [{"_id": "q1", "text": "a"}, {"_id": "q2", "text": "b"}]
+    _write_beir(tmp_path, corpus, queries, ["q1\td1\t1", "q2\tgone\t1", "q2\talso-gone\t1",
+                                            "q1\tnot-relevant\t0"])
+    with mock.patch.object(retrieval.logging, "warning") as warning:
+        data = retrieval.load_retrieval(str(tmp_path))
+    assert warning.call_count == 1
+    message = warning.call_args.args[0] % warning.call_args.args[1:]
+    assert "2 relevant document id(s) are not in corpus.jsonl (e.g. 'also-gone')" in message
+    assert data.qrels["q2"] == {"gone": 1, "also-gone": 1}  # Kept: they count as misses.

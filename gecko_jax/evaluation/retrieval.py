@@ -204,7 +204,22 @@ def load_beir(folder: str, split: str = "test") -> RetrievalDataset:
         )
     queries = {query_id: all_queries[query_id] for query_id in qrels}
     corpus = _read_corpus(os.path.join(folder, "corpus.jsonl"))
+    _warn_of_documents_missing(qrels, corpus, qrels_path)
     return RetrievalDataset(corpus, queries, qrels, folder, split)
+
+
+def _warn_of_documents_missing(qrels: Qrels, corpus: dict, qrels_path: str) -> None:
+    """Warns when the qrels judge documents the corpus lacks.
+
+    They are kept, as BEIR and pytrec_eval keep them: a relevant document that
+    cannot be retrieved counts as a miss, which lowers every metric. Usually a
+    corpus file was cut or the wrong split is read, so it is worth saying.
+    """
+    missing = sorted({doc_id for judged in qrels.values() for doc_id, relevance in judged.items()
+                      if relevance > 0 and doc_id not in corpus})
+    if missing:
+        logging.warning("%s: %d relevant document id(s) are not in corpus.jsonl (e.g. %r); they "
+                        "count as misses in every metric", qrels_path, len(missing), missing[0])
 
 
 def load_squad(path: str) -> RetrievalDataset:
