@@ -140,9 +140,24 @@ class Evaluators:
     """The configured evaluators, with their data loaded once, and the best-checkpoint keeper."""
 
     def __init__(self, config: ml_collections.ConfigDict, model: nn.Module, vocabulary,
-                 workdir: str, mesh: jax.sharding.Mesh | None = None):
+                 workdir: str, mesh: jax.sharding.Mesh | None = None, start_step: int = 0):
+        """Loads the evaluators' data.
+
+        Args:
+          config: the run config.
+          model: the tower.
+          vocabulary: its vocabulary.
+          workdir: where eval.jsonl and best/ go.
+          mesh: the mesh the evaluated parameters are sharded over, if any.
+          start_step: the step the run starts after; eval.jsonl records of
+            later steps (written before a crash) are dropped, as they are
+            evaluated again.
+        """
         self._config = config
         self._mesh = mesh
+        if jax.process_index() == 0:
+            workdir_files.keep_records_through(epath.Path(workdir) / EVAL_FILE,
+                                               start_step if start_step else -1)
         self._model = model
         self._vocabulary = vocabulary
         self._workdir = workdir

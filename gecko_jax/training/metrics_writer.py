@@ -24,11 +24,22 @@ class MetricsWriter:
     (e.g. `train.loss`, `evals.stsb.spearman`), for scripts and sweeps.
     """
 
-    def __init__(self, workdir: str, total_steps: int):
+    def __init__(self, workdir: str, total_steps: int, start_step: int = 0):
+        """Opens the workdir's metric files.
+
+        Args:
+          workdir: the run's workdir.
+          total_steps: the run's length, for the console lines.
+          start_step: the step the run starts after (its checkpoint's; 0 for a
+            new run); records metrics.jsonl holds of later steps, written
+            before a crash, are dropped, as the run writes them again.
+        """
         self._total_steps = total_steps
         self._active = jax.process_index() == 0
         self._tb = SummaryWriter(os.path.join(workdir, "tensorboard")) if self._active else None
         self._jsonl_path = os.path.join(workdir, METRICS_FILE)
+        if self._active:
+            workdir_files.keep_records_through(self._jsonl_path, start_step if start_step else -1)
 
     def scalars(self, step: int, values: Mapping[str, float], prefix: str = "train") -> None:
         """Writes `values` at `step` under `prefix` to TensorBoard and metrics.jsonl."""

@@ -196,8 +196,8 @@ def _train_in(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
         start_step = int(jax.device_get(state.step))
 
         # Loop.
-        evaluators = Evaluators(config, model, vocabulary, workdir, mesh)
-        writer = MetricsWriter(workdir, config.total_steps)
+        evaluators = Evaluators(config, model, vocabulary, workdir, mesh, start_step)
+        writer = MetricsWriter(workdir, config.total_steps, start_step)
         stop_requests = _StopRequests(manager)
         divergence = _DivergenceGuard(manager, writer, mesh)
         results = {}

@@ -36,6 +36,32 @@ def append_line(target: epath.PathLike, line: str) -> None:
     target.write_text(old + line + "\n")
 
 
+def keep_records_through(target: epath.PathLike, step: int) -> None:
+    """Rewrites a JSON-lines file of `{"step": N, ...}` records for a run resuming after `step`.
+
+    Records of later steps go: the resumed run writes them again, and each
+    step must appear once. A line that does not parse goes too: it is a
+    record cut short by a crash mid-write, and the next one would be glued to
+    it. The file is rewritten only when something is dropped.
+    """
+    target = epath.Path(target)
+    if not target.exists():
+        return
+    kept, dropped = [], False
+    for line in target.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            dropped = True
+            continue
+        if not isinstance(record, dict) or record.get("step", step + 1) > step:
+            dropped = True
+            continue
+        kept.append(line)
+    if dropped:
+        write_text_atomic(target, "".join(line + "\n" for line in kept))
+
+
 def read_json(source: epath.PathLike) -> Optional[Any]:
     """The parsed JSON file, or None if it does not exist.
 
