@@ -4,7 +4,7 @@ import contextlib
 import json
 import os
 import time
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Iterator, Mapping
 
 import jax
 import numpy as np
@@ -78,33 +78,32 @@ def _fmt(value: float) -> str:
 
 
 class Throughput:
-    """Examples and tokens per second, and model FLOPs utilisation, between two log points.
+    """Examples and tokens per second, and FLOPs utilisation, between two log points.
 
-    `mfu` (FLOPs done / elapsed / `peak_flops`, the peak FLOP/s of the devices
-    the steps run on; see `training.mfu`) is reported when both are known,
-    under `utilisation_name`: `hfu` (hardware FLOPs utilisation) where the
-    count includes work the model does not need, such as recomputed layers.
-    Where the steps ran faster than the peak, which happens when a measured
-    (CPU) peak was taken under load, `remeasure_peak` is called and the higher
-    peak kept; the time it takes is left out of the next interval.
+    `mfu` is the model FLOPs of the steps (their real tokens; see
+    `training.model_flops`) over the elapsed time and `peak_flops`, the peak
+    FLOP/s of the devices the steps run on (see `training.mfu`); `hfu` is the
+    same for XLA's count of the compiled step, which adds padding, recomputed
+    layers and GradCache's second forward pass. Each is reported when its
+    count and the peak are known. A CPU peak is measured once, before
+    training, so that nothing but steps runs in the timed intervals.
     """
 
-    def __init__(self, peak_flops: float | None = None,
-                 remeasure_peak: Callable[[], float] | None = None,
-                 utilisation_name: str = "mfu"):
+    def __init__(self, peak_flops: float | None = None):
         self._peak_flops = peak_flops
-        self._utilisation_name = utilisation_name
-        self._remeasure_peak = remeasure_peak
         self._start = time.perf_counter()
         self._examples = 0
         self._tokens = 0
-        self._flops = 0.0
+        self._flops = {"mfu": 0.0, "hfu": 0.0}
+        self._warned = False
 
-    def add(self, examples: int, tokens: float, flops: float | None = None) -> None:
-        """Counts finished steps: their examples, tokens and model FLOPs (None = unknown)."""
+    def add(self, examples: int, tokens: float, model_flops: float | None = None,
+            hardware_flops: float | None = None) -> None:
+        """Counts finished steps: examples, tokens, model and XLA FLOPs (None = unknown)."""
         self._examples += examples
         self._tokens += tokens
-        self._flops += flops or 0.0
+        self._flops["mfu"] += model_flops or 0.0
+        self._flops["hfu"] += hardware_flops or 0.0
 
     def skip(self, seconds: float) -> None:
         """Leaves `seconds` just spent (compiling) out of the current interval."""
@@ -130,24 +129,16 @@ class Throughput:
         elapsed = max(now - self._start, 1e-9)
         rates = {"examples_per_sec": self._examples / elapsed,
                  "tokens_per_sec": self._tokens / elapsed}
-        if self._peak_flops and self._flops:
-            achieved = self._flops / elapsed
-            if achieved > self._peak_flops and self._remeasure_peak is not None:
-                self._raise_peak()
-                now = time.perf_counter()
-            rates[self._utilisation_name] = achieved / self._peak_flops
-        self._start, self._examples, self._tokens, self._flops = now, 0, 0, 0.0
+        for name, flops in self._flops.items():
+            if self._peak_flops and flops:
+                rates[name] = flops / elapsed / self._peak_flops
+        if rates.get("hfu", 0) > 1 and not self._warned:
+            self._warned = True
+            logging.warning("hfu above 1: the peak FLOP/s (%.4g) was measured while other "
+                            "processes slowed the devices", self._peak_flops)
+        self._start, self._examples, self._tokens = now, 0, 0
+        self._flops = dict.fromkeys(self._flops, 0.0)
         return rates
-
-    def _raise_peak(self) -> None:
-        measured = self._remeasure_peak()
-        logging.info("the steps ran faster than the peak of %.4g FLOP/s; measured it again: "
-                     "%.4g FLOP/s", self._peak_flops, measured)
-        if measured > self._peak_flops:
-            self._peak_flops = measured
-        else:
-            logging.warning("MFU above 1: the peak FLOP/s (%.4g) was measured while other "
-                            "processes slowed this CPU, and still is", self._peak_flops)
 
 
 def mean_metrics(history: list[Mapping[str, np.ndarray]]) -> dict[str, float]:

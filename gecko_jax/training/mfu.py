@@ -1,18 +1,19 @@
-"""Model FLOPs utilisation (MFU): the FLOPs a step does over what the devices could do.
+"""FLOPs utilisation: the FLOPs of the steps over what the devices could do.
 
-MFU = FLOPs per step * steps / seconds / peak FLOP/s. The FLOPs come from XLA's
-cost analysis of the compiled step, so they describe the program that really
-runs (forward, backward and optimizer update) without a per-architecture
-formula. The peak of a TPU or GPU is its spec sheet's dense bf16 number, the
-usual MFU denominator whatever dtype the model computes in. A CPU has no such
-number, so its peak is measured: the best rate of a jitted float32 matmul, which
-makes a CPU MFU "the fraction of XLA's own matmul speed on this machine".
+utilisation = FLOPs per step * steps / seconds / peak FLOP/s. Two counts are
+reported: MFU from the model FLOPs of the real tokens (`training.model_flops`)
+and HFU from XLA's cost analysis of the compiled step (`compiled_flops`: the
+program that really runs, padding and recomputation included). The peak of a
+TPU or GPU is its spec sheet's dense bf16 number, the usual denominator
+whatever dtype the model computes in. A CPU has no such number, so its peak is
+measured once: the best rate of a jitted float32 matmul, which makes a CPU MFU
+"the fraction of XLA's own matmul speed on this machine".
 """
 
 import functools
 import re
 import time
-from typing import Callable, Iterable
+from typing import Iterable
 
 import jax
 import numpy as np
@@ -90,19 +91,6 @@ def peak_flops_per_second(devices: Iterable[jax.Device]) -> float | None:
                         "gecko_jax/training/mfu.py", kind)
         return None
     return peak * len(devices)
-
-
-def peak_remeasurer(devices: Iterable[jax.Device]) -> Callable[[], float] | None:
-    """For CPU devices, a function measuring their peak again; None for spec-sheet peaks.
-
-    A CPU peak measured while other processes kept the cores busy is too low,
-    and a step that later runs on an idle CPU would show an MFU above 1; the
-    trainer then measures again and keeps the higher peak.
-    """
-    devices = list(devices)
-    if devices[0].platform != "cpu":
-        return None
-    return lambda: measure_cpu_peak_flops() * _num_processes(devices)
 
 
 def _num_processes(devices: list[jax.Device]) -> int:

@@ -18,6 +18,7 @@ from jax.sharding import Mesh, NamedSharding
 from gecko_jax.losses.registry import build_loss
 from gecko_jax.models.registry import build_tower
 from gecko_jax.training import sharding
+from gecko_jax.training.model_flops import model_flops
 from gecko_jax.training.optimizers import frozen_mask, make_optimizer
 from gecko_jax.training.train_step import (TrainState, init_train_state, make_train_step,
                                            param_shapes, state_shardings)
@@ -79,7 +80,8 @@ def build_train_program(config: ml_collections.ConfigDict, mesh: Mesh) -> TrainP
     init_fn = jax.jit(lambda rng: nn.unbox(boxed_init(rng)), out_shardings=shardings)
     train_step = jax.jit(make_train_step(model, tx, loss_fn, schedule,
                                          config.grad_cache.chunk_size,
-                                         frozen_mask(config.optimizer, shapes)),
+                                         frozen_mask(config.optimizer, shapes),
+                                         model_flops(config.model, shapes)),
                          in_shardings=(shardings, batch_sharding, None),
                          out_shardings=(shardings, None), donate_argnums=(0,))
     return TrainProgram(model=model, tx=tx, rules=rules, abstract_state=nn.unbox(abstract_boxed),

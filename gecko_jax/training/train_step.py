@@ -96,7 +96,7 @@ def encode_batch(model: nn.Module, params, batch: dict, *, deterministic: bool,
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
                     loss_fn: Callable[[dict, dict], jax.Array],
                     schedule: optax.Schedule, grad_cache_chunk_size: int = 0,
-                    frozen: Any = None) -> Callable:
+                    frozen: Any = None, flops: Any = None) -> Callable:
     """Returns `train_step(state, batch, rng) -> (state, metrics)`, not yet jitted.
 
     Args:
@@ -110,6 +110,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
       frozen: a tree like the parameters, True where one is frozen
         (`optimizers.frozen_mask`), or None; frozen gradients are left out of
         the logged `grad_norm`, as they are out of the clipping norm.
+      flops: a `model_flops.ModelFlops` of the tower, or None; with it the
+        metrics hold `model_flops`, the step's FLOPs over the real tokens.
     """
 
     fields = tuple(getattr(loss_fn, "text_fields", TEXT_FIELDS))
@@ -137,6 +139,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
             "learning_rate": schedule(state.step),
             "tokens": sum(jnp.sum(batch[f"{f}_mask"]) for f in fields),
         }
+        if flops is not None:
+            metrics["model_flops"] = sum(flops.of_texts(batch[f"{f}_mask"]) for f in fields)
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
     return train_step

@@ -203,10 +203,7 @@ def _train_in(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
         results = {}
         if start_step == 0:
             results = evaluators.run(0, state.params, writer)
-        # XLA counts the forward passes remat recomputes: hardware, not model, FLOPs.
-        throughput = Throughput(mfu.peak_flops_per_second(mesh.devices.flat),
-                                mfu.peak_remeasurer(mesh.devices.flat),
-                                "hfu" if config.model.get("remat") else "mfu")
+        throughput = Throughput(mfu.peak_flops_per_second(mesh.devices.flat))
         step_flops = _StepFlops(train_step, dropout_rng, mesh.size, throughput)
         history, history_flops = [], []
         step = start_step
@@ -290,7 +287,7 @@ class _DivergenceGuard:
 
 
 class _StepFlops:
-    """The model FLOPs of one train step over the whole mesh, from XLA's cost analysis.
+    """The hardware FLOPs of one train step over the whole mesh, from XLA's cost analysis.
 
     The step compiles once per batch shape (several with `data.bucket_lengths`).
     Each new shape is compiled here, by lowering with the step's real arguments,
@@ -331,9 +328,11 @@ def _log(step: int, history: list, throughput: Throughput, writer: MetricsWriter
     metrics = mean_metrics(fetched)
     # The rate in force now, not the interval's mean (which lags during warmup).
     metrics["learning_rate"] = float(fetched[-1]["learning_rate"])
-    flops = None if None in history_flops else sum(history_flops)
-    throughput.add(batch_size * len(fetched), sum(float(h["tokens"]) for h in fetched), flops)
+    hardware_flops = None if None in history_flops else sum(history_flops)
+    throughput.add(batch_size * len(fetched), sum(float(h["tokens"]) for h in fetched),
+                   sum(float(h["model_flops"]) for h in fetched), hardware_flops)
     metrics.pop("tokens")
+    metrics.pop("model_flops")
     metrics.update(throughput.rates())
     writer.console(step, metrics)
     writer.scalars(step, metrics)
