@@ -2,7 +2,7 @@
 
 import os
 import sys
-from typing import Callable, Optional
+from typing import Callable, NoReturn, Optional
 
 from absl import app
 from absl import flags
@@ -10,17 +10,47 @@ from absl import flags
 from gecko_jax.errors import UserError
 
 
+# How ml_collections begins the flag error when a config file's get_config raised.
+_CONFIG_FILE_ERROR = "Error whilst parsing config file"
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
-    """absl's flag parsing, with a one-line message for unknown `--config.` fields."""
+    """absl's flag parsing, with one-line messages for a refused `:ARG` or unknown field."""
     try:
-        return app.parse_flags_with_usage(argv)
+        try:
+            return flags.FLAGS(argv)
+        except flags.Error as err:
+            refused = _refused_config_arg(err)
+            if refused:
+                _fail(refused)
+            # absl's own message and exit status for every other flag error.
+            return app.parse_flags_with_usage(argv)
     except (AttributeError, KeyError) as err:
         # ml_collections raises these for `--config.FIELD=` when FIELD does not exist.
         overrides = [a.split("=", 1)[0] for a in argv[1:] if a.startswith("--config.")]
         detail = str(err).strip("'\"").replace("\\n", " ").replace("\n", " ").replace("\\'", "")
-        print(f"error: unknown config field ({detail}) among {', '.join(overrides)}; the fields "
-              "are listed in gecko_jax/config_base.py", file=sys.stderr, flush=True)
-        sys.exit(2)
+        _fail(f"unknown config field ({detail}) among {', '.join(overrides)}; the fields are "
+              "listed in gecko_jax/config_base.py")
+
+
+def _refused_config_arg(err: flags.Error) -> Optional[str]:
+    """'--config=F.py:ARG: why' when a recipe's get_config refused its ARG, else None.
+
+    The recipe's exception is the last line of the traceback ml_collections puts
+    in the flag error; that line says which ARGs exist. Without an ARG, a failing
+    get_config is a bug in the recipe and keeps its traceback.
+    """
+    head, found, trace = str(err).partition(f": {_CONFIG_FILE_ERROR}")
+    flag = head.removeprefix("flag ")
+    if not found or ":" not in flag.partition("=")[2]:
+        return None
+    cause = trace.strip().splitlines()[-1]  # e.g. "ValueError: unknown config argument 'x'; ..."
+    return f"{flag}: {cause.partition(': ')[2] or cause}"
+
+
+def _fail(message: str) -> NoReturn:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(2)
 
 
 def check_args(argv: list[str], *required: flags.FlagHolder) -> None:

@@ -75,7 +75,8 @@ def test_local_mode_collects_results_and_survives_a_failing_point(tmp_path):
     result = _sweep(f"--config={RUNLOCAL}", f"--sweep={points}", "--mode=local",
                     "--parallel=2", f"--workdir={root}", "--config.total_steps=2")
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "p01_total_steps=0 failed (exit 2): error: total_steps=0" in result.stdout
+    assert ("p01_total_steps=0 failed (exit 2): error: --config.total_steps=0 is out of range"
+            in result.stdout)
     assert "1 of 2 points failed: p01_total_steps=0" in result.stdout
     with open(root / "results.csv") as f:
         rows = list(csv.DictReader(f))
