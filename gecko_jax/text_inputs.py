@@ -20,7 +20,10 @@ def check_texts(texts: Sequence[str], what: str = "texts", *, allow_empty: bool 
     """
     if isinstance(texts, (str, bytes)):
         raise UserError(f"{what} must be a list of strings, not a single string; wrap it in a list.")
-    texts = list(texts)
+    try:
+        texts = list(texts)
+    except TypeError:
+        raise UserError(f"{what} must be a list of strings; got {type(texts).__name__}.") from None
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise UserError(f"{what}[{i}] is a {type(text).__name__}, not a str; "

@@ -5,7 +5,8 @@ r"""Trains a text embedding model.
 
 Run the same command on every host of a TPU slice; rerunning it on the same
 workdir resumes from the newest checkpoint. Exit status: 0 when the run
-finished, 143 when SIGTERM (a preemption) stopped it after a checkpoint, 2 for
+finished, 143 when SIGTERM (a preemption) stopped it after a checkpoint (130
+after Ctrl-C; a second Ctrl-C aborts without saving), 2 for
 a bad config or input, 3 when another process of a multi-host job died (the
 last two with one line on stderr).
 """
@@ -50,7 +51,7 @@ def main(argv):
     except trainer.Preempted as stop:
         # Not 0: a scheduler must tell a preempted run, to be rerun, from a finished one.
         print(stop, flush=True)
-        sys.exit(trainer.PREEMPTED_EXIT_STATUS)
+        sys.exit(stop.exit_status)
     except Exception as err:  # pylint: disable=broad-except
         if not distributed.is_peer_failure(err):
             raise

@@ -77,6 +77,7 @@ def test_order_and_batching_do_not_change_results(encoder):
     (["  \n"], r"texts\[0\] is empty"),
     (["ok", b"bytes"], r"texts\[1\] is a bytes"),
     ("a string", "not a single string"),
+    (None, "texts must be a list of strings; got NoneType"),
 ])
 def test_bad_texts(encoder, texts, match):
     with pytest.raises(UserError, match=match):

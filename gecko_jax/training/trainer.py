@@ -36,44 +36,63 @@ from gecko_jax.training.metrics_writer import MetricsWriter, Throughput, mean_me
 from gecko_jax.training.train_program import build_train_program
 
 
-PREEMPTED_EXIT_STATUS = 143  # 128 + SIGTERM, as a shell reports a process SIGTERM ended.
-
-
 class Preempted(Exception):
-    """The run saved a checkpoint and stopped early after SIGTERM; rerunning resumes it."""
+    """The run saved a checkpoint and stopped early after a signal; rerunning resumes it.
 
-    def __init__(self, step: int):
-        super().__init__(f"Stopped at step {step} after SIGTERM; rerun the same command to resume")
+    Attributes:
+      step: the step saved.
+      exit_status: 128 + the signal's number, as a shell reports a process the
+        signal ended: 143 after SIGTERM (a preemption), 130 after Ctrl-C.
+    """
+
+    def __init__(self, step: int, signum: int = signal.SIGTERM):
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        super().__init__(f"Stopped at step {step} after {name}; rerun the same command to resume")
         self.step = step
+        self.exit_status = 128 + signum
 
 
 class _StopRequests:
-    """Turns SIGTERM (preemption) into a step at which every host saves and stops.
+    """Turns SIGTERM (preemption) or Ctrl-C into a step at which every host saves and stops.
 
-    One process watches SIGTERM itself. Several processes must stop at the same
-    step, or those still stepping wait forever in a collective for those that
-    left: JAX's preemption service (started by `jax.distributed.initialize`)
-    catches SIGTERM on any host and has them all agree on the step, which
-    Orbax's `reached_preemption` reports.
+    One process watches the signals itself; a second Ctrl-C aborts at once.
+    Several processes must stop at the same step, or those still stepping wait
+    forever in a collective for those that left: JAX's preemption service
+    (started by `jax.distributed.initialize`) catches SIGTERM on any host and
+    has them all agree on the step, which Orbax's `reached_preemption`
+    reports. The previous handlers come back when the context ends.
     """
 
-    def __init__(self, manager):
-        self._manager = manager
+    def __init__(self):
         self._alone = jax.process_count() == 1
-        self._raised = False
+        self.signum = None
+        self._previous = {}
+
+    def __enter__(self) -> "_StopRequests":
         if self._alone and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, self._handle)
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
 
     def _handle(self, signum, frame):
-        del signum, frame
-        self._raised = True
-        print("SIGTERM received: saving a checkpoint after this step, then exiting", flush=True)
+        del frame
+        if signum == signal.SIGINT and self.signum is not None:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt
+        self.signum = signum
+        name = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM received"
+        again = "; Ctrl-C again aborts without saving" if signum == signal.SIGINT else ""
+        print(f"{name}: saving a checkpoint after this step, then exiting{again}", flush=True)
 
-    def stop_at(self, step: int) -> bool:
+    def stop_at(self, step: int, manager) -> bool:
         """Whether to save and stop after `step`; the same answer on every host."""
-        if self._alone:
-            return self._raised
-        return self._manager.reached_preemption(step)
+        if not self._alone and manager.reached_preemption(step):
+            self.signum = signal.SIGTERM
+        return self.signum is not None
 
 
 def _import_pretrained(spec: str):
@@ -141,7 +160,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       The metrics of the final evaluation (empty if none is configured).
 
     Raises:
-      Preempted: SIGTERM stopped the run after a checkpoint, before the last step.
+      Preempted: SIGTERM or Ctrl-C stopped the run after a checkpoint, before the last step.
       UserError: a config value is out of range, the workdir may not be trained in (see
         `workdir_guard`), or another run holds it.
     """
@@ -181,7 +200,7 @@ def _train_in(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
 
     # Restore and loop, with the mesh and rules in force so that every
     # activation constraint of the tower reaches the compiled programs.
-    with sharding.activated(mesh, rules):
+    with sharding.activated(mesh, rules), _StopRequests() as stop_requests:
         # Restore.
         manager = checkpoint_io.create_manager(workdir, config.keep_checkpoints,
                                                config.async_checkpointing)
@@ -198,7 +217,6 @@ def _train_in(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
         # Loop.
         evaluators = Evaluators(config, model, vocabulary, workdir, mesh, start_step)
         writer = MetricsWriter(workdir, config.total_steps, start_step)
-        stop_requests = _StopRequests(manager)
         divergence = _DivergenceGuard(manager, writer, mesh)
         results = {}
         if start_step == 0:
@@ -220,7 +238,7 @@ def _train_in(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
                 divergence.check_losses(step, history)
                 _log(step, history, throughput, writer, config.batch_size, history_flops)
                 history, history_flops = [], []
-            stop = stop_requests.stop_at(step)
+            stop = stop_requests.stop_at(step, manager)
             save = last or stop or (config.checkpoint_every and step % config.checkpoint_every == 0)
             evaluate = not last and evaluators.is_due(step)
             if not (save or evaluate):
@@ -235,7 +253,7 @@ def _train_in(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
                 if stop and not last:
                     manager.wait_until_finished()
                     writer.close()
-                    raise Preempted(step)
+                    raise Preempted(step, stop_requests.signum)
                 if evaluate:
                     evaluators.run(step, state.params, writer)
         if start_step < config.total_steps or not results:
