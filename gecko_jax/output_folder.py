@@ -13,9 +13,15 @@ def check_new(output: str) -> None:
     if os.path.isfile(output) or (os.path.isdir(output) and os.listdir(output)):
         raise UserError(f"--output={output} already exists and is not empty; "
                         "pass a new folder.")
-    if not os.path.isdir(os.path.dirname(output)):
-        raise UserError(f"--output={output}: folder {os.path.dirname(output)} "
-                        "does not exist.")
+    parent = os.path.dirname(output)
+    if os.path.isfile(parent):
+        raise UserError(f"--output={output}: {parent} is a file, not a folder; pass a path in a "
+                        "folder.")
+    if not os.path.isdir(parent):
+        raise UserError(f"--output={output}: folder {parent} does not exist.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"--output={output}: folder {parent} is not writable; pass a folder "
+                        "you can write to.")
 
 
 @contextlib.contextmanager
@@ -32,7 +38,11 @@ def written_whole(output: str) -> Iterator[str]:
       The scratch folder to write into; it exists and is empty.
     """
     partial = f"{output}.partial-{os.getpid()}"
-    os.makedirs(partial)
+    try:
+        os.makedirs(partial)
+    except OSError as err:
+        raise UserError(f"--output={output}: cannot write in {os.path.dirname(output)} "
+                        f"({err.strerror}); pass a folder you can write to.") from None
     try:
         yield partial
         if os.path.isdir(output):
