@@ -101,7 +101,7 @@ def test_scratch_fsdp_grad_cache_with_evaluation_written_once(tmp_path, shared_d
     del shared_data  # The STS file comes from there.
     # FSDP: the evaluated parameters are sharded over both processes.
     args = [GECKO, "--config.total_steps=4", *FSDP, "--config.sharding=fsdp",
-            "--config.grad_cache.chunk_size=4", "--config.eval.sts_file=stsb/sts-dev.csv",
+            "--config.grad_cache.chunk_size=4", "--config.eval.sts_file=sick/SICK_trial.txt",
             "--config.best_metric=evals.sts.spearman"]
     pod, single = _train_both(tmp_path, args)
     assert _max_abs_diff(pod, single) <= 1e-5
