@@ -33,7 +33,10 @@ FSDP = ("--config.mesh_shape.data=1", "--config.mesh_shape.fsdp=-1")
 PROBE = ["who wrote the origin of species", "a cat sat on the mat", "rain is expected today"]
 # Long enough that a signal sent at step 3, 5 or 9 lands before the end.
 FAULT_STEPS = 12
-FAULT_RUN = (GECKO, f"--config.total_steps={FAULT_STEPS}", "--config.checkpoint_every=2")
+# The pod form: FSDP over both processes (a resumed FSDP run once hung on
+# executables that the compilation cache gave the processes differently).
+FAULT_RUN = (GECKO, f"--config.total_steps={FAULT_STEPS}", "--config.checkpoint_every=2", *FSDP,
+             "--config.sharding=fsdp")
 
 
 def _max_abs_diff(workdir_a, workdir_b) -> float:

@@ -74,6 +74,11 @@ def initialize(environ: Optional[Mapping[str, str]] = None,
     count, index = environ.get("JAX_NUM_PROCESSES"), environ.get("JAX_PROCESS_ID")
     jax.distributed.initialize(num_processes=int(count) if count else None,
                                process_id=int(index) if index else None)
+    # The on-disk compilation cache can hand the processes of one job different
+    # executables of the same step (one loads what an earlier run wrote, another
+    # compiles afresh), whose collectives then wait on each other forever: seen
+    # as a hang on the first step of a resumed FSDP run over two processes.
+    jax.config.update("jax_enable_compilation_cache", False)
     if jax.process_index() == 0:
         print(f"Joined {jax.process_count()} processes ({reason}); "
               f"{jax.device_count()} devices in all", flush=True)
