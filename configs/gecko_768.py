@@ -1,6 +1,6 @@
 r"""Gecko: a ~1B Gemma 3 dual encoder with 768-d embeddings and Matryoshka prefixes.
 
-The recipe of methods.md §1: a Gemma-3-1B-shaped decoder (26 layers, width
+The recipe of Gecko (arXiv 2403.20327): a Gemma-3-1B-shaped decoder (26 layers, width
 1152, 4 query heads sharing 1 key/value head of 256, GeGLU width 6912, five
 sliding-window layers of 512 tokens per global one, RoPE bases 10k local / 1M
 global, 262,144 SentencePiece tokens; 999,885,952 parameters, as the released
@@ -61,7 +61,7 @@ def get_config(arg: str = ""):
     c.model.remat = True  # Recompute each layer's activations in the backward pass.
 
     c.data.data_dir = bundled_data_dir(__file__)
-    # methods.md §1.4: FRet plus the academic sets, each in its Gecko format.
+    # Gecko (arXiv 2403.20327): FRet plus the academic sets, each in its Gecko format.
     c.data.mixture = ("fret:4", "squad:2", "snli:2", "stsb:1", "sick:1", "banking77:1", "trec:1",
                       "mr:1", "stackoverflow:1", "wikiqa:1", "trecqa:0.5")
     c.data.max_length = 256

@@ -1,4 +1,4 @@
-r"""Gemini Embedding (methods.md §2): a bidirectional Gemma tower, NCE, two stages.
+r"""Gemini Embedding (arXiv 2503.07891): a bidirectional Gemma tower, NCE, two stages.
 
 The backbone is Gemma-3-1B-shaped (Gemini itself is not available) run
 bidirectionally, mean pooled, with a randomly initialised linear head to
