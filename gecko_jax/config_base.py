@@ -69,6 +69,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.tfds_dir = ""  # Where TFDS keeps prepared datasets ('' = ~/tensorflow_datasets).
     c.data.download = False  # Fetch datasets missing from data_dir from their official URLs.
     c.data.fret_files = ""  # FRet output (JSONL/TFRecord, comma-separated) for the 'fret' source.
+    # Where sources are prepared on first use (data.prepared_cache); '' = $GECKO_JAX_DATA_CACHE or
+    # ~/.cache/gecko_jax/prepared.
+    c.data.cache_dir = ""
     c.data.squad_hard_negatives = True  # Give each SQuAD question another paragraph of its article.
     c.data.max_length = 128  # Tokens per text, special tokens included.
     c.data.query_max_length = 0  # Tokens per query (0 = max_length); short queries save compute.

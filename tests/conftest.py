@@ -1,4 +1,4 @@
-"""Test-wide setup: 8 simulated CPU devices, quiet TensorFlow, a private compilation cache.
+"""Test-wide setup: 8 simulated CPU devices, quiet TensorFlow, private compilation and data caches.
 
 The environment is set before JAX is imported anywhere, so every test sees 8
 host devices; tests that want one device build their mesh from
@@ -24,6 +24,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 _COMPILATION_CACHE = tempfile.mkdtemp(prefix="gecko_jax_test_xla_")
 atexit.register(shutil.rmtree, _COMPILATION_CACHE, ignore_errors=True)
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _COMPILATION_CACHE)
+# Likewise one cache of prepared training data, shared by the session's tests.
+_DATA_CACHE = tempfile.mkdtemp(prefix="gecko_jax_test_data_")
+atexit.register(shutil.rmtree, _DATA_CACHE, ignore_errors=True)
+os.environ.setdefault("GECKO_JAX_DATA_CACHE", _DATA_CACHE)
 
 import pathlib  # pylint: disable=g-import-not-at-top,g-bad-import-order
 

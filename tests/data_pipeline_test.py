@@ -272,16 +272,15 @@ def test_bucketed_host_shards_share_the_global_lengths(vocab):
             np.testing.assert_array_equal(np.concatenate([p[key] for p in parts]), value, err_msg=key)
 
 
-def test_length_limit_shares_count_negatives_over_examples_that_have_one(caplog):
-    full, short = [1, 1, 1, 1], [1, 1, 0, 0]
-    arrays = {"has_negative": np.array([1, 0, 0, 0]),
-              "query_mask": np.array([full, short, short, short]),
-              "positive_mask": np.array([full, full, short, short]),
-              # Examples without a negative have an all-zero row.
-              "negative_mask": np.array([full, [0] * 4, [0] * 4, [0] * 4])}
+def test_length_limit_shares_count_negatives_over_examples_that_have_one(tmp_path, vocab, caplog):
+    # max_length 4 holds bos, 2 bytes and eos: "abc" is cut, "a" is not.
+    rows = [{"query": "abc", "positive": "abc", "negative": "abc"}, {"query": "a", "positive": "abc"},
+            {"query": "a", "positive": "a"}, {"query": "a", "positive": "a"}]
+    path = tmp_path / "toy.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     with caplog.at_level("INFO"):
-        pipeline._log_source("toy", arrays)
-    assert ("toy: 4 examples, 1 with a hard negative; at the length limit (cut): query 25.0%, "
+        pipeline.TrainData(_data_config(train_files=str(path), format="plain", max_length=4), vocab, 4, 0)
+    assert ("train_files: 4 examples, 1 with a hard negative; at the length limit (cut): query 25.0%, "
             "positive 50.0%, negative 100.0%") in caplog.text
 
 

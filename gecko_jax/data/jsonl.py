@@ -32,7 +32,7 @@ warning per file so that a typo does not go unnoticed.
 
 import json
 import os
-from typing import Any
+from typing import Any, Iterator
 
 from absl import logging
 
@@ -163,9 +163,29 @@ def read_jsonl(path: str, also_required: tuple[str, ...] = ()) -> list[Example]:
     Raises:
         UserError: the file is missing, unreadable, empty, or has a bad line.
     """
+    return list(iter_jsonl(path, also_required))
+
+
+def iter_jsonl(path: str, also_required: tuple[str, ...] = ()) -> Iterator[Example]:
+    """Yields the validated examples of one JSONL file, reading it as it goes.
+
+    A file of any size streams in constant memory. The errors are those of
+    `read_jsonl`; a bad line raises when the reader reaches it, and the
+    warnings about dropped texts and unknown keys come after the last line.
+
+    Args:
+        path: the file to read.
+        also_required: optional fields every line must have.
+
+    Yields:
+        The examples in file order.
+
+    Raises:
+        UserError: the file is missing, unreadable, empty, or has a bad line.
+    """
     if not os.path.isfile(path):
         raise UserError(f"{path}: training file not found; check the path in --config.data.train_files")
-    examples = []
+    count = 0
     unknown = {}  # Key -> first line it appears on.
     dropped = DropCounter(path)
     offset = 0  # Of the current line's first byte in the file.
@@ -197,14 +217,14 @@ def read_jsonl(path: str, also_required: tuple[str, ...] = ()) -> list[Example]:
                 except ValueError as e:
                     raise UserError(f"{path}:{line_no}: {e}") from None
                 if example is not None:
-                    examples.append(example)
+                    count += 1
+                    yield example
     except OSError as e:
         raise UserError(f"{path}: cannot read training file ({e.strerror})") from None
     dropped.warn()
-    if not examples:
+    if not count:
         raise UserError(f"{path}: no examples (the file is empty, only blank lines, or only empty texts)")
     if unknown:
         listed = ", ".join(f"{k!r} (line {n})" for k, n in sorted(unknown.items(), key=lambda kv: kv[1]))
         logging.warning("%s: ignoring keys %s; the known keys are %s", path, listed,
                         ", ".join(sorted(ALLOWED_KEYS)))
-    return examples

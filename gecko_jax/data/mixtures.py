@@ -14,11 +14,18 @@ Rates are relative (they need not sum to 1). Either every entry has a rate
 or none does; without rates each source's rate is its number of examples, so
 every example is equally likely. `data.train_files` (comma-separated JSONL
 or TFRecord files; a name containing `.tfrec` is TFRecord) replaces the
-mixture with one source.
+mixture with one source. `data.train_files` or `data.fret_files` may instead
+name one folder prepared by `data_pipelines/prepare_data.py`, read as is.
+
+`source_inputs` describes the sources without reading them (what the
+training pipeline prepares once and caches); `load_mixture` reads them into
+memory (for the teacher lookup, which needs the raw texts).
 """
 
 import dataclasses
-from typing import Any
+import itertools
+import os
+from typing import Any, Callable, Iterable
 
 from absl import logging
 import tensorflow as tf
@@ -47,6 +54,30 @@ class Source:
     name: str
     rate: float
     examples: list[jsonl.Example]
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceInput:
+    """One source of the training stream, not yet read.
+
+    Attributes:
+        name: the mixture name (or "train_files").
+        rate: its relative sampling rate, or None for "by its size".
+        files: the files its examples are read from, in order (empty for
+            the TFDS datasets, whose prepared files TFDS owns).
+        identity: what besides the files decides its examples (reader and
+            options), so that a change makes the cache prepare it again.
+        read: streams its examples, in a fixed order.
+        prepared_folder: a folder already prepared by
+            `data_pipelines/prepare_data.py`, read as is; then `read` is None.
+    """
+
+    name: str
+    rate: float | None
+    files: tuple[str, ...]
+    identity: str
+    read: Callable[[], Iterable[jsonl.Example]] | None
+    prepared_folder: str | None = None
 
 
 def parse_mixture(mixture: Any) -> list[tuple[str, float | None]]:
@@ -107,6 +138,18 @@ def read_files(paths_text: str, field: str, also_required: tuple[str, ...] = ())
     Returns:
         All examples.
     """
+    return list(iter_files(expand_files(paths_text, field), also_required))
+
+
+def iter_files(paths: Iterable[str], also_required: tuple[str, ...] = ()) -> Iterable[jsonl.Example]:
+    """Streams the examples of JSONL or TFRecord files, concatenated in order."""
+    return itertools.chain.from_iterable(
+        tfrecord.iter_tfrecord(path, also_required) if tfrecord.is_tfrecord(path) else
+        jsonl.iter_jsonl(path, also_required) for path in paths)
+
+
+def expand_files(paths_text: str, field: str) -> list[str]:
+    """The files a comma-separated list of paths and glob patterns names, in order (see `read_files`)."""
     paths = []
     for entry in (p.strip() for p in paths_text.split(",")):
         if not any(c in entry for c in "*?["):
@@ -119,13 +162,7 @@ def read_files(paths_text: str, field: str, also_required: tuple[str, ...] = ())
     if not paths:
         raise UserError(f"--config.data.{field}={paths_text!r} names no file; give comma-separated JSONL or "
                         "TFRecord paths")
-    examples = []
-    for path in paths:
-        if tfrecord.is_tfrecord(path):
-            examples.extend(tfrecord.read_tfrecord(path, also_required))
-        else:
-            examples.extend(jsonl.read_jsonl(path, also_required))
-    return examples
+    return paths
 
 
 def load_source(name: str, data_config: Any) -> list[jsonl.Example]:
@@ -142,10 +179,7 @@ def load_source(name: str, data_config: Any) -> list[jsonl.Example]:
     if name == "tiny":
         return sources.tiny()
     if name == "fret":
-        if not data_config.fret_files:
-            raise UserError("the mixture names 'fret' but --config.data.fret_files is empty; give the FRet "
-                            "output files (JSONL or TFRecord, comma-separated)")
-        return read_files(data_config.fret_files, "fret_files", also_required=("task",))
+        return read_files(_fret_files(data_config), "fret_files", also_required=("task",))
     if name not in datasets.DATASETS:
         raise UserError(f"unknown data source {name!r} in --config.data.mixture; known: {', '.join(SOURCE_NAMES)}")
     examples = tfds_builder.load(name, data_config.data_dir, data_config.tfds_dir or DEFAULT_TFDS_DIR,
@@ -153,6 +187,58 @@ def load_source(name: str, data_config: Any) -> list[jsonl.Example]:
     if name == "squad" and not data_config.squad_hard_negatives:
         examples = [{k: v for k, v in e.items() if k not in ("negative", "negative_title")} for e in examples]
     return examples
+
+
+def _fret_files(data_config: Any) -> str:
+    if not data_config.fret_files:
+        raise UserError("the mixture names 'fret' but --config.data.fret_files is empty; give the FRet "
+                        "output files (JSONL or TFRecord, comma-separated)")
+    return data_config.fret_files
+
+
+def _files_input(name: str, rate: float | None, paths_text: str, field: str,
+                 also_required: tuple[str, ...] = ()) -> SourceInput:
+    """A source read from the files (or the one prepared folder) that a config field names."""
+    entries = [p.strip() for p in paths_text.split(",") if p.strip()]
+    folders = [p for p in entries if os.path.isdir(p)]
+    if folders:
+        if len(entries) > 1:
+            raise UserError(f"--config.data.{field} names the folder {folders[0]} among other entries; give one "
+                            "prepared folder alone (prepare all the files into it with data_pipelines/"
+                            "prepare_data.py), or files only")
+        return SourceInput(name, rate, (), "prepared", None, prepared_folder=folders[0])
+    paths = tuple(expand_files(paths_text, field))
+    return SourceInput(name, rate, paths, f"files:{','.join(also_required)}",
+                       lambda: iter_files(paths, also_required))
+
+
+def source_inputs(data_config: Any) -> list[SourceInput]:
+    """The sources a config trains on, in order, without reading them.
+
+    Args:
+        data_config: the `data` config.
+
+    Returns:
+        A single "train_files" source when `train_files` is set, else one
+        source per mixture entry.
+
+    Raises:
+        UserError: bad entries or file names.
+    """
+    if data_config.train_files:
+        return [_files_input("train_files", 1.0, data_config.train_files, "train_files")]
+    inputs = []
+    for name, rate in parse_mixture(data_config.mixture):
+        if name == "tiny":
+            inputs.append(SourceInput(name, rate, (sources.bundled_path(),), "files:", sources.tiny))
+        elif name == "fret":
+            inputs.append(_files_input(name, rate, _fret_files(data_config), "fret_files", ("task",)))
+        else:
+            tfds_dir = os.path.abspath(os.path.expanduser(data_config.tfds_dir or DEFAULT_TFDS_DIR))
+            identity = (f"tfds:{tfds_builder.BUILDER_NAME}/{name}:{tfds_builder.GeckoAcademic.VERSION}:{tfds_dir}:"
+                        f"squad_hard_negatives={bool(data_config.squad_hard_negatives)}")
+            inputs.append(SourceInput(name, rate, (), identity, lambda n=name: load_source(n, data_config)))
+    return inputs
 
 
 def load_mixture(data_config: Any) -> list[Source]:

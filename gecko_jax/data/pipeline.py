@@ -1,23 +1,25 @@
 """The training input: a deterministic, resumable, host-sharded batch stream.
 
-All examples are tokenized once through the SeqIO tasks (`tasks.py`) and held
-in memory as numpy arrays. Which examples form global batch k is a pure
-function of (seed, k) (`order.py`): one stream over all sources, or, with
-mixture rates or `data.one_source_batches`, per-source streams drawn by rate.
-Host p takes rows [p * b, (p + 1) * b) of each global batch,
-b = G / process_count, so every host computes the same global order without
-talking to the others and the iterator state is just the next batch index.
-Masks are stored as lengths (each mask is a prefix of ones) to halve memory.
+Every source is prepared once into ArrayRecord shards of tokenized records
+(`prepare.py`, cached by `prepared_cache.py`, or prepared ahead by
+`data_pipelines/prepare_data.py`) and read by example index, so a start on
+prepared data costs the same time and memory for ten thousand examples or a
+billion. Which examples form global batch k is a pure function of (seed, k)
+(`order.py`): one stream over all sources, or, with mixture rates or
+`data.one_source_batches`, per-source streams drawn by rate. Host p reads
+only rows [p * b, (p + 1) * b) of each global batch, b = G / process_count,
+so every host computes the same global order without talking to the others
+and the iterator state is just the next batch index.
 
 With `data.bucket_lengths`, a batch's texts are padded only to the smallest
 bucket (`packing.length_buckets`) that holds the longest text of its field
 in the global batch, positives and negatives alike so that they share a
 forward pass: a batch of short sentences then costs a fraction of one padded
-to `max_length`. Every host computes the same lengths from the global order.
+to `max_length`. Every host computes the same lengths from the global order
+and the sources' lengths tables, without reading the other hosts' records.
 """
 
 import time
-import zlib
 from typing import Any
 
 from absl import logging
@@ -27,6 +29,8 @@ from gecko_jax.data import formats
 from gecko_jax.data import mixtures
 from gecko_jax.data import order
 from gecko_jax.data import packing
+from gecko_jax.data import prepared_cache
+from gecko_jax.data import records
 from gecko_jax.data import tasks
 from gecko_jax.errors import UserError
 
@@ -36,23 +40,7 @@ _ORDER_KEY = "order"  # Fingerprint of the mixture order; absent for the pooled 
 # Per-example int32 fingerprints that let a loss mask false negatives (Gemini
 # NCE): equal values mean the same formatted query, the same formatted
 # positive, or the same example id.
-IDENTITY_FEATURES = ("query_hash", "positive_hash", "example_id")
-
-
-def _fingerprint(text: str) -> int:
-    # crc32 is stable across processes and hosts, unlike hash(); int32 for JAX.
-    return zlib.crc32(text.encode("utf-8")) - (1 << 31)
-
-
-def _identities(examples: list, fmt: str, source: str) -> dict[str, np.ndarray]:
-    """The IDENTITY_FEATURES of one source's examples."""
-    formatted = [formats.format_example(e, fmt) for e in examples]
-    ids = [f"{source}/{e['id']}" if "id" in e else f"{source}#{row}" for row, e in enumerate(examples)]
-    return {
-        "query_hash": np.array([_fingerprint(f["query"]) for f in formatted], np.int32),
-        "positive_hash": np.array([_fingerprint(f["positive"]) for f in formatted], np.int32),
-        "example_id": np.array([_fingerprint(i) for i in ids], np.int32),
-    }
+IDENTITY_FEATURES = records.IDENTITY_FEATURES
 
 
 class TrainData:
@@ -72,12 +60,13 @@ class TrainData:
 
     def __init__(self, data_config: Any, vocabulary: Any, global_batch_size: int, seed: int,
                  process_index: int = 0, process_count: int = 1):
-        """Loads, formats and tokenizes all training data.
+        """Opens the training data, preparing each source first if it is not prepared yet.
 
         Args:
             data_config: the `data` config (`train_files`, `mixture`,
                 `one_source_batches`, `data_dir`, `tfds_dir`, `fret_files`,
-                `max_length`, `query_max_length`, `bucket_lengths`, `format`).
+                `max_length`, `query_max_length`, `bucket_lengths`, `format`,
+                `cache_dir`).
             vocabulary: a seqio.Vocabulary with `bos_id`, `eos_id`, `pad_id`.
             global_batch_size: examples per step over all hosts.
             seed: fixes the order (and SQuAD's hard negatives); >= 0.
@@ -111,28 +100,26 @@ class TrainData:
         self._row_offset = process_index * self._host_batch_size
         self._seed = seed
         self._bucket_lengths = bool(data_config.get("bucket_lengths", False))
+        self._pad_id = vocabulary.pad_id
 
-        loaded = mixtures.load_mixture(data_config)
-        self.source_names = [source.name for source in loaded]
-        self._source_ends = np.cumsum([len(source.examples) for source in loaded])
-        # One Task over all sources, in mixture order: building and tracing a
-        # tokenizing dataset costs seconds, so it is paid once, not per source.
-        task = tasks.register_task(tasks.task_name("train"),
-                                   lambda: [e for source in loaded for e in source.examples], vocabulary, fmt)
-        converter = tasks.DualEncoderFeatureConverter(vocabulary.bos_id, vocabulary.eos_id, vocabulary.pad_id)
-        data = tasks.materialize(task, converter, self.lengths)
-        starts = self._source_ends - [len(source.examples) for source in loaded]
-        for name, start, end in zip(self.source_names, starts, self._source_ends):
-            _log_source(name, {k: v[start:end] for k, v in data.items()})
-        identities = [_identities(source.examples, fmt, source.name) for source in loaded]
-        self.num_examples = len(data["has_negative"])
-        self._ids = {k: data[f"{k}_ids"] for k in tasks.TEXT_FEATURES}
-        self._lengths = {k: data[f"{k}_mask"].sum(axis=1, dtype=np.int32) for k in tasks.TEXT_FEATURES}
-        self._has_negative = data["has_negative"]
-        self._identity = {k: np.concatenate([part[k] for part in identities]) for k in IDENTITY_FEATURES}
+        inputs = mixtures.source_inputs(data_config)
+        root = prepared_cache.cache_root(data_config)
+        self._sources = [prepared_cache.open_source(source, vocabulary, fmt, self.lengths, root)
+                         for source in inputs]
+        self.source_names = [source.name for source in inputs]
+        sizes = [source.num_examples for source in self._sources]
+        for name, source in zip(self.source_names, self._sources):
+            if not source.num_examples:
+                raise UserError(f"data source {name!r} gave no examples; check its files or drop it from the mixture")
+            logging.info("data: %s", source.log_line())
+        rates = [float(size) if source.rate is None else source.rate for source, size in zip(inputs, sizes)]
+        logging.info("data: mixture %s", ", ".join(f"{n} {r / sum(rates):.1%}" for n, r in zip(self.source_names,
+                                                                                                 rates)))
+        self._source_ends = np.cumsum(sizes)
+        self._source_starts = self._source_ends - sizes
+        self.num_examples = int(self._source_ends[-1])
         if data_config.one_source_batches or (not data_config.train_files and mixtures.has_rates(data_config.mixture)):
-            self._order = order.MixedOrder(seed, [len(s.examples) for s in loaded], [s.rate for s in loaded],
-                                           global_batch_size, bool(data_config.one_source_batches))
+            self._order = order.MixedOrder(seed, sizes, rates, global_batch_size, bool(data_config.one_source_batches))
         else:
             self._order = order.PooledOrder(seed, self.num_examples, global_batch_size)
         self._next_batch = 0
@@ -163,24 +150,31 @@ class TrainData:
     def batch(self, batch_index: int) -> dict[str, np.ndarray]:
         """This host's rows of global batch `batch_index` (does not move the iterator)."""
         indices = self.example_indices(batch_index)
-        lengths = self.padded_lengths(batch_index)
+        padded = self.padded_lengths(batch_index)
         out = {}
-        for k in tasks.TEXT_FEATURES:
-            out[f"{k}_ids"] = self._ids[k][indices, :lengths[k]]
-            positions = np.arange(lengths[k], dtype=np.int32)
-            out[f"{k}_mask"] = (positions[None, :] < self._lengths[k][indices, None]).astype(np.int32)
-        out["has_negative"] = self._has_negative[indices]
-        for k in IDENTITY_FEATURES:
-            out[k] = self._identity[k][indices]
+        for source, rows in self._by_source(indices):
+            part = self._sources[source].read(indices[rows] - self._source_starts[source], padded, self._pad_id)
+            for key, values in part.items():
+                if key not in out:
+                    out[key] = np.empty((len(indices),) + values.shape[1:], values.dtype)
+                out[key][rows] = values
         return out
+
+    def _by_source(self, indices: np.ndarray) -> list[tuple[int, np.ndarray]]:
+        """(source, positions in `indices` of its examples) for each source that `indices` touches."""
+        sources = np.searchsorted(self._source_ends, indices, side="right")
+        return [(int(s), np.flatnonzero(sources == s)) for s in np.unique(sources)]
 
     def padded_lengths(self, batch_index: int) -> dict[str, int]:
         """Tokens per text of each field in global batch `batch_index` (the same on every host)."""
         if not self._bucket_lengths:
             return self.lengths
         rows = self._order.indices(batch_index, 0, self._global_batch_size)
-        return packing.field_lengths({k: int(self._lengths[k][rows].max()) for k in tasks.TEXT_FEATURES},
-                                     self.lengths)
+        longest = np.zeros(len(tasks.TEXT_FEATURES), np.int64)
+        for source, positions in self._by_source(rows):
+            lengths = self._sources[source].lengths(rows[positions] - self._source_starts[source])
+            longest = np.maximum(longest, lengths.max(axis=0))
+        return packing.field_lengths(dict(zip(tasks.TEXT_FEATURES, (int(n) for n in longest))), self.lengths)
 
     def __iter__(self) -> "TrainData":
         return self
@@ -237,22 +231,3 @@ def measure_examples_per_second(data: TrainData, num_batches: int) -> float:
     elapsed = time.perf_counter() - start
     data.set_state(state)
     return rows / elapsed
-
-
-def _log_source(name: str, arrays: dict[str, np.ndarray]) -> None:
-    """Logs one source's size, negatives and how often texts reach their length limit.
-
-    A text that fills its limit was cut, or is exactly that long; the share of
-    negatives is over the examples that have one.
-    """
-    count = len(arrays["has_negative"])
-    with_negative = arrays["has_negative"].astype(bool)
-    rows = {"query": slice(None), "positive": slice(None), "negative": with_negative}
-    at_limit = ", ".join(f"{k} {_share(arrays[f'{k}_mask'][rows[k], -1]):.1%}"
-                         for k in tasks.TEXT_FEATURES)
-    logging.info("data: %s: %d examples, %d with a hard negative; at the length limit (cut): %s",
-                 name, count, int(with_negative.sum()), at_limit)
-
-
-def _share(flags: np.ndarray) -> float:
-    return float(np.mean(flags)) if len(flags) else 0.0

@@ -14,8 +14,9 @@ An example without a negative (empty `negative` text, hence no tokens) gets
 all-pad `negative_ids`, an all-zero `negative_mask` and `has_negative` = 0.
 """
 
+import itertools
 import re
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import seqio
@@ -30,6 +31,16 @@ MODEL_FEATURES = tuple(f"{k}_{part}" for k in TEXT_FEATURES for part in ("ids", 
 
 # Raw string columns the source yields; missing optional fields are "".
 _STRING_COLUMNS = ("query", "positive", "negative", "task", "title", "negative_title")
+_COLUMN_SPECS = {**{key: tf.TensorSpec([None], tf.string) for key in _STRING_COLUMNS},
+                 "symmetric": tf.TensorSpec([None], tf.bool)}
+
+# Texts are cut to this many characters per token of their length limit before
+# tokenizing, so that one huge example (a 10 MB page) costs no more memory than
+# a long one. No vocabulary here has pieces anywhere near this long (WordPiece
+# maps a word of more than 100 characters to one [UNK]), so the tokens that are
+# kept are those of the whole text unless its first tokens average more than
+# 128 characters each.
+CHARS_PER_TOKEN_LIMIT = 128
 
 
 def examples_to_columns(examples: Sequence[jsonl.Example]) -> dict[str, np.ndarray]:
@@ -46,6 +57,36 @@ def examples_to_columns(examples: Sequence[jsonl.Example]) -> dict[str, np.ndarr
     columns = {key: np.array([ex.get(key, "") for ex in examples], dtype=object) for key in _STRING_COLUMNS}
     columns["symmetric"] = np.array([formats.is_symmetric(ex) for ex in examples], dtype=bool)
     return columns
+
+
+def chunked(items: Iterable, size: int) -> Iterator[list]:
+    """Consecutive lists of `size` items (the last may be shorter)."""
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
+def examples_dataset(load_examples: Callable[[], Iterable[jsonl.Example]], chunk_size: int = 1024) -> tf.data.Dataset:
+    """The raw columns of a stream of examples, one example per element.
+
+    The examples are read and converted a chunk at a time, so a source of any
+    size streams through in constant memory.
+
+    Args:
+        load_examples: returns the examples (a list, or a stream read as
+            the dataset is).
+        chunk_size: examples per conversion to columns (speed only).
+
+    Returns:
+        A dataset of `examples_to_columns` rows, in the examples' order.
+    """
+    examples = load_examples()  # Here, so that a list's reading errors are raised before tf.data runs.
+
+    def chunks():
+        for chunk in chunked(examples, chunk_size):
+            yield examples_to_columns(chunk)
+
+    return tf.data.Dataset.from_generator(chunks, output_signature=_COLUMN_SPECS).unbatch()
 
 
 def _or_none(value: tf.Tensor) -> tf.Tensor:
@@ -124,19 +165,27 @@ def format_and_tokenize(fmt: str, batch_size: int = 1024) -> Callable[..., tf.da
         batch_size: examples per tokenizer call (speed only).
 
     Returns:
-        A preprocessor taking the raw columns and `output_features` (one
-        vocabulary for all features) and giving int32 [n] bare token ids
-        for `query`, `positive` and `negative`.
+        A preprocessor taking the raw columns, `output_features` (one
+        vocabulary for all features) and the `sequence_length` of each text
+        (texts are cut to `CHARS_PER_TOKEN_LIMIT` characters per token of
+        it first), and giving int32 [n] bare token ids for `query`,
+        `positive` and `negative`.
     """
     format_texts = format_fn(fmt)
 
-    def preprocess(dataset: tf.data.Dataset, output_features: Mapping[str, seqio.Feature]) -> tf.data.Dataset:
+    def preprocess(dataset: tf.data.Dataset, output_features: Mapping[str, seqio.Feature],
+                   sequence_length: Mapping[str, int] | None = None) -> tf.data.Dataset:
         vocabulary = output_features[TEXT_FEATURES[0]].vocabulary
+
+        def cut(text: tf.Tensor, key: str) -> tf.Tensor:
+            if not sequence_length:
+                return text
+            return tf.strings.substr(text, 0, sequence_length[key] * CHARS_PER_TOKEN_LIMIT, unit="UTF8_CHAR")
 
         def run(batch):
             texts = format_texts(batch)
             count = tf.shape(texts[TEXT_FEATURES[0]])[0]
-            ids = _encode_batch(vocabulary, tf.concat([texts[k] for k in TEXT_FEATURES], axis=0))
+            ids = _encode_batch(vocabulary, tf.concat([cut(texts[k], k) for k in TEXT_FEATURES], axis=0))
             return {key: tf.cast(ids[i * count:(i + 1) * count], tf.int32) for i, key in enumerate(TEXT_FEATURES)}
 
         return dataset.batch(batch_size).map(run, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
@@ -158,8 +207,8 @@ def register_task(name: str, load_examples: Callable[[], Sequence[jsonl.Example]
 
     Args:
         name: the task name; see `task_name`.
-        load_examples: returns the examples; called each time the dataset is
-            built, as SeqIO sources read lazily.
+        load_examples: returns the examples (a list or a stream); called
+            each time the dataset is read, as SeqIO sources read lazily.
         vocabulary: tokenizes the formatted texts.
         fmt: one of `formats.FORMATS`.
 
@@ -169,8 +218,8 @@ def register_task(name: str, load_examples: Callable[[], Sequence[jsonl.Example]
     formats.check_format(fmt)
 
     def dataset_fn(split: str, shuffle_files: bool, seed: int | None = None) -> tf.data.Dataset:
-        del split, shuffle_files, seed  # One in-memory split; order is the pipeline's business.
-        return tf.data.Dataset.from_tensor_slices(examples_to_columns(load_examples()))
+        del split, shuffle_files, seed  # One split; order is the pipeline's business.
+        return examples_dataset(load_examples)
 
     seqio.TaskRegistry.remove(name)
     return seqio.TaskRegistry.add(
@@ -248,27 +297,33 @@ class DualEncoderFeatureConverter(seqio.FeatureConverter):
         return lengths
 
 
-def materialize(task: seqio.Task, converter: DualEncoderFeatureConverter,
-                lengths: Mapping[str, int], batch_size: int = 1024) -> dict[str, np.ndarray]:
-    """Runs a Task and the converter over its whole "train" split, in order.
+def converted_batches(task: seqio.Task, converter: DualEncoderFeatureConverter, lengths: Mapping[str, int],
+                      batch_size: int = 1024) -> Iterator[dict[str, np.ndarray]]:
+    """Runs a Task and the converter over its "train" split, in order, a batch at a time.
 
     Args:
         task: a Task from `register_task`.
         converter: adds special tokens and pads.
         lengths: tokens per text of each of TEXT_FEATURES, special tokens included.
-        batch_size: rows per tf.data batch while reading (speed only).
+        batch_size: rows per yielded batch (the last may be shorter).
+
+    Yields:
+        MODEL_FEATURES -> int32 arrays, [n, lengths[feature]] (`has_negative`: [n]).
+    """
+    ds = task.get_dataset(sequence_length=lengths, split="train", shuffle=False, num_epochs=1)
+    for batch in converter(ds, lengths).batch(batch_size).as_numpy_iterator():
+        yield {k: batch[k].astype(np.int32) for k in MODEL_FEATURES}
+
+
+def materialize(task: seqio.Task, converter: DualEncoderFeatureConverter,
+                lengths: Mapping[str, int], batch_size: int = 1024) -> dict[str, np.ndarray]:
+    """All of `converted_batches`, concatenated.
 
     Returns:
         MODEL_FEATURES -> int32 arrays, [N, lengths[feature]] (`has_negative`: [N]).
     """
-    ds = task.get_dataset(sequence_length=lengths, split="train", shuffle=False, num_epochs=1)
-    ds = converter(ds, lengths).batch(batch_size)
-    parts = {k: [] for k in MODEL_FEATURES}
-    for batch in ds.as_numpy_iterator():
-        for k in MODEL_FEATURES:
-            parts[k].append(batch[k])
-    if not parts["query_ids"]:
+    parts = list(converted_batches(task, converter, lengths, batch_size))
+    if not parts:
         return {k: np.zeros((0, lengths[k.rsplit("_", 1)[0]]) if k != "has_negative" else (0,), np.int32)
                 for k in MODEL_FEATURES}
-    return {k: np.concatenate(v).astype(np.int32) for k, v in parts.items()}
-
+    return {k: np.concatenate([part[k] for part in parts]) for k in MODEL_FEATURES}

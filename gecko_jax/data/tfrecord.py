@@ -8,7 +8,7 @@ the proto. The same validation rules apply, and a bad record is reported as
 """
 
 import os
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from absl import logging
 import tensorflow as tf
@@ -79,9 +79,25 @@ def read_tfrecord(path: str, also_required: tuple[str, ...] = ()) -> list[jsonl.
     Raises:
         UserError: the file is missing, not TFRecord, or has a bad record.
     """
+    return list(iter_tfrecord(path, also_required))
+
+
+def iter_tfrecord(path: str, also_required: tuple[str, ...] = ()) -> Iterator[jsonl.Example]:
+    """Yields the validated examples of one TFRecord file, reading it as it goes.
+
+    Args:
+        path: the file.
+        also_required: optional fields every record must have.
+
+    Yields:
+        The examples in file order (see `read_tfrecord`).
+
+    Raises:
+        UserError: as `read_tfrecord`, when the reader reaches the fault.
+    """
     if not os.path.isfile(path):
         raise UserError(f"{path}: training file not found; check the path in --config.data.train_files")
-    examples, dropped = [], jsonl.DropCounter(path, "record")
+    count, dropped = 0, jsonl.DropCounter(path, "record")
     try:
         for number, serialized in enumerate(tf.data.TFRecordDataset(path).as_numpy_iterator(), start=1):
             try:
@@ -95,12 +111,12 @@ def read_tfrecord(path: str, also_required: tuple[str, ...] = ()) -> list[jsonl.
             except ValueError as e:
                 raise UserError(f"{path}: record {number}: {e}") from None
             if example is not None:
-                examples.append(example)
+                count += 1
+                yield example
     except tf.errors.DataLossError:
-        raise UserError(f"{path}: not a TFRecord file or truncated (corrupted record after {len(examples)} "
+        raise UserError(f"{path}: not a TFRecord file or truncated (corrupted record after {count} "
                         "examples); write it again") from None
     dropped.warn()
-    if not examples:
+    if not count:
         raise UserError(f"{path}: no examples in this TFRecord file")
-    logging.info("%s: %d examples", path, len(examples))
-    return examples
+    logging.info("%s: %d examples", path, count)

@@ -318,6 +318,11 @@ class WordPieceVocabulary(seqio.Vocabulary):
         text = tf.strings.reduce_join(pieces, axis=-1, separator=" ")
         return tf.strings.regex_replace(text, " " + re.escape(_SUFFIX), "")
 
+    @property
+    def tokens(self) -> list[str]:
+        """The pieces, by id."""
+        return list(self._id_to_token)
+
     def __reduce__(self):
         # Rebuilt from the file: the caches and TF resources do not pickle.
         return (WordPieceVocabulary, (self.vocab_path,))
