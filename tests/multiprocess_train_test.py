@@ -5,7 +5,7 @@ processes joined through `jax.distributed` on 127.0.0.1, as two hosts of a
 slice, against one process holding all four devices, on the same global mesh.
 Covered: scratch, training-workdir, Gemma-folder and MiniLM starts under the
 `dp`, `fsdp` and `fsdp_tp` presets (each start and each preset at least once); GradCache, gradient accumulation, a Jasper
-teacher run and an XTR tower; in-training evaluation and the files only
+teacher run, an XTR tower and data prepared on Beam; in-training evaluation and the files only
 process 0 writes; and the faults of a pod: every process killed, SIGTERM to one
 host (a preemption), one process killed.
 """
@@ -22,6 +22,7 @@ import jax
 import numpy as np
 import pytest
 
+from gecko_jax.data import sources
 from gecko_jax.encoder import Encoder
 from gecko_jax.training import checkpoint_io
 import pod_harness
@@ -97,6 +98,20 @@ def test_other_recipes_equal_one_process(tmp_path, case):
         # Teacher vectors are embedded once, by process 0, and read by every host.
         args = ["--config=configs/jasper_distill.py:runlocal", "--config.sharding=dp"]
     pod, single = _train_both(tmp_path, args)
+    assert _max_abs_diff(pod, single) <= 1e-5
+
+
+def test_data_prepared_on_beam_equals_one_process(tmp_path):
+    # Two input files become a two-shard folder; each process reads only its rows of it.
+    lines = pathlib.Path(sources.bundled_path()).read_text().splitlines(keepends=True)
+    (tmp_path / "a.jsonl").write_text("".join(lines[:40]))
+    (tmp_path / "b.jsonl").write_text("".join(lines[40:]))
+    folder = tmp_path / "prepared"
+    subprocess.run([sys.executable, str(pod_harness.REPO / "data_pipelines" / "prepare_data.py"), GECKO,
+                    f"--input={tmp_path}/*.jsonl", f"--output={folder}"],
+                   check=True, capture_output=True, cwd=pod_harness.REPO)
+    pod, single = _train_both(tmp_path, [GECKO, "--config.total_steps=4", f"--config.data.train_files={folder}",
+                                         "--config.data.bucket_lengths=True", *FSDP, "--config.sharding=fsdp"])
     assert _max_abs_diff(pod, single) <= 1e-5
 
 

@@ -31,10 +31,10 @@ warning per file so that a typo does not go unnoticed.
 """
 
 import json
-import os
 from typing import Any, Iterator
 
 from absl import logging
+from etils import epath
 
 from gecko_jax.errors import UserError
 
@@ -183,14 +183,14 @@ def iter_jsonl(path: str, also_required: tuple[str, ...] = ()) -> Iterator[Examp
     Raises:
         UserError: the file is missing, unreadable, empty, or has a bad line.
     """
-    if not os.path.isfile(path):
+    if not epath.Path(path).is_file():
         raise UserError(f"{path}: training file not found; check the path in --config.data.train_files")
     count = 0
     unknown = {}  # Key -> first line it appears on.
     dropped = DropCounter(path)
     offset = 0  # Of the current line's first byte in the file.
     try:
-        with open(path, "rb") as f:
+        with epath.Path(path).open("rb") as f:
             for line_no, raw in enumerate(f, start=1):
                 line_offset, offset = offset, offset + len(raw)
                 try:

@@ -9,10 +9,11 @@
   `CACHE/NAME-KEY/`, where KEY hashes the source's name, its reader and
   options, its files' absolute paths and the preparation settings.
 
-The entry's meta.json records each input file's size, modification time and
-SHA-256. A later start reuses the entry when every file's size and time are
-unchanged (no reading), or, after a touch, when its SHA-256 still matches; a
-changed file is prepared again, never silently reused. A lock file keeps two
+The entry's meta.json records each input file's size, modification and
+change times, inode and SHA-256. A later start reuses the entry when all of
+these are unchanged (no reading: any write sets the change time, which no
+tool sets back), or else when the SHA-256 still matches (a touched or copied
+file); a changed file is prepared again, never silently reused. A lock file keeps two
 processes of one machine (a job's hosts on localhost, two runs) from
 preparing the same entry at once: the second waits, then reuses it.
 
@@ -72,9 +73,14 @@ def _file_state(path: str) -> dict[str, Any]:
     """A file's identity at this moment: absolute path, size, modification time and SHA-256."""
     if not os.path.isfile(path):
         raise UserError(f"{path}: training file not found; check the path in --config.data.train_files")
+    return {"path": os.path.abspath(path), **_stat(path), "sha256": _sha256(path)}
+
+
+def _stat(path: str) -> dict[str, int]:
+    # Any write to a file sets its change time (ctime), which, unlike the
+    # modification time, no tool can set back: equal stats mean equal contents.
     stat = os.stat(path)
-    return {"path": os.path.abspath(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
-            "sha256": _sha256(path)}
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "ctime_ns": stat.st_ctime_ns, "inode": stat.st_ino}
 
 
 def _unchanged(recorded: Mapping[str, Any]) -> bool:
@@ -82,10 +88,10 @@ def _unchanged(recorded: Mapping[str, Any]) -> bool:
     path = recorded["path"]
     if not os.path.isfile(path):
         return False
-    stat = os.stat(path)
-    if stat.st_size != recorded["size"]:
+    now = _stat(path)
+    if now["size"] != recorded["size"]:
         return False
-    return stat.st_mtime_ns == recorded["mtime_ns"] or _sha256(path) == recorded["sha256"]
+    return all(now[k] == recorded.get(k) for k in now) or _sha256(path) == recorded["sha256"]
 
 
 def _entry_folder(root: str, source: mixtures.SourceInput, prepared_settings: Mapping[str, Any]) -> str:

@@ -95,7 +95,7 @@ def iter_tfrecord(path: str, also_required: tuple[str, ...] = ()) -> Iterator[js
     Raises:
         UserError: as `read_tfrecord`, when the reader reaches the fault.
     """
-    if not os.path.isfile(path):
+    if not tf.io.gfile.exists(path) or tf.io.gfile.isdir(path):
         raise UserError(f"{path}: training file not found; check the path in --config.data.train_files")
     count, dropped = 0, jsonl.DropCounter(path, "record")
     try:
