@@ -53,7 +53,7 @@ def get_config(arg: str = ""):
     m.dtype = "bfloat16"
 
     c.loss.name = "gemini_nce"
-    c.loss.temperature = 0.05  # Not given by the paper (methods.md §2.2).
+    c.loss.temperature = 0.05  # The paper gives none; configs/gecko_768.py's value.
     c.loss.same_tower = False
     c.loss.mrl_dims = (768, 1536, 3072)
 

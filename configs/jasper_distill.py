@@ -1,4 +1,4 @@
-r"""Jasper/Stella distillation (methods.md §5): a student learns its teachers' vector space.
+r"""Jasper/Stella distillation (arXiv 2412.19048): a student learns its teachers' vector space.
 
 The student (all-MiniLM-L6-v2, mean pooled) gets FC1, a dense head to the
 teachers' total width, and is trained with Jasper's three losses (cosine,
@@ -38,7 +38,7 @@ The runlocal stages start from scratch unless given `--config.model.init`:
 
 from gecko_jax.config_base import base_config, bundled_data_dir
 
-# Batch, learning rate and checkpoint step of each stage (methods.md §5.4).
+# Batch, learning rate and checkpoint step of each stage, as the paper trained them.
 _SCHEDULES = {1: (128, 1e-4, 4000), 2: (128, 8e-5, 7000), 3: (128, 7e-5, 2200)}
 _TEACHERS = ("minilm", "gemma3-270m")
 _TEACHER_WIDTH = 384 + 640

@@ -1,11 +1,14 @@
 """Checkpoint saving, restoring, and falling back past a damaged newest step."""
 
+import asyncio
 import os
+import threading
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from orbax.checkpoint._src import asyncio_utils as orbax_asyncio
 
 from gecko_jax.config_base import base_config
 from gecko_jax.errors import UserError
@@ -46,7 +49,8 @@ def test_damaged_newest_checkpoint_falls_back_to_previous(tmp_path, capsys):
     step, state, _ = checkpoint_io.restore_latest(manager, _abstract(_state(0)))
     assert step == 1
     np.testing.assert_array_equal(state["params"]["w"], np.full((4, 3), 1.0))
-    assert "checkpoint step 2 could not be read" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "checkpoint step 2 in " in out and "resuming from step 1 instead" in out
     # The damaged step is kept aside, and step 2 can be saved again: left in
     # place, Orbax would skip every save up to it.
     assert [p.name[:2] for p in (tmp_path / "damaged_checkpoints").iterdir()] == ["2-"]
@@ -55,6 +59,59 @@ def test_damaged_newest_checkpoint_falls_back_to_previous(tmp_path, capsys):
     step, state, data = checkpoint_io.restore_latest(manager, _abstract(_state(0)))
     assert step == 2 and data == {"next_batch": 7}
     np.testing.assert_array_equal(state["params"]["w"], np.full((4, 3), 7.0))
+
+
+def test_a_failed_restore_lets_the_pending_reads_finish_before_its_loop_closes():
+    # One read completes from another thread, as TensorStore's do. Had the loop
+    # closed when the other read failed, that completion would print "Event
+    # loop is closed" and the abandoned coroutine "Exception ignored in".
+    finished = []
+
+    async def slow_read():
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        threading.Timer(0.2, loop.call_soon_threadsafe, (done.set_result, "read")).start()
+        finished.append(await done)
+
+    async def failing_read():
+        raise OSError("truncated")
+
+    async def restore():
+        await asyncio.gather(slow_read(), failing_read())
+
+    with pytest.raises(OSError, match="truncated"):
+        checkpoint_io._run_until_pending_reads_finish(restore())  # pylint: disable=protected-access
+    assert finished == ["read"]
+
+
+def test_orbax_reads_a_damaged_step_through_that_loop(tmp_path, monkeypatch):
+    failures = []
+    draining = checkpoint_io._run_until_pending_reads_finish  # pylint: disable=protected-access
+
+    def recording(coro):
+        try:
+            return draining(coro)
+        except Exception as err:
+            failures.append(err)
+            raise
+
+    monkeypatch.setattr(checkpoint_io, "_run_until_pending_reads_finish", recording)
+    orbax_runner = orbax_asyncio._run_sync_via_new_loop  # pylint: disable=protected-access
+    manager = checkpoint_io.create_manager(str(tmp_path), keep=5, async_save=False)
+    for step in (1, 2):
+        # Random values, so that the array is stored in a data file of its own size.
+        weights = np.random.default_rng(step).normal(size=(128, 128)).astype(np.float32)
+        checkpoint_io.save(manager, step, {"params": {"w": jnp.asarray(weights)},
+                                           "step": jnp.int32(step)}, {"next_batch": step})
+    files = [path for path in (tmp_path / "checkpoints" / "2" / "state").rglob("*")
+             if path.is_file()]
+    largest = max(files, key=lambda path: path.stat().st_size)
+    os.truncate(largest, largest.stat().st_size // 2)
+    abstract = _abstract({"params": {"w": jnp.zeros((128, 128))}, "step": jnp.int32(0)})
+    assert checkpoint_io.restore_latest(manager, abstract)[0] == 1
+    # Step 2's array reads failed inside it, and Orbax has its own runner back.
+    assert len(failures) == 1
+    assert orbax_asyncio._run_sync_via_new_loop is orbax_runner  # pylint: disable=protected-access
 
 
 def test_checkpoint_of_another_model_is_refused_and_kept(tmp_path):

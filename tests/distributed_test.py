@@ -36,8 +36,33 @@ def test_initialize_joins_only_when_there_is_a_reason(monkeypatch):
     assert calls[-1] == {"num_processes": None, "process_id": None}
 
 
-def test_this_machine_has_no_tpu():
-    assert distributed.tpu_chips_present() is False
+def _pci_devices(root, vendors):
+    """A stand-in for /sys/bus/pci/devices: one folder per device, holding its `vendor`."""
+    for index, vendor in enumerate(vendors):
+        device = root / f"0000:00:{index:02x}.0"
+        device.mkdir(parents=True)
+        if vendor is not None:
+            (device / "vendor").write_text(vendor + "\n")
+    return str(root)
+
+
+@pytest.mark.parametrize("vendors,expected", [
+    ([], False),
+    (["0x8086", "0x10de"], False),  # Intel and NVIDIA devices: a GPU machine.
+    (["0x8086", "0x1ae0"], True),  # A Google device among others: a TPU VM host.
+    ([None, "0x1ae0"], True),  # A device without a vendor file is skipped.
+])
+def test_tpu_chips_are_found_by_the_google_pci_vendor(tmp_path, vendors, expected):
+    assert distributed.tpu_chips_present(_pci_devices(tmp_path, vendors)) is expected
+
+
+def test_an_unreadable_vendor_file_is_skipped(tmp_path):
+    root = _pci_devices(tmp_path, ["0x1ae0"])
+    vendor = tmp_path / "0000:00:01.0" / "vendor"
+    vendor.mkdir(parents=True)  # Opening a folder raises an OSError, as a denied file does.
+    assert distributed.tpu_chips_present(root) is True
+    (tmp_path / "0000:00:00.0" / "vendor").unlink()
+    assert distributed.tpu_chips_present(root) is False
 
 
 _CHILD = """

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from jax.sharding import PartitionSpec as P
 
 from gecko_jax.config_base import base_config
 from gecko_jax.errors import UserError
@@ -54,8 +55,21 @@ def test_accumulation_state_is_sharded_like_the_parameters():
     init = functools.partial(init_train_state, model, tx, max_length=5)
     mesh = sharding.create_mesh({"fsdp": 8}, jax.devices())
     shardings = state_shardings(jax.eval_shape(init, jax.random.key(0)), tx, mesh)
-    specs = {str(s.spec) for s in jax.tree.leaves(shardings.opt_state)}
-    assert any("fsdp" in spec for spec in specs)
+    accumulated = shardings.opt_state.acc_grads
+    # Leaf by leaf the same shardings as the parameters: a replicated
+    # accumulator would hold a full copy of the gradients on every device.
+    assert jax.tree.structure(accumulated) == jax.tree.structure(shardings.params)
+    for (path, acc), param in zip(jax.tree_util.tree_leaves_with_path(accumulated),
+                                  jax.tree.leaves(shardings.params)):
+        assert acc.spec == param.spec, (jax.tree_util.keystr(path), acc.spec, param.spec)
+    # And those are split over fsdp along the hidden (`embed`) dimension.
+    backbone = accumulated["backbone"]
+    assert backbone["token_embed"]["embedding"].spec == P("tensor", "fsdp")
+    assert backbone["layer_0"]["mlp"]["wi"]["kernel"].spec == P("fsdp", "tensor")
+    assert backbone["layer_0"]["attention"]["out_kernel"].spec == P("tensor", None, "fsdp")
+    # The step counters are scalars, the same on every device.
+    for counter in (shardings.opt_state.mini_step, shardings.opt_state.gradient_step):
+        assert counter.spec == P()
 
 
 def test_accumulation_must_divide_the_run():

@@ -1,4 +1,8 @@
-"""Gecko's loss against a plain NumPy transcription of methods.md §1.5."""
+"""Gecko's loss against a plain NumPy transcription of its formula.
+
+The formula is Gecko's fine-tuning objective (arXiv 2403.20327), as
+`gecko_jax/losses/gecko.py` describes it.
+"""
 
 import jax
 import jax.numpy as jnp

@@ -1,4 +1,7 @@
-"""Gemini Embedding's NCE loss against a NumPy transcription of methods.md §2.2."""
+"""Gemini Embedding's NCE loss against a NumPy transcription of its formula.
+
+The formula is that of arXiv 2503.07891, as `gecko_jax/losses/gemini_nce.py` writes it out.
+"""
 
 import jax.numpy as jnp
 import numpy as np

@@ -1,4 +1,7 @@
-"""Jasper's three distillation losses against NumPy transcriptions of methods.md §5.2."""
+"""Jasper's three distillation losses against NumPy transcriptions of the paper's formulas.
+
+The formulas are those of arXiv 2412.19048, as `gecko_jax/losses/jasper.py` writes them out.
+"""
 
 import itertools
 

@@ -46,9 +46,25 @@ def test_throughput_reports_mfu_and_hfu_only_with_their_flops_and_a_peak():
     assert rates["hfu"] == pytest.approx(3 * rates["mfu"], rel=1e-6)
 
 
-def test_the_cpu_peak_is_measured_once():
-    cpu = jax.devices("cpu")
-    assert mfu.peak_flops_per_second(cpu) == mfu.peak_flops_per_second(cpu)
+def test_the_cpu_peak_is_measured_once(monkeypatch):
+    measured = []
+
+    def measure():
+        measured.append(1)
+        return 5e9
+
+    monkeypatch.setattr(mfu, "measure_cpu_peak_flops", measure)
+    mfu._cpu_peak_flops.cache_clear()  # pylint: disable=protected-access
+    try:
+        cpus = jax.devices("cpu")
+        assert len(cpus) == 8, "conftest should simulate 8 CPU devices"
+        # The simulated devices of one process share its cores: one peak, not eight.
+        assert mfu.peak_flops_per_second(cpus) == 5e9
+        assert mfu.peak_flops_per_second(cpus[:1]) == 5e9
+        assert len(measured) == 1
+    finally:
+        # Later callers measure the real CPU, not the stand-in.
+        mfu._cpu_peak_flops.cache_clear()  # pylint: disable=protected-access
 
 
 def test_time_in_a_paused_block_is_left_out():

@@ -6,6 +6,7 @@ import jax
 import numpy as np
 import pytest
 from flax import linen as nn
+from jax.sharding import PartitionSpec as P
 
 from gecko_jax.config_base import base_config
 from gecko_jax.errors import UserError
@@ -81,9 +82,31 @@ def test_params_are_sharded_by_logical_names():
     model = build_tower(config.model)
     tx, _ = make_optimizer(config.optimizer, total_steps=10)
     init = functools.partial(init_train_state, model, tx, max_length=LENGTH)
-    shardings = state_shardings(jax.eval_shape(init, jax.random.key(0)), tx, mesh)
-    specs = [s.spec for s in jax.tree.leaves(shardings.params)]
-    assert any("fsdp" in jax.tree.leaves(tuple(spec)) for spec in specs)
+    abstract = jax.eval_shape(init, jax.random.key(0))
+    shardings = state_shardings(abstract, tx, mesh)
+    # Every parameter: each dimension on the mesh axis its logical name maps
+    # to under the default rules (hidden size 32 and every other dimension
+    # split here divide the axes, so no dimension falls back to replication).
+    rules = dict(sharding.LOGICAL_AXIS_RULES)
+    placed = jax.tree_util.tree_leaves_with_path(shardings.params)
+    names = jax.tree.leaves(nn.get_partition_spec(abstract.params),
+                            is_leaf=lambda x: isinstance(x, P))
+    assert len(placed) == len(names) == 38
+    for (path, placement), logical in zip(placed, names):
+        assert placement.spec == P(*(rules[name] if name else None for name in logical)), (
+            jax.tree_util.keystr(path), placement.spec, logical)
+    # The rules themselves, spelled out: FSDP splits the hidden dimension of
+    # every matrix and vector, tensor parallelism the vocabulary, MLP and heads.
+    params = shardings.params
+    layer = params["backbone"]["layer_1"]
+    assert params["backbone"]["token_embed"]["embedding"].spec == P("tensor", "fsdp")
+    assert params["backbone"]["position_embed"].spec == P(None, "fsdp")
+    assert layer["attention"]["query_kernel"].spec == P("fsdp", "tensor", None)
+    assert layer["attention"]["out_kernel"].spec == P("tensor", None, "fsdp")
+    assert layer["mlp"]["wi"]["kernel"].spec == P("fsdp", "tensor")
+    assert layer["mlp"]["wo"]["kernel"].spec == P("tensor", "fsdp")
+    assert layer["mlp_norm"]["scale"].spec == P("fsdp")
+    assert params["projection"]["kernel"].spec == P("fsdp", "tensor")
 
 
 def test_mesh_errors_are_clear():

@@ -5,8 +5,8 @@ r"""FRet: turns a passage corpus into (task, query, positive, hard negative) dat
         [--negative=last|random] [--runner=DirectRunner|DataflowRunner|FlinkRunner|SparkRunner] \
         [Beam pipeline options, e.g. --project=... --region=... --temp_location=gs://...]
 
-Each line of FILE.jsonl is {"id", "title"?, "text"}. The stages (methods.md
-§1.3; gecko_jax/fret/stages.py): sample seed passages; generate a task and a
+Each line of FILE.jsonl is {"id", "title"?, "text"}. The stages (Gecko, arXiv
+2403.20327; gecko_jax/fret/stages.py): sample seed passages; generate a task and a
 query for each with a few-shot prompt (prompts/); embed the corpus and
 retrieve each task+query's top-N neighbours; rerank them with the same LLM by
 query likelihood and relevance classification, fused by reciprocal rank;

@@ -1,1 +1,1 @@
-"""FRet: LLM-distilled training data (methods.md §1.3), built as Apache Beam stages."""
+"""FRet: LLM-distilled training data (Gecko, arXiv 2403.20327), built as Apache Beam stages."""

@@ -1,6 +1,6 @@
 """The LLM behind FRet: one interface, a local JAX Gemma or an HTTP endpoint.
 
-FRet asks its LLM three things (methods.md §1.3):
+FRet (Gecko, arXiv 2403.20327) asks its LLM three things:
 
 * `generate`: continue few-shot prompts (the task and query of a passage);
 * `score`: log P(continuation | prompt), for query likelihood;

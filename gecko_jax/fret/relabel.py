@@ -1,4 +1,4 @@
-"""FRet's rerank fusion and relabelling (methods.md §1.3, step 2).
+"""FRet's rerank fusion and relabelling (Gecko, arXiv 2403.20327: FRet's second step).
 
 For one query and its N retrieved candidates:
 

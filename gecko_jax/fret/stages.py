@@ -1,4 +1,4 @@
-"""FRet's stages as Apache Beam transforms (methods.md §1.3).
+"""FRet's stages as Apache Beam transforms (Gecko, arXiv 2403.20327: FRet's two steps).
 
     passages ─┬─ EmbedCorpus ───────────────────────────┐ (side input)
               └─ SamplePassages ─ SkipFinished ─ GenerateQueries ─ RetrieveNeighbours

@@ -1,4 +1,4 @@
-"""Gecko's fine-tuning loss (methods.md §1.5) and its Matryoshka sum.
+"""Gecko's fine-tuning loss (arXiv 2403.20327, its training objective) and its Matryoshka sum.
 
 For query i the softmax denominator holds every in-batch positive p_j, every
 other query q_j (same-tower negatives, j != i) and the query's own hard

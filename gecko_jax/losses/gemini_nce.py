@@ -1,4 +1,4 @@
-"""Gemini Embedding's NCE loss with a false-negative mask (methods.md §2.2).
+"""Gemini Embedding's NCE loss with a false-negative mask (arXiv 2503.07891).
 
 For query i, with s(x, y) the cosine and tau the temperature:
 

@@ -1,4 +1,4 @@
-"""Jasper/Stella distillation: three losses against teacher vectors (methods.md §5).
+"""Jasper/Stella distillation: three losses against teacher vectors (arXiv 2412.19048).
 
 With s_x the unit student vector and t_x the unit teacher target of text x,
 S and T the batch matrices, and P = B(B-1)/2 the in-batch text pairs:

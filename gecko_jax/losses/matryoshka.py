@@ -3,8 +3,8 @@
 MRL trains every nested prefix of an embedding to be usable on its own: the
 same loss is applied to the first d coordinates of every embedding, each
 prefix re-normalised to unit length, and the per-prefix losses are summed
-with one weight per prefix (methods.md, checklist item 3: Gecko 768/256,
-Gemini Embedding 768/1536/3072).
+with one weight per prefix. Gecko (arXiv 2403.20327) trains 768 and 256
+dimensions this way, Gemini Embedding (arXiv 2503.07891) 768, 1536 and 3072.
 
 The wrapper knows nothing about the loss it wraps: the loss receives a pytree
 of [..., D] embeddings (a dict by text field, per-token [B, L, D] arrays, or a

@@ -11,14 +11,16 @@ Layout of a workdir:
 Orbax writes each step to a temporary folder and renames it when complete, so
 a run killed mid-save leaves no half-written step behind. A finished step that
 is damaged later (a truncated file) fails to restore; `restore_latest` then
-says so, falls back to the previous step and moves the damaged one to
-WORKDIR/damaged_checkpoints/.
+says so in one line, falls back to the previous step and moves the damaged one
+to WORKDIR/damaged_checkpoints/.
 """
 
+import asyncio
+import contextlib
 import json
 import os
 import time
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import gin
 import jax
@@ -28,6 +30,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 from flax import traverse_util
+from orbax.checkpoint._src import asyncio_utils as orbax_asyncio
 
 from gecko_jax.errors import UserError
 from gecko_jax.training import workdir_files
@@ -70,7 +73,8 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any
 
     Newer steps that fail to read are moved to WORKDIR/damaged_checkpoints/
     once an older one has been restored: left in place, Orbax would count them
-    as the latest steps and skip every save up to their step numbers.
+    as the latest steps and skip every save up to their step numbers. Each is
+    reported in one warning line that names the step restored instead.
 
     Args:
       manager: the run's checkpoint manager.
@@ -85,34 +89,96 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any
         workdir was started with another model), or no step reads back.
     """
     steps = sorted(manager.all_steps(), reverse=True)
-    damaged = []
+    damaged = {}
     for step in steps:
-        # Checked before reading: a failed read of a whole state leaves Orbax
-        # tasks that print pages at exit, and is no sign of damage here.
+        # Checked before reading: a checkpoint of another model fails to
+        # restore too, and must be refused rather than moved aside as damaged.
         difference = _params_difference(manager, step, abstract_state)
         if difference:
             raise UserError(
                 f"checkpoint step {step} in {manager.directory} does not fit the config: "
                 f"{difference}; resume with the workdir's {CONFIG_FILE} or pick a new --workdir")
         try:
-            restored = manager.restore(step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
+            with _pending_reads_finish_on_error():
+                restored = manager.restore(step, args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
         except Exception as err:  # pylint: disable=broad-except
             # Any read failure means this step is unusable; an older one may be fine.
-            logging.error("Checkpoint %s is damaged or incomplete (%s: %s); "
-                          "falling back to the previous one.",
-                          os.path.join(manager.directory, str(step)), type(err).__name__,
-                          str(err).splitlines()[0] if str(err) else "")
-            print(f"warning: checkpoint step {step} could not be read "
-                  f"({type(err).__name__}); falling back to an earlier one", flush=True)
-            damaged.append(step)
+            damaged[step] = _read_error(err)
             continue
-        _move_aside(manager, damaged)
+        _move_aside(manager, list(damaged))
+        aside = epath.Path(manager.directory).parent / DAMAGED_DIR
+        for bad_step, reason in damaged.items():
+            print(f"warning: checkpoint step {bad_step} in {manager.directory} could not be read "
+                  f"({reason}); resuming from step {step} instead, and moved step {bad_step} "
+                  f"to {aside}", flush=True)
         return step, restored.state, restored.data
     if steps:
-        raise UserError(f"none of the checkpoints {steps} in {manager.directory} could be read; "
-                        "move the folder away to start from scratch")
+        reasons = "; ".join(f"step {step}: {reason}" for step, reason in damaged.items())
+        raise UserError(f"none of the checkpoints {steps} in {manager.directory} could be read "
+                        f"({reasons}); move the folder away to start from scratch")
     return None
+
+
+def _read_error(err: BaseException) -> str:
+    """The first line of the innermost cause of a failed restore.
+
+    Orbax wraps TensorStore's error (which names the file and the byte range
+    that is missing) in one that prints the whole TensorStore spec, dozens of
+    lines; the cause alone says what is wrong.
+    """
+    while err.__cause__ is not None:
+        err = err.__cause__
+    lines = str(err).splitlines()
+    return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
+
+
+def _run_until_pending_reads_finish(coro):
+    """Orbax's event-loop runner, except that on an error the loop's tasks finish first.
+
+    Orbax reads the arrays of a checkpoint as concurrent asyncio tasks and, when
+    one fails, raises at once and closes the loop with the others still
+    reading. TensorStore then completes their reads onto the closed loop
+    ("RuntimeError: Event loop is closed") and the abandoned coroutines are
+    garbage-collected ("Exception ignored in: <coroutine ...>"): a traceback,
+    with a page of TensorStore spec, per array, thousands of lines around the
+    one warning of a damaged checkpoint. Awaiting the pending tasks before
+    closing ends them cleanly; they only read what an intact checkpoint would
+    have had read anyway.
+    """
+    loop = asyncio.new_event_loop()
+    try:
+        asyncio.set_event_loop(loop)
+        try:
+            return loop.run_until_complete(coro)
+        except Exception:
+            pending = asyncio.all_tasks(loop)
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            raise
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
+
+
+@contextlib.contextmanager
+def _pending_reads_finish_on_error() -> Iterator[None]:
+    """Restores inside use `_run_until_pending_reads_finish` as Orbax's loop runner.
+
+    Orbax (pinned in setup.cfg) runs every synchronous restore through the
+    private `asyncio_utils._run_sync_via_new_loop`; an Orbax without it is left
+    as it is, with its tracebacks on a damaged checkpoint but otherwise working.
+    """
+    name = "_run_sync_via_new_loop"
+    original = getattr(orbax_asyncio, name, None)
+    if original is None:
+        yield
+        return
+    setattr(orbax_asyncio, name, _run_until_pending_reads_finish)
+    try:
+        yield
+    finally:
+        setattr(orbax_asyncio, name, original)
 
 
 def _params_difference(manager: ocp.CheckpointManager, step: int, abstract_state: Any
@@ -161,7 +227,6 @@ def _rename_steps(directory: epath.Path, steps: list[int]) -> None:
             raise UserError(f"could not move the unreadable checkpoint {directory / str(step)} "
                             f"to {aside} ({type(err).__name__}); move or delete it, then "
                             "rerun") from err
-        print(f"moved the unreadable checkpoint step {step} to {target}", flush=True)
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
@@ -278,10 +343,12 @@ def restore_step_params(workdir: str, step: Optional[int] = None
         try:
             tree = checkpointer.metadata(path).item_metadata.tree
             as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
-            state = checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
+            with _pending_reads_finish_on_error():
+                state = checkpointer.restore(
+                    path, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
         except Exception as err:  # pylint: disable=broad-except
             logging.error("Checkpoint step %d unreadable (%s); trying an earlier one.",
-                          candidate, err)
+                          candidate, _read_error(err))
             continue
         return config, candidate, state["params"]
     raise UserError(f"no readable checkpoint among steps {steps} in {directory}")

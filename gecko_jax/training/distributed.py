@@ -20,9 +20,14 @@ _PEER_FAILURE_MARKERS = ("Gloo", "Connection reset", "Connection refused", "hear
 PEER_FAILURE_EXIT_STATUS = 3
 
 
-def tpu_chips_present() -> bool:
-    """Whether this machine has Cloud TPU chips (a TPU VM host)."""
-    for path in glob.glob("/sys/bus/pci/devices/*/vendor"):
+def tpu_chips_present(pci_devices: str = "/sys/bus/pci/devices") -> bool:
+    """Whether this machine has Cloud TPU chips (a TPU VM host).
+
+    Args:
+      pci_devices: the folder of PCI devices, one subfolder each with a
+        `vendor` file; another folder lets tests stand in for the machine's.
+    """
+    for path in glob.glob(os.path.join(pci_devices, "*", "vendor")):
         try:
             with open(path) as f:
                 if f.read().strip() == _GOOGLE_PCI_VENDOR:
