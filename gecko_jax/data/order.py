@@ -5,12 +5,18 @@ Examples are indexed in the concatenation of all sources (source s owns rows
 
 `PooledOrder` (no rates, mixed batches): one stream over all examples,
 
-    stream = perm(0) ++ perm(1) ++ ...,  perm(e) = default_rng([seed, e]).permutation(N)
+    stream = perm(0) ++ perm(1) ++ ...,  perm(e) = shuffle(N, seed_of(seed, e))
     global batch k = stream[k * G : (k + 1) * G]
 
 `MixedOrder` (rates, optionally one source per batch): each source s has its
 own stream `stream_s = perm_s(0) ++ perm_s(1) ++ ...` with
-`perm_s(e) = default_rng([seed, s, e]).permutation(sizes[s])`. A sequence of
+`perm_s(e) = shuffle(sizes[s], seed_of(seed, s, e))`.
+
+`shuffle(n, seed)` is Grain's `index_shuffle`, a keyed bijection of
+[0, n): any position of a permutation costs a few microseconds and no
+permutation is ever built, so the order's memory does not grow with the data
+(a billion examples would need 8 GB per materialised permutation). It takes
+32-bit seeds and sizes, so a source holds at most 2**32 examples. A sequence of
 units (rows of the global stream, or whole batches with one-source batches)
 draws a source each, by rate: unit u takes source `searchsorted(cdf, r_u)`
 with `r_u` the (u mod B)-th float of `default_rng([seed, MIX_TAG, u // B])`.
@@ -24,34 +30,38 @@ just k and a resumed run sees exactly the batches an uninterrupted one sees.
 
 import zlib
 
+from grain.experimental import index_shuffle
 import numpy as np
+
+from gecko_jax.errors import UserError
 
 MIX_TAG = 0x6D6978  # Separates the source draws from the per-source permutations.
 BLOCK = 4096  # Units per block of source draws.
 
 
-class _Permutations:
-    """Epoch permutations of a few streams, caching the most recent ones."""
-
-    def __init__(self, seed: int, keep: int):
-        self._seed, self._keep, self._cache = seed, keep, {}
-
-    def get(self, key: tuple[int, ...], size: int) -> np.ndarray:
-        if key not in self._cache:
-            if len(self._cache) >= self._keep:
-                del self._cache[next(iter(self._cache))]
-            self._cache[key] = np.random.default_rng([self._seed, *key]).permutation(size)
-        return self._cache[key]
+MAX_SOURCE_SIZE = 2**32  # index_shuffle's limit.
 
 
-def _stream_positions(positions: np.ndarray, size: int, permutation) -> np.ndarray:
-    """stream[positions] for a stream of concatenated epoch permutations of `size`."""
+def _seed_of(*key: int) -> int:
+    """A 32-bit seed that depends on every part of `key`."""
+    return int(np.random.SeedSequence(list(key)).generate_state(1, np.uint32)[0])
+
+
+def _stream_positions(positions: np.ndarray, size: int, key: tuple[int, ...]) -> np.ndarray:
+    """stream[positions] for the stream perm(key + (0,)) ++ perm(key + (1,)) ++ ... over [0, size)."""
     epochs, offsets = np.divmod(positions, size)
     out = np.empty(len(positions), dtype=np.int64)
     for epoch in np.unique(epochs):
-        rows = epochs == epoch
-        out[rows] = permutation(int(epoch))[offsets[rows]]
+        rows = np.flatnonzero(epochs == epoch)
+        seed = _seed_of(*key, int(epoch))
+        out[rows] = [index_shuffle(int(i), max_index=size - 1, seed=seed, rounds=4) for i in offsets[rows]]
     return out
+
+
+def _check_sizes(sizes) -> None:
+    if max(sizes) > MAX_SOURCE_SIZE:
+        raise UserError(f"a data source of {max(sizes)} examples exceeds the {MAX_SOURCE_SIZE} a source may hold; "
+                        "split it into several sources of a mixture")
 
 
 class PooledOrder:
@@ -60,14 +70,13 @@ class PooledOrder:
     fingerprint = None  # Checkpoints from before mixtures carry no order key.
 
     def __init__(self, seed: int, num_examples: int, global_batch_size: int):
-        self._num_examples, self._global_batch_size = num_examples, global_batch_size
-        self._permutations = _Permutations(seed, keep=2)
+        _check_sizes([num_examples])
+        self._seed, self._num_examples, self._global_batch_size = seed, num_examples, global_batch_size
 
     def indices(self, batch_index: int, row_offset: int, rows: int) -> np.ndarray:
         """Example indices of rows [row_offset, row_offset + rows) of global batch `batch_index`."""
         start = batch_index * self._global_batch_size + row_offset
-        return _stream_positions(np.arange(start, start + rows), self._num_examples,
-                                 lambda e: self._permutations.get((e,), self._num_examples))
+        return _stream_positions(np.arange(start, start + rows), self._num_examples, (self._seed,))
 
     def batch_source(self, batch_index: int) -> int | None:
         """The one source of a batch; None, as pooled batches mix sources."""
@@ -88,7 +97,7 @@ class MixedOrder:
         self._cdf[-1] = 1.0  # No draw in [0, 1) may fall past the last source.
         self._global_batch_size = global_batch_size
         self._one_source = one_source_batches
-        self._permutations = _Permutations(seed, keep=2 * len(sizes))
+        _check_sizes(sizes)
         self._prefix_counts = [np.zeros(len(sizes), dtype=np.int64)]  # Units of each source before block b.
         self._blocks = {}
         description = f"{'batch' if one_source_batches else 'row'}:{sizes}:{rates.tolist()}"
@@ -131,8 +140,7 @@ class MixedOrder:
         return sources, ranks
 
     def _take(self, source: int, positions: np.ndarray) -> np.ndarray:
-        size = int(self._sizes[source])
-        local = _stream_positions(positions, size, lambda e: self._permutations.get((source, e), size))
+        local = _stream_positions(positions, int(self._sizes[source]), (self._seed, source))
         return self._offsets[source] + local
 
     def indices(self, batch_index: int, row_offset: int, rows: int) -> np.ndarray:
