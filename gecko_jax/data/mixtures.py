@@ -254,6 +254,10 @@ def load_mixture(data_config: Any) -> list[Source]:
     Raises:
         UserError: bad entries, missing data, or a source without examples.
     """
+    for source in source_inputs(data_config):
+        if source.prepared_folder is not None:
+            raise UserError(f"{source.prepared_folder} is a prepared folder, which keeps tokens, not texts; give "
+                            "the JSONL/TFRecord files it was prepared from (teacher vectors embed the texts)")
     if data_config.train_files:
         return [Source("train_files", 1.0, read_files(data_config.train_files, "train_files"))]
     loaded = []

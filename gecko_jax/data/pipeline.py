@@ -148,9 +148,15 @@ class TrainData:
         return None if source is None else self.source_names[source]
 
     def batch(self, batch_index: int) -> dict[str, np.ndarray]:
-        """This host's rows of global batch `batch_index` (does not move the iterator)."""
+        """This host's rows of global batch `batch_index` (does not move the iterator).
+
+        When no row of the global batch has a hard negative, `negative_ids` and
+        `negative_mask` are left out (they would be all padding), and the train
+        step skips the negatives' forward pass; `has_negative` stays.
+        """
         indices = self.example_indices(batch_index)
-        padded = self.padded_lengths(batch_index)
+        longest = self._longest(batch_index)
+        padded = self.padded_lengths(batch_index, longest)
         out = {}
         for source, rows in self._by_source(indices):
             part = self._sources[source].read(indices[rows] - self._source_starts[source], padded, self._pad_id)
@@ -158,23 +164,34 @@ class TrainData:
                 if key not in out:
                     out[key] = np.empty((len(indices),) + values.shape[1:], values.dtype)
                 out[key][rows] = values
+        if not longest["negative"]:
+            del out["negative_ids"], out["negative_mask"]
         return out
+
+    def _longest(self, batch_index: int) -> dict[str, int]:
+        """The stored length of the longest text of each field in global batch `batch_index`."""
+        rows = self._order.indices(batch_index, 0, self._global_batch_size)
+        longest = np.zeros(len(tasks.TEXT_FEATURES), np.int64)
+        for source, positions in self._by_source(rows):
+            lengths = self._sources[source].lengths(rows[positions] - self._source_starts[source])
+            longest = np.maximum(longest, lengths.max(axis=0))
+        return dict(zip(tasks.TEXT_FEATURES, (int(n) for n in longest)))
 
     def _by_source(self, indices: np.ndarray) -> list[tuple[int, np.ndarray]]:
         """(source, positions in `indices` of its examples) for each source that `indices` touches."""
         sources = np.searchsorted(self._source_ends, indices, side="right")
         return [(int(s), np.flatnonzero(sources == s)) for s in np.unique(sources)]
 
-    def padded_lengths(self, batch_index: int) -> dict[str, int]:
-        """Tokens per text of each field in global batch `batch_index` (the same on every host)."""
+    def padded_lengths(self, batch_index: int, longest: dict[str, int] | None = None) -> dict[str, int]:
+        """Tokens per text of each field in global batch `batch_index` (the same on every host).
+
+        Args:
+            batch_index: the global batch number.
+            longest: `_longest(batch_index)`, when the caller has it already.
+        """
         if not self._bucket_lengths:
             return self.lengths
-        rows = self._order.indices(batch_index, 0, self._global_batch_size)
-        longest = np.zeros(len(tasks.TEXT_FEATURES), np.int64)
-        for source, positions in self._by_source(rows):
-            lengths = self._sources[source].lengths(rows[positions] - self._source_starts[source])
-            longest = np.maximum(longest, lengths.max(axis=0))
-        return packing.field_lengths(dict(zip(tasks.TEXT_FEATURES, (int(n) for n in longest))), self.lengths)
+        return packing.field_lengths(longest or self._longest(batch_index), self.lengths)
 
     def __iter__(self) -> "TrainData":
         return self

@@ -71,6 +71,9 @@ def _sha256(path: str) -> str:
 
 def _file_state(path: str) -> dict[str, Any]:
     """A file's identity at this moment: absolute path, size, modification time and SHA-256."""
+    if "://" in path:
+        raise UserError(f"{path}: files in a bucket are prepared with data_pipelines/prepare_data.py; train on the "
+                        "prepared folder (mounted with gcsfuse), or copy the files to a local disk")
     if not os.path.isfile(path):
         raise UserError(f"{path}: training file not found; check the path in --config.data.train_files")
     return {"path": os.path.abspath(path), **_stat(path), "sha256": _sha256(path)}

@@ -114,9 +114,12 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
         metrics hold `model_flops`, the step's FLOPs over the real tokens.
     """
 
-    fields = tuple(getattr(loss_fn, "text_fields", TEXT_FIELDS))
+    wanted = tuple(getattr(loss_fn, "text_fields", TEXT_FIELDS))
 
     def train_step(state: TrainState, batch: dict, rng: jax.Array):
+        # A batch without hard negatives comes without their arrays (the input
+        # pipeline leaves out all-padding fields), and their forward pass is skipped.
+        fields = tuple(f for f in wanted if f"{f}_ids" in batch)
         # Dropout depends on the step only, so a resumed run draws the same masks.
         dropout_rng = jax.random.fold_in(rng, state.step)
 
