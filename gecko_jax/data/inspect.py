@@ -64,8 +64,11 @@ def describe_examples(data: TrainData, vocabulary, num_examples: int) -> list[st
                 break
             lines.append(f"[batch {batch_index} row {row}] source: {name}")
             for key in tasks.TEXT_FEATURES:
-                text = decode_row(vocabulary, batch[f"{key}_ids"][row], batch[f"{key}_mask"][row],
-                                  data.lengths[key])
+                if f"{key}_ids" not in batch:  # A batch without any hard negative leaves them out.
+                    text = "(none)"
+                else:
+                    text = decode_row(vocabulary, batch[f"{key}_ids"][row], batch[f"{key}_mask"][row],
+                                      data.lengths[key])
                 lines.append(f"  {key + ':':9} {text}")
         batch_index += 1
     return lines
