@@ -44,8 +44,16 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.pooling = "mean"  # Pooling of token states: mean | cls | last.
     c.model.projection_dim = 0  # Dense head after pooling (0 = none).
     c.model.multi_vector_dim = 0  # Per-token output vectors of this width, for XTR (0 = pooled).
+    # AligneR (models.salience): query and document salience heads on a multi-vector tower,
+    # gated to keep ceil(fraction * tokens) of each text by an entropy-regularised LP.
+    c.model.salience_heads = False
+    c.model.salience_query_fraction = 0.5  # alpha^q: fraction of query tokens the gate keeps.
+    c.model.salience_doc_fraction = 0.4  # alpha^d: the same for documents.
+    c.model.salience_epsilon = 0.002  # Entropy weight of the gate (smaller = closer to hard top-k).
+    c.model.salience_iterations = 100  # Unrolled iterations of the gate's solver.
     c.model.normalize = True  # L2-normalise the embedding.
     c.model.dtype = "float32"  # Compute dtype (float32 | bfloat16); parameters stay float32.
+    c.model.attention_impl = "xla"  # Attention: xla | splash (TPU kernel) | cudnn (NVIDIA GPU kernel); models.attention.
     # Gemma backbones (model.name = 'gemma'; layer_norm_eps is the RMSNorm epsilon).
     c.model.gemma_version = 3  # Gemma generation 1 | 2 | 3 (norm layout, QK-norm, local/global pattern).
     c.model.num_kv_heads = 1  # Key/value heads (1 = multi-query; num_heads = multi-head).
@@ -95,6 +103,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.loss.jasper_chunk_size = 1024  # Pair rows per chunk of that hinge; smaller saves memory.
     c.loss.jasper_teacher_dims = ()  # Widths of the teachers in batch['teacher']; () = one (or data.teachers).
     c.loss.xtr_k_train = 128  # Batch tokens each XTR query token retrieves (paper: 32 to 320).
+    c.loss.aligner_alignment = "top1"  # AligneR's training alignment: top1 | topk:K | topp:P (P in %).
 
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.name = "adamw"  # Optimizer (training.optimizers).

@@ -4,7 +4,9 @@
     vectors = Encoder.load("minilm").encode(["a sentence"], dim=256)
 
 A multi-vector (XTR) tower gives one unit vector per token instead:
-`encode_tokens` returns them, padding left out.
+`encode_tokens` returns them, padding left out. A multi-vector tower with
+AligneR's salience heads also weighs each token: `encode_tokens_and_saliences`
+returns the vectors with the query or the document saliences.
 
 Texts are tokenized in Python, sorted by length and packed into batches of a
 fixed size whose length is the smallest bucket that holds the batch's
@@ -32,6 +34,7 @@ from gecko_jax.data.vocabularies import get_vocabulary
 from gecko_jax.errors import UserError
 from gecko_jax.text_inputs import check_texts
 from gecko_jax.models import gemma_import
+from gecko_jax.models import salience
 from gecko_jax.models.bert_import import (ImportedModel, load_bert_folder,
                                           resolve_pretrained)
 from gecko_jax.models.registry import build_tower
@@ -174,6 +177,11 @@ class Encoder:
         """Width d of the token vectors of a multi-vector tower; 0 if pooled."""
         return getattr(self.tower, "multi_vector_dim", 0)
 
+    @property
+    def has_saliences(self) -> bool:
+        """Whether the tower weighs its token vectors by AligneR's saliences."""
+        return getattr(self.tower, "saliences", None) is not None
+
     def encode(
         self,
         texts: Sequence[str],
@@ -228,31 +236,71 @@ class Encoder:
         Returns:
           One float32 [n_i, dim or d] array per text: a row for each of its
           tokens (bos and eos included, padding left out), Matryoshka prefixes
-          normalised again if the tower L2-normalises.
+          normalised again if the tower L2-normalises; a salience tower's
+          saliences are left out.
 
         Raises:
           UserError: a text is empty or not a str, `dim` is out of range, or
             the tower pools one vector per text.
         """
+        return self._token_outputs(texts, prompt, dim, batch_size, show_progress)[0]
+
+    def encode_tokens_and_saliences(
+        self,
+        texts: Sequence[str],
+        side: str,
+        prompt: str | None = None,
+        dim: int | None = None,
+        batch_size: int | None = None,
+        show_progress: bool | None = None,
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Token vectors and saliences of a tower with salience heads, in order.
+
+        Args:
+          texts, prompt, dim, batch_size, show_progress: as `encode_tokens`.
+          side: 'query' for the query head's saliences u^q, 'document' for u^d.
+
+        Returns:
+          (vectors, saliences): per text, float32 [n_i, dim or d] as
+          `encode_tokens` gives them and float32 [n_i] saliences.
+
+        Raises:
+          UserError: as `encode_tokens`, or the tower has no salience heads.
+        """
+        if not self.has_saliences:
+            raise UserError("this model has no salience heads (model.salience_heads); embed "
+                            "with Encoder.encode_tokens")
+        if side not in ("query", "document"):
+            raise ValueError(f"side must be 'query' or 'document', got {side!r}")
+        vectors, rest = self._token_outputs(texts, prompt, dim, batch_size, show_progress)
+        channel = salience.QUERY_CHANNEL if side == "query" else salience.DOC_CHANNEL
+        return vectors, [r[:, channel] for r in rest]
+
+    def _token_outputs(self, texts, prompt, dim, batch_size, show_progress):
+        """Per text, the [n_i, dim or d] token vectors and the [n_i, c] channels after them."""
         if not self.multi_vector_dim:
             raise UserError("this model gives one vector per text; embed with Encoder.encode")
         texts = self._check(texts, prompt, dim, batch_size)
-        out = [None] * len(texts)
-        for rows, vectors, mask in self._batches(texts, prompt, batch_size,
+        width = self.multi_vector_dim
+        vectors, rest = [None] * len(texts), [None] * len(texts)
+        for rows, outputs, mask in self._batches(texts, prompt, batch_size,
                                                  show_progress):
-            for row, row_vectors, row_mask in zip(rows, vectors, mask):
-                out[row] = row_vectors[row_mask.astype(bool), :dim or None]
+            for row, row_outputs, row_mask in zip(rows, outputs, mask):
+                real = row_outputs[row_mask.astype(bool)]
+                vectors[row], rest[row] = real[:, :dim or width], real[:, width:]
         if dim and getattr(self.tower, "normalize", False):
-            out = [np.asarray(truncate_and_normalize(v, None)) for v in out]
-        return out
+            vectors = [np.asarray(truncate_and_normalize(v, None)) for v in vectors]
+        return vectors, rest
 
     def _check(self, texts: Sequence[str], prompt: str | None, dim: int | None,
                batch_size: int | None) -> list[str]:
         texts = check_texts(texts)
         if prompt is not None and not isinstance(prompt, str):
             raise UserError(f"prompt must be a string or None; got {type(prompt).__name__}.")
-        if dim is not None and (not _is_int(dim) or not 0 <= dim <= self.embedding_dim):
-            raise UserError(f"dim must be an integer between 1 and {self.embedding_dim} "
+        # A salience tower's output has two channels after its token vectors.
+        width = self.multi_vector_dim or self.embedding_dim
+        if dim is not None and (not _is_int(dim) or not 0 <= dim <= width):
+            raise UserError(f"dim must be an integer between 1 and {width} "
                             f"(or None for all); got {dim!r}.")
         if batch_size is not None and (not _is_int(batch_size) or batch_size < 1):
             raise UserError(f"batch_size must be a positive integer (or None for "

@@ -4,7 +4,9 @@ r"""Evaluates an embedding model and prints one JSON object with the metrics.
         --task=sts|retrieval|classification|clustering --data=PATH \
         [--split=test] [--dim=N] [--output=FILE.json] [--prompt=...] \
         [--doc_prompt=...] [--doc_format='title: {title} | text: {text}'] \
-        [--batch_size=N] [--token_k=N] [--noignore_identical_ids]
+        [--batch_size=N] [--token_k=N] [--noignore_identical_ids] \
+        [--alignment=top1|topk:K|topp:P] [--prune_doc=F] [--prune_query=F] \
+        [--adapt_alignment=N]
     python launch/evaluate.py --model=SPEC --suite=SUITE.json [--output=FILE.json]
 
 `--data` is, for `sts`, an STS Benchmark or SICK file (or a folder of per-split
@@ -16,9 +18,15 @@ sentence-transformers models, Gecko's for models trained in Gecko's format);
 progress bars go to stderr. Metrics are fractions (MTEB's convention), not
 percentages. A multi-vector (XTR) model is scored on retrieval by XTR's token
 retrieval (gecko_jax/evaluation/multi_vector.py), each query token fetching
-its `--token_k` best document tokens, with the same metrics. As in BEIR,
-retrieval never returns for a query the document with its id;
-`--noignore_identical_ids` lets it.
+its `--token_k` best document tokens (default 40,000), with the same metrics.
+An AligneR model (one with salience heads) is scored by AligneR's retrieval
+(gecko_jax/evaluation/aligner_retrieval.py): the index holds each document's
+`--prune_doc` most salient tokens, the query searches with its `--prune_query`
+most salient ones (each fetching `--token_k`, default 4,000, index tokens),
+and the candidates are ranked by sim under `--alignment`;
+`--adapt_alignment=N` instead picks the alignment from the paper's grid on N
+labelled queries and scores the others. As in BEIR, retrieval never returns
+for a query the document with its id; `--noignore_identical_ids` lets it.
 
 A suite is a JSON list of evaluations, each an object with `task` and `data`
 and optionally `name`, `split`, `dim`, `prompt`, `doc_prompt`, `doc_format`,
@@ -40,9 +48,11 @@ from absl import flags  # pylint: disable=g-import-not-at-top
 
 from gecko_jax import cli  # pylint: disable=g-import-not-at-top
 from gecko_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+from gecko_jax.evaluation import aligner_retrieval  # pylint: disable=g-import-not-at-top
 from gecko_jax.evaluation import multi_vector  # pylint: disable=g-import-not-at-top
 from gecko_jax.evaluation import prompts as prompts_lib  # pylint: disable=g-import-not-at-top
 from gecko_jax.evaluation import tasks  # pylint: disable=g-import-not-at-top
+from gecko_jax.losses import alignment as alignment_lib  # pylint: disable=g-import-not-at-top
 
 _MODEL = flags.DEFINE_string(
     "model", None, "Model SPEC: a training workdir, st:PATH, minilm, ...")
@@ -69,8 +79,28 @@ _DOC_FORMAT = flags.DEFINE_string(
 _BATCH_SIZE = flags.DEFINE_integer(
     "batch_size", None, "Texts per encoder batch; default the encoder's.")
 _TOKEN_K = flags.DEFINE_integer(
-    "token_k", multi_vector.DEFAULT_TOKEN_K,
-    "Multi-vector retrieval: document tokens each query token retrieves (k').")
+    "token_k", None,
+    "Multi-vector retrieval: document tokens each query token retrieves (k');"
+    f" default {multi_vector.DEFAULT_TOKEN_K} (XTR), {aligner_retrieval.DEFAULT_TOKEN_K}"
+    " (AligneR).")
+_ALIGNMENT = flags.DEFINE_string(
+    "alignment", None,
+    "AligneR retrieval: pairwise alignment of refinement, top1 | topk:K | topp:P"
+    " (P in percent of the document's tokens); default top1.")
+_PRUNE_DOC = flags.DEFINE_float(
+    "prune_doc", None,
+    "AligneR retrieval: fraction of each document's tokens indexed, most salient"
+    " first (beta^d); default 1.")
+_PRUNE_QUERY = flags.DEFINE_float(
+    "prune_query", None,
+    "AligneR retrieval: fraction of each query's tokens searched with, most"
+    " salient first (beta^q); default 1.")
+_ADAPT_ALIGNMENT = flags.DEFINE_integer(
+    "adapt_alignment", None,
+    "AligneR retrieval: pick the alignment from the paper's grid on this many"
+    " labelled queries (the metrics are over the others).")
+# Flags that only AligneR retrieval reads.
+_ALIGNER_FLAGS = (_ALIGNMENT, _PRUNE_DOC, _PRUNE_QUERY, _ADAPT_ALIGNMENT)
 _IGNORE_IDENTICAL_IDS = flags.DEFINE_boolean(
     "ignore_identical_ids", True,
     "Retrieval: never retrieve for a query the document with its id, as BEIR"
@@ -171,8 +201,30 @@ def _check_paths(evaluations: list[_Evaluation]) -> None:
         raise UserError(f"--output={_OUTPUT.value}: folder {output_dir} does not exist")
     if _BATCH_SIZE.value is not None and _BATCH_SIZE.value <= 0:
         raise UserError(f"--batch_size must be positive, got {_BATCH_SIZE.value}")
-    if _TOKEN_K.value <= 0:
+    if _TOKEN_K.value is not None and _TOKEN_K.value <= 0:
         raise UserError(f"--token_k must be positive, got {_TOKEN_K.value}")
+
+
+def _aligner_search() -> aligner_retrieval.SearchOptions:
+    """AligneR's retrieval options from the flags; raises UserError for a bad one."""
+    if _ALIGNMENT.value is not None and _ADAPT_ALIGNMENT.value:
+        raise UserError("--adapt_alignment picks the alignment itself; drop --alignment")
+    options = aligner_retrieval.SearchOptions(
+        alignment=alignment_lib.parse_alignment(_ALIGNMENT.value or "top1"),
+        prune_doc=1.0 if _PRUNE_DOC.value is None else _PRUNE_DOC.value,
+        prune_query=1.0 if _PRUNE_QUERY.value is None else _PRUNE_QUERY.value,
+        token_k=_TOKEN_K.value or aligner_retrieval.DEFAULT_TOKEN_K,
+        adapt_queries=_ADAPT_ALIGNMENT.value or 0)
+    options.check()
+    return options
+
+
+def _check_aligner_flags(encoder) -> None:
+    """Refuses AligneR's flags for a model without salience heads."""
+    given = [flag.name for flag in _ALIGNER_FLAGS if flag.value is not None]
+    if given and not getattr(encoder, "has_saliences", False):
+        raise UserError(f"--{given[0]} is for AligneR models (trained with loss.name=aligner,"
+                        f" with salience heads); {_MODEL.value} has none, so drop it")
 
 
 def _prompts(evaluation: _Evaluation, input_format: str) -> prompts_lib.Prompts:
@@ -191,13 +243,15 @@ def _finite_or_none(value):
     return value
 
 
-def _run(encoder, evaluation: _Evaluation, dataset) -> dict:
+def _run(encoder, evaluation: _Evaluation, dataset,
+         aligner_search: aligner_retrieval.SearchOptions) -> dict:
     metrics = tasks.score_task(
         encoder, evaluation.task, dataset,
         _prompts(evaluation, getattr(encoder, "input_format", "plain")),
         dim=evaluation.dim, batch_size=_BATCH_SIZE.value, show_progress=None,
-        token_k=_TOKEN_K.value,
-        ignore_identical_ids=evaluation.ignore_identical_ids)
+        token_k=_TOKEN_K.value or multi_vector.DEFAULT_TOKEN_K,
+        ignore_identical_ids=evaluation.ignore_identical_ids,
+        aligner_search=aligner_search)
     result = {key: _finite_or_none(value) for key, value in metrics.items()}
     result.update(model=_MODEL.value, task=evaluation.task, data=evaluation.data,
                   split=tasks.dataset_split(dataset), dim=evaluation.dim)
@@ -220,6 +274,7 @@ def main(argv):
     cli.check_args(argv, _MODEL)
     evaluations = _read_suite(_SUITE.value) if _SUITE.value else [_from_flags()]
     _check_paths(evaluations)
+    aligner_search = _aligner_search()
     # Stdout must carry the results alone, so anything a library prints while
     # loading or encoding is sent to stderr.
     with contextlib.redirect_stdout(sys.stderr):
@@ -233,9 +288,10 @@ def main(argv):
         if _BATCH_SIZE.value is not None:
             load_kwargs["batch_size"] = _BATCH_SIZE.value
         encoder = Encoder.load(_MODEL.value, **load_kwargs)
+        _check_aligner_flags(encoder)
         results = []
         for evaluation, dataset in zip(evaluations, datasets):
-            results.append(_run(encoder, evaluation, dataset))
+            results.append(_run(encoder, evaluation, dataset, aligner_search))
             if _SUITE.value:
                 print(f"done: {evaluation.name}", flush=True)
     if _SUITE.value:

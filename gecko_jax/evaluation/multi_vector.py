@@ -55,9 +55,12 @@ class TokenIndex:
     doc_indices: np.ndarray
 
 
-def _unit_rows(vectors: np.ndarray) -> np.ndarray:
-    # Cosine must not depend on the encoder normalising (a Matryoshka prefix
-    # of a unit vector is not one).
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """float32 rows scaled to unit length (zero rows stay zero).
+
+    Cosine must not depend on the encoder normalising (a Matryoshka prefix
+    of a unit vector is not one).
+    """
     vectors = np.asarray(vectors, np.float32)
     norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
     return vectors / np.maximum(norms, np.float32(1e-12))
@@ -74,7 +77,7 @@ def build_token_index(doc_tokens: Sequence[np.ndarray]) -> TokenIndex:
     """
     doc_indices = np.repeat(np.arange(len(doc_tokens)),
                             [len(tokens) for tokens in doc_tokens])
-    return TokenIndex(_unit_rows(np.concatenate(doc_tokens)), doc_indices)
+    return TokenIndex(unit_rows(np.concatenate(doc_tokens)), doc_indices)
 
 
 def retrieve_tokens(query_tokens: np.ndarray, index: TokenIndex, token_k: int
@@ -137,19 +140,52 @@ def search(query_tokens: Sequence[np.ndarray], index: TokenIndex, token_k: int,
       `tie_order`.
     """
     rankings = []
+    for i, scores, docs in retrieve_query_tokens(query_tokens, index, token_k):
+        candidates, doc_scores = xtr_scores(scores, docs)
+        rankings.append(rank_candidates(
+            candidates, doc_scores, k, -1 if excluded is None else excluded[i], tie_order))
+    return rankings
+
+
+def retrieve_query_tokens(query_tokens: Sequence[np.ndarray], index: TokenIndex,
+                          token_k: int):
+    """`retrieve_tokens` for many queries, their tokens searched together in groups.
+
+    Args:
+      query_tokens: per query, float [n_i, d] token vectors (normalised here).
+      index: the token index.
+      token_k: k', index tokens retrieved per query token.
+
+    Yields:
+      (query number, similarities [n_i, k'], document indices [n_i, k']) in
+      query order.
+    """
     for start, stop in _query_groups(query_tokens):
-        group = [_unit_rows(tokens) for tokens in query_tokens[start:stop]]
+        group = [unit_rows(tokens) for tokens in query_tokens[start:stop]]
         scores, docs = retrieve_tokens(np.concatenate(group), index, token_k)
         bounds = np.cumsum([0] + [len(tokens) for tokens in group])
         for i, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:]), start):
-            candidates, doc_scores = xtr_scores(scores[lo:hi], docs[lo:hi])
-            if excluded is not None:
-                keep = candidates != excluded[i]
-                candidates, doc_scores = candidates[keep], doc_scores[keep]
-            ties = candidates if tie_order is None else tie_order[candidates]
-            order = np.lexsort((ties, -doc_scores))[:k]
-            rankings.append(candidates[order])
-    return rankings
+            yield i, scores[lo:hi], docs[lo:hi]
+
+
+def rank_candidates(candidates: np.ndarray, scores: np.ndarray, k: int, excluded: int = -1,
+                    tie_order: np.ndarray | None = None) -> np.ndarray:
+    """The best k of one query's scored candidates.
+
+    Args:
+      candidates: int [C] document indices.
+      scores: float [C], their scores.
+      k: documents kept.
+      excluded: a document index the query must not retrieve, or -1.
+      tie_order: as in `search`.
+
+    Returns:
+      Up to k document indices, best first, equal scores in `tie_order`.
+    """
+    keep = candidates != excluded
+    candidates, scores = candidates[keep], scores[keep]
+    ties = candidates if tie_order is None else tie_order[candidates]
+    return candidates[np.lexsort((ties, -scores))[:k]]
 
 
 def _query_groups(query_tokens: Sequence[np.ndarray]):

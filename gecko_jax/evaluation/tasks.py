@@ -8,6 +8,7 @@ wherever it is printed.
 from typing import Any
 
 from gecko_jax.errors import UserError
+from gecko_jax.evaluation import aligner_retrieval
 from gecko_jax.evaluation import classification
 from gecko_jax.evaluation import clustering
 from gecko_jax.evaluation import multi_vector
@@ -74,7 +75,8 @@ def score_task(
     show_progress: bool | None = False,
     token_k: int = multi_vector.DEFAULT_TOKEN_K,
     ignore_identical_ids: bool = True,
-) -> dict[str, float | int]:
+    aligner_search: aligner_retrieval.SearchOptions = aligner_retrieval.SearchOptions(),
+) -> dict[str, float | int | str]:
     """Scores `encoder` on a dataset from `load_task_data`.
 
     Args:
@@ -90,6 +92,9 @@ def score_task(
         `multi_vector_dim` is set (see `multi_vector`).
       ignore_identical_ids: retrieval never retrieves for a query the
         document with its id (see `retrieval.evaluate_retrieval`).
+      aligner_search: pruning, k' and alignment of retrieval for an encoder
+        with AligneR's salience heads (`has_saliences`), which is scored by
+        `aligner_retrieval` instead of XTR's token retrieval.
 
     Returns:
       The task's metrics (fractions, not percentages) and counts.
@@ -102,6 +107,10 @@ def score_task(
             doc_format=prompts.doc_format,
             missing_title=prompts.missing_title,
             ignore_identical_ids=ignore_identical_ids, **common)
+        if getattr(encoder, "has_saliences", False):
+            return aligner_retrieval.evaluate_aligner_retrieval(
+                encoder, dataset.corpus, dataset.queries, dataset.qrels,
+                options=aligner_search, **retrieval_kwargs)
         if getattr(encoder, "multi_vector_dim", 0):
             return multi_vector.evaluate_multi_vector_retrieval(
                 encoder, dataset.corpus, dataset.queries, dataset.qrels,

@@ -15,6 +15,9 @@ examples. The adapters below read these batch keys besides the token arrays:
                     student is the `query` embedding.
   * xtr:            `query_mask`, `positive_mask`, `negative_mask` [B, L] and
                     `has_negative` [B].
+  * aligner:        as xtr; its embeddings are [B, L, d + 2], token vectors
+                    and the saliences u^q, u^d of a tower with salience heads
+                    (models.salience).
 
 A loss function may carry a `text_fields` attribute naming the text fields it
 reads; the train step then embeds only those (jasper_distill: the query).
@@ -22,7 +25,8 @@ reads; the train step then embeds only those (jasper_distill: the query).
 
 `loss.mrl_dims` / `loss.mrl_weights` apply to every loss through the
 Matryoshka wrapper (jasper_distill: to L_sim and L_resim only, see
-losses.jasper); `loss.spread_out_weight` adds EmbeddingGemma's regulariser to
+losses.jasper; aligner: to the token vectors, not the saliences);
+`loss.spread_out_weight` adds EmbeddingGemma's regulariser to
 the single-vector contrastive losses, on every prefix.
 """
 
@@ -33,12 +37,15 @@ import jax
 import ml_collections
 
 from gecko_jax.errors import UserError
+from gecko_jax.losses.aligner import aligner_loss
+from gecko_jax.losses.alignment import parse_alignment
 from gecko_jax.losses.gecko import gecko_loss
 from gecko_jax.losses.gemini_nce import gemini_nce_loss
 from gecko_jax.losses.jasper import jasper_loss, split_teachers, teacher_targets
 from gecko_jax.losses.matryoshka import matryoshka
 from gecko_jax.losses.spread_out import spread_out_loss
 from gecko_jax.losses.xtr import xtr_loss
+from gecko_jax.models.salience import split_saliences
 
 LossFn = Callable[[dict, dict], jax.Array]
 
@@ -114,27 +121,56 @@ def _xtr(loss_config: ml_collections.ConfigDict) -> LossFn:
     return matryoshka(token_loss, loss_config.mrl_dims, loss_config.mrl_weights or None)
 
 
+def _aligner(loss_config: ml_collections.ConfigDict) -> LossFn:
+    _no_spread_out(loss_config)
+    alignment = parse_alignment(loss_config.aligner_alignment, "--config.loss.aligner_alignment")
+
+    def token_loss(vectors: dict, batch: dict, saliences: dict) -> jax.Array:
+        return aligner_loss(
+            vectors["query"], batch["query_mask"], saliences["query"],
+            vectors["positive"], batch["positive_mask"], saliences["positive"],
+            vectors.get("negative"), batch.get("negative_mask"), saliences.get("negative"),
+            batch.get("has_negative"), alignment=alignment, temperature=loss_config.temperature)
+
+    prefixes = matryoshka(token_loss, loss_config.mrl_dims, loss_config.mrl_weights or None)
+
+    def loss_fn(embeddings: dict, batch: dict) -> jax.Array:
+        # Queries are weighed by the query head, documents by the document head.
+        vectors, saliences = {}, {}
+        for field, tokens in embeddings.items():
+            vectors[field], query_salience, doc_salience = split_saliences(tokens)
+            saliences[field] = query_salience if field == "query" else doc_salience
+        return prefixes(vectors, batch, saliences)
+    return loss_fn
+
+
 LOSSES: dict[str, Callable[[ml_collections.ConfigDict], LossFn]] = {
     "gecko": _gecko,
     "gemini_nce": _gemini_nce,
     "jasper_distill": _jasper_distill,
     "xtr": _xtr,
+    "aligner": _aligner,
 }
 
 # Registered losses that score per-token vectors from a multi-vector tower.
-TOKEN_LOSSES = ("xtr",)
+TOKEN_LOSSES = ("xtr", "aligner")
+# Those that read the saliences of a tower with salience heads.
+SALIENCE_LOSSES = ("aligner",)
 
 
-def check_tower_for_loss(loss_name: str, multi_vector_dim: int) -> None:
+def check_tower_for_loss(loss_name: str, multi_vector_dim: int,
+                         salience_heads: bool = False) -> None:
     """Refuses a registered loss on embeddings of the wrong kind.
 
     Args:
       loss_name: `loss.name`.
       multi_vector_dim: `model.multi_vector_dim` (0 = a single-vector tower).
+      salience_heads: `model.salience_heads`.
 
     Raises:
-      UserError: a token-level loss on a single-vector tower, or a
-        single-vector loss on a multi-vector tower.
+      UserError: a token-level loss on a single-vector tower, a single-vector
+        loss on a multi-vector tower, or salience heads for a loss that does
+        not read them (or none for one that does).
     """
     if loss_name in TOKEN_LOSSES and not multi_vector_dim:
         raise UserError(f"loss.name={loss_name!r} scores token vectors; set "
@@ -143,6 +179,12 @@ def check_tower_for_loss(loss_name: str, multi_vector_dim: int) -> None:
         raise UserError(f"loss.name={loss_name!r} needs one vector per text, but "
                         f"model.multi_vector_dim={multi_vector_dim} gives token vectors; use "
                         f"loss.name in {TOKEN_LOSSES} or set model.multi_vector_dim=0")
+    if loss_name in SALIENCE_LOSSES and not salience_heads:
+        raise UserError(f"loss.name={loss_name!r} weighs tokens by learned saliences; set "
+                        "--config.model.salience_heads=True")
+    if loss_name in TOKEN_LOSSES and loss_name not in SALIENCE_LOSSES and salience_heads:
+        raise UserError(f"loss.name={loss_name!r} does not read saliences; set "
+                        "--config.model.salience_heads=False (or use loss.name='aligner')")
 
 
 @gin.configurable(denylist=["loss_config"])

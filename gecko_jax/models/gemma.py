@@ -19,7 +19,9 @@ The model runs in two attention modes. `causal` is the language model (the
 LLM of FRet); `bidirectional` lets every token see the whole text, the way
 EmbeddingGemma and the Gecko towers use the backbone. In bidirectional mode
 a local layer sees the tokens less than `sliding_window` positions away on
-either side. Both modes take a padding mask.
+either side. Both modes take a padding mask. `attention_impl` computes either
+mode with the model's einsums ('xla') or a fused kernel ('splash' on TPU,
+'cudnn' on NVIDIA GPUs; `models.attention`).
 
 Parameter tree and logical axis names (every parameter carries them):
 
@@ -57,6 +59,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from gecko_jax.errors import UserError
+from gecko_jax.models import attention
 from gecko_jax.models.activation_sharding import ACT_AXES, constrain
 
 ATTENTION_MODES = ("causal", "bidirectional")
@@ -102,6 +105,9 @@ class GemmaConfig:
       dtype: compute dtype.
       remat: recompute each block's activations in the backward pass instead
         of keeping them (only the block inputs stay in memory).
+      attention_impl: 'xla' (einsums in the model), 'splash' (TPU kernel) or
+        'cudnn' (GPU kernel); see `models.attention`. Decoding with a cache
+        always uses 'xla'.
     """
 
     vocab_size: int
@@ -125,6 +131,7 @@ class GemmaConfig:
     dropout_rate: float = 0.0
     dtype: Any = jnp.float32
     remat: bool = False
+    attention_impl: str = "xla"
 
     def __post_init__(self):
         if self.version not in (1, 2, 3):
@@ -137,6 +144,8 @@ class GemmaConfig:
                             f"num_kv_heads {self.num_kv_heads}.")
         if self.sliding_window_pattern < 1:
             raise UserError("sliding_window_pattern must be at least 1.")
+        attention.check_supported(self.attention_impl, head_dim=self.head_dim,
+                                  dtype=self.dtype, softcap=self.attn_logit_softcap)
 
     def is_local(self, layer: int) -> bool:
         """Whether `layer` attends within the sliding window only."""
@@ -268,18 +277,29 @@ class Attention(nn.Module):
             cache = {"k": keys, "v": values}
             key, value = keys.astype(dtype), values.astype(dtype)
 
-        batch, length = query.shape[:2]
-        groups = cfg.num_heads // cfg.num_kv_heads
         scalar = cfg.query_pre_attn_scalar or cfg.head_dim
-        query = query.reshape(batch, length, cfg.num_kv_heads, groups, cfg.head_dim)
-        query = query * jnp.asarray(scalar ** -0.5, dtype)
-        # [B, kv_heads, groups, Lq, S]
-        scores = jnp.einsum("bqkgd,bskd->bkgqs", query, key).astype(jnp.float32)
-        scores = _softcap(scores, cfg.attn_logit_softcap)
-        mask = attention_mask(cfg, self.local, query_slots, key_valid)
-        probs = jax.nn.softmax(jnp.where(mask, scores, _MASKED), axis=-1)
-        context = jnp.einsum("bkgqs,bskd->bqkgd", probs.astype(dtype), value)
-        context = context.reshape(batch, length, cfg.num_heads, cfg.head_dim)
+
+        def xla_attention(query, key, value, key_valid):
+            batch, length = query.shape[:2]
+            groups = cfg.num_heads // cfg.num_kv_heads
+            query = query.reshape(batch, length, cfg.num_kv_heads, groups, cfg.head_dim)
+            query = query * jnp.asarray(scalar ** -0.5, dtype)
+            # [B, kv_heads, groups, Lq, S]
+            scores = jnp.einsum("bqkgd,bskd->bkgqs", query, key).astype(jnp.float32)
+            scores = _softcap(scores, cfg.attn_logit_softcap)
+            mask = attention_mask(cfg, self.local, query_slots, key_valid)
+            probs = jax.nn.softmax(jnp.where(mask, scores, _MASKED), axis=-1)
+            context = jnp.einsum("bkgqs,bskd->bqkgd", probs.astype(dtype), value)
+            return context.reshape(batch, length, cfg.num_heads, cfg.head_dim)
+
+        if cfg.attention_impl == "xla" or cache is not None:
+            context = xla_attention(query, key, value, key_valid)
+        else:
+            context = attention.fused_attention(
+                cfg.attention_impl, query, key, value, key_valid, scale=scalar ** -0.5,
+                causal=cfg.attention == "causal",
+                window=cfg.sliding_window if self.local else 0,
+                softcap=cfg.attn_logit_softcap, xla_attention=xla_attention)
         out_kernel = _param(self, "out_kernel", _INIT,
                             (cfg.num_heads, cfg.head_dim, hidden),
                             ("heads", "kv", "embed"))

@@ -9,8 +9,14 @@ Fields of `config.model` (all backbones):
   projection_dim          width of a dense head after pooling; 0 = none.
   multi_vector_dim        width of per-token output vectors (XTR); 0 = one
                           pooled vector per text.
+  salience_heads          AligneR's query and document salience heads on a
+                          multi-vector tower (models.salience), with
+  salience_query_fraction, salience_doc_fraction, salience_epsilon,
+  salience_iterations     alpha^q, alpha^d, eps and the solver's iterations.
   normalize               L2-normalise the embeddings.
   dtype                   compute dtype, 'float32' | 'bfloat16'.
+  attention_impl          'xla' | 'splash' (TPU) | 'cudnn' (NVIDIA GPU); see
+                          `models.attention` (absent in older workdirs: 'xla').
   init                    pretrained weights ('' | 'minilm' | 'st:PATH'); read
                           by the trainer through `bert_import`, not here.
   vocab                   vocabulary spec (`data.vocabularies`).
@@ -31,6 +37,8 @@ import ml_collections
 from flax import linen as nn
 
 from gecko_jax.errors import UserError
+from gecko_jax.models import attention
+from gecko_jax.models import salience
 from gecko_jax.models.bert import BertEncoder
 from gecko_jax.models.gemma import Gemma, GemmaConfig
 from gecko_jax.models.tower import POOLINGS, EmbeddingTower
@@ -45,7 +53,15 @@ def _dtype(name: str):
     return _DTYPES[name]
 
 
+def _attention_impl(config: ml_collections.ConfigDict) -> str:
+    return config.get("attention_impl", "xla")  # Absent in configs of older workdirs.
+
+
 def _bert(config: ml_collections.ConfigDict) -> nn.Module:
+    # A width that the heads do not divide is refused by the attention layer.
+    attention.check_supported(
+        _attention_impl(config), head_dim=config.hidden_size // max(config.num_heads, 1),
+        dtype=_dtype(config.dtype), attention_dropout_rate=config.attention_dropout_rate)
     return BertEncoder(
         vocab_size=config.vocab_size,
         hidden_size=config.hidden_size,
@@ -58,6 +74,7 @@ def _bert(config: ml_collections.ConfigDict) -> nn.Module:
         dropout_rate=config.dropout_rate,
         attention_dropout_rate=config.attention_dropout_rate,
         dtype=_dtype(config.dtype),
+        attention_impl=_attention_impl(config),
     )
 
 
@@ -85,6 +102,7 @@ def gemma_config(config: ml_collections.ConfigDict) -> GemmaConfig:
         dropout_rate=config.dropout_rate,
         dtype=_dtype(config.dtype),
         remat=config.get("remat", False),  # Absent in configs of older workdirs.
+        attention_impl=_attention_impl(config),
     )
 
 
@@ -117,8 +135,8 @@ def build_tower(
       An `EmbeddingTower` whose backbone is chosen by `model_config.name`.
 
     Raises:
-      UserError: unknown backbone name, pooling or dtype, or a pooled-vector
-        head on a multi-vector tower.
+      UserError: unknown backbone name, pooling or dtype, a pooled-vector
+        head on a multi-vector tower, or salience heads on a pooled one.
     """
     builder = backbone_builder or _BACKBONES.get(model_config.name)
     if builder is None:
@@ -138,4 +156,28 @@ def build_tower(
         projection_dim=model_config.projection_dim,
         normalize=model_config.normalize,
         multi_vector_dim=multi_vector_dim,
+        saliences=_salience_heads(model_config, multi_vector_dim),
     )
+
+
+def _salience_heads(model_config: ml_collections.ConfigDict,
+                    multi_vector_dim: int) -> salience.SalienceHeads | None:
+    """AligneR's salience heads where `model.salience_heads` asks for them."""
+    if not model_config.get("salience_heads", False):  # Absent in older workdirs.
+        return None
+    if not multi_vector_dim:
+        raise UserError("model.salience_heads weigh token vectors; set "
+                        "--config.model.multi_vector_dim (e.g. 128) for a multi-vector tower")
+    for field in ("salience_query_fraction", "salience_doc_fraction"):
+        if not 0 < model_config[field] <= 1:
+            raise UserError(f"--config.model.{field}={model_config[field]!r} is out of range; "
+                            "use a fraction in (0, 1]")
+    if not model_config.salience_epsilon > 0 or model_config.salience_iterations < 1:
+        raise UserError("model.salience_epsilon must be above 0 and model.salience_iterations "
+                        f"at least 1; got {model_config.salience_epsilon!r} and "
+                        f"{model_config.salience_iterations!r}")
+    return salience.SalienceHeads(
+        query_fraction=model_config.salience_query_fraction,
+        doc_fraction=model_config.salience_doc_fraction,
+        epsilon=model_config.salience_epsilon,
+        iterations=model_config.salience_iterations)

@@ -86,6 +86,9 @@ class EmbeddingTower(nn.Module):
         (XTR / ColBERT-style) tower: every token state goes through a
         bias-free dense layer 'multi_vector' to this width instead of being
         pooled, and padding positions are zero. 0 = one pooled vector.
+      saliences: AligneR's salience heads (`salience.SalienceHeads`) of a
+        multi-vector tower, or None: their u^q and u^d are appended to each
+        token vector as two more channels (`salience.split_saliences`).
     """
 
     backbone: nn.Module
@@ -93,6 +96,7 @@ class EmbeddingTower(nn.Module):
     projection_dim: int = 0
     normalize: bool = True
     multi_vector_dim: int = 0
+    saliences: nn.Module | None = None
 
     @nn.compact
     def __call__(self, input_ids: jax.Array, attention_mask: jax.Array,
@@ -106,7 +110,8 @@ class EmbeddingTower(nn.Module):
 
         Returns:
           float32 [B, D], D = projection_dim or the backbone width; for a
-          multi-vector tower float32 [B, L, multi_vector_dim].
+          multi-vector tower float32 [B, L, multi_vector_dim], plus two
+          salience channels with `saliences`.
         """
         hidden = self.backbone(input_ids, attention_mask,
                                deterministic=deterministic)
@@ -135,4 +140,7 @@ class EmbeddingTower(nn.Module):
             x = l2_normalize(x)
         # Zero padding rows so that sums over tokens need no mask and padding
         # gets no gradient; losses still mask it where a zero could score.
-        return x * attention_mask[..., None].astype(x.dtype)
+        x = x * attention_mask[..., None].astype(x.dtype)
+        if self.saliences is not None:
+            x = jnp.concatenate([x, self.saliences(hidden, attention_mask)], axis=-1)
+        return x

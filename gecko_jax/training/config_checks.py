@@ -73,7 +73,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     for field, choices in _CHOICES.items():
         value = _get(config, field)
         _require(field, value, value in choices, f"use one of {', '.join(choices)}")
-    check_tower_for_loss(config.loss.name, config.model.multi_vector_dim)
+    check_tower_for_loss(config.loss.name, config.model.multi_vector_dim,
+                         config.model.salience_heads)
 
 
 def check_for_mesh(config: ml_collections.ConfigDict, mesh) -> None:

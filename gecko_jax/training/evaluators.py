@@ -73,6 +73,16 @@ class _PrefixCache:
         return self._encoder.encode_tokens(texts, prompt=prompt, dim=dim, batch_size=batch_size,
                                            show_progress=show_progress)
 
+    @property
+    def has_saliences(self) -> bool:
+        return self._encoder.has_saliences
+
+    def encode_tokens_and_saliences(self, texts, side, prompt=None, dim=None, batch_size=None,
+                                    show_progress=False):
+        return self._encoder.encode_tokens_and_saliences(
+            texts, side, prompt=prompt, dim=dim, batch_size=batch_size,
+            show_progress=show_progress)
+
 
 @dataclasses.dataclass(frozen=True)
 class _Evaluation:

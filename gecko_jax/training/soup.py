@@ -32,7 +32,7 @@ from gecko_jax.training import checkpoint_io
 SOUP_FILE = "soup.json"
 # Fields of `config.model` that do not change the function the tower computes.
 _IGNORED_MODEL_FIELDS = ("init", "dropout_rate", "attention_dropout_rate",
-                         "remat")
+                         "remat", "attention_impl")
 
 
 @dataclasses.dataclass(frozen=True)
