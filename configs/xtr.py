@@ -1,4 +1,4 @@
-r"""XTR (methods.md §3): a multi-vector tower trained by in-batch token retrieval.
+r"""XTR (arXiv 2304.01982): a multi-vector tower trained by in-batch token retrieval.
 
 all-MiniLM-L6-v2 gets a per-token head (a dense layer to 128-d, each token
 vector L2-normalised, padding zeroed) instead of pooling. Every query token

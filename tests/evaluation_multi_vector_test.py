@@ -30,7 +30,7 @@ def _unit(rng, n, d):
 
 
 def _reference_scores(query, docs, token_k):
-    """f_XTR' (methods.md §3.3) of every candidate, token by token."""
+    """XTR's inference score f_XTR' (arXiv 2304.01982) of every candidate, token by token."""
     doc_of = np.concatenate([np.full(len(d), j) for j, d in enumerate(docs)])
     sims = query.astype(np.float64) @ np.concatenate(docs).astype(np.float64).T
     retrieved = [np.argsort(-row)[:token_k] for row in sims]

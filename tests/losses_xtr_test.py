@@ -1,4 +1,4 @@
-"""XTR's in-batch token-retrieval loss against a NumPy transcription of methods.md §3.2."""
+"""XTR's in-batch token-retrieval loss (arXiv 2304.01982) against a NumPy transcription of it."""
 
 import jax
 import jax.numpy as jnp

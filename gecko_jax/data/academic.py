@@ -11,7 +11,7 @@ in ../shared/data/PROVENANCE.md) and returns example dicts in the schema of
   scale 4 keeps the pairs judged closely related. STS-B train keeps 1,406 of
   5,749 pairs, SICK train 1,683 of 4,500.
 - Banking77, TREC, MR (`classification`, symmetric): Gecko's triplets
-  (methods.md §1.4). For each input x with label y, the positive is another
+  (arXiv 2403.20327). For each input x with label y, the positive is another
   input with label y and the negative an input with another label, both drawn
   uniformly by `np.random.default_rng(seed)` walking the inputs in file order.
   The three texts get the same suffix ` [N]` (N = the input's row), so that

@@ -1,6 +1,6 @@
 """Input formats: how an example's fields become the texts the towers read.
 
-`gecko` is Gecko's unified format (methods.md §1.4, Appendix B of the paper):
+`gecko` is Gecko's unified format (arXiv 2403.20327, Appendix B):
 
     query:              task: {task} | query: {query}
     asymmetric target:  title: {title} | text: {target}

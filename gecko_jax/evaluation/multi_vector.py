@@ -1,4 +1,4 @@
-"""Multi-vector (XTR) retrieval, methods.md §3.3: no gathering stage.
+"""Multi-vector (XTR) retrieval without a gathering stage (XTR, arXiv 2304.01982).
 
 Every token vector of every document is a row of one token index. Each query
 token retrieves its top k' index tokens by exact, blockwise search
@@ -25,7 +25,7 @@ import numpy as np
 
 from gecko_jax.evaluation import retrieval
 
-# methods.md §3.4: XTR retrieves k' = 40,000 tokens per query token.
+# XTR (arXiv 2304.01982) retrieves k' = 40,000 tokens per query token at inference.
 DEFAULT_TOKEN_K = 40_000
 
 # Query tokens searched together: the [tokens, k'] results of a group stay

@@ -1,4 +1,4 @@
-"""XTR's in-batch token-retrieval loss (methods.md §3.2, arXiv 2304.01982).
+"""XTR's in-batch token-retrieval loss (arXiv 2304.01982).
 
 Every query token retrieves its top-k_train tokens among *all* document tokens
 of the batch (positives and hard negatives of every example), and a document
