@@ -57,11 +57,6 @@ def encode(sequences: Mapping[str, np.ndarray], query_hash: int, positive_hash: 
                           [np.asarray(sequences[k], np.int32) for k in TEXT_FEATURES]).tobytes()
 
 
-def lengths_of(record: bytes) -> tuple[int, int, int]:
-    """The stored (query, positive, negative) lengths of a record."""
-    return tuple(int(n) for n in np.frombuffer(record, np.int32, count=len(TEXT_FEATURES)))
-
-
 def decode_batch(records: Sequence[bytes], rows: Sequence[int], source: str, padded: Mapping[str, int],
                  pad_id: int) -> dict[str, np.ndarray]:
     """Pads a batch of records to the model's arrays.

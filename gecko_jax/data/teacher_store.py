@@ -25,6 +25,7 @@ import numpy as np
 import tqdm
 
 from gecko_jax.data import mixtures
+from gecko_jax.data import records
 from gecko_jax.errors import UserError
 
 VECTORS_FILE = "vectors.npy"
@@ -96,7 +97,7 @@ def example_key(source: str, example: dict, row: int) -> str:
     Returns:
       `source/id`, or `source#row` when the example has no id.
     """
-    return f"{source}/{example['id']}" if "id" in example else f"{source}#{row}"
+    return records.example_key(source, example.get("id"), row)
 
 
 def training_queries(data_config: Any) -> tuple[list[str], list[str]]:
