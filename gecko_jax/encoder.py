@@ -17,7 +17,6 @@ back in input order. A progress bar on stderr follows encodes of many batches.
 """
 
 import functools
-import json
 import os
 import sys
 from typing import Any, Sequence
@@ -25,7 +24,6 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tensorflow as tf
 import tqdm
 from flax import linen as nn
 
@@ -35,32 +33,15 @@ from gecko_jax.errors import UserError
 from gecko_jax.text_inputs import check_texts
 from gecko_jax.models import gemma_import
 from gecko_jax.models import salience
+from gecko_jax.models import specs
 from gecko_jax.models.bert_import import (ImportedModel, load_bert_folder,
                                           resolve_pretrained)
 from gecko_jax.models.registry import build_tower
 from gecko_jax.models.tower import truncate_and_normalize
 
-_SPEC_HELP = ("use 'minilm', 'st:PATH' (a sentence-transformers or HF BERT "
-              "folder), 'gguf:PATH', 'hf:PATH' (an HF Gemma folder), "
-              "'gemma3-270m' or a training workdir")
-
 # With `show_progress=None`, encodes of at least this many batches draw a
 # progress bar; shorter ones finish too fast for one to help.
 _PROGRESS_MIN_BATCHES = 20
-
-
-def _is_hf_bert_folder(path: str) -> bool:
-    if os.path.exists(os.path.join(path, "modules.json")):
-        return True
-    config = os.path.join(path, "config.json")
-    if not os.path.exists(config):
-        return False
-    with open(config, encoding="utf-8") as f:
-        try:
-            # An HF config names its model_type; the trainer's does not.
-            return "model_type" in json.load(f)
-        except ValueError:
-            return False  # Not ours to diagnose: the workdir reader says why.
 
 
 class Encoder:
@@ -127,27 +108,22 @@ class Encoder:
         Raises:
           UserError: unknown spec or unreadable model.
         """
-        if spec == "minilm" or spec.startswith("st:"):
-            return cls._from_imported(resolve_pretrained(spec), batch_size,
-                                      spec.removeprefix("st:"))
-        if os.path.isdir(spec) and gemma_import.is_gemma_folder(spec):
-            spec = f"hf:{spec}"  # An exported or EmbeddingGemma folder.
-        if gemma_import.is_gemma_spec(spec):
+        model = specs.resolve(spec)
+        if model.kind == specs.SENTENCE_TRANSFORMERS:
+            return cls._from_imported(resolve_pretrained(model.spec), batch_size, model.folder)
+        if model.kind == specs.GEMMA:
             return cls._from_imported(gemma_import.to_imported_model(
-                gemma_import.load_checkpoint(spec)), batch_size,
-                spec.partition(":")[2])
-        if os.path.isdir(spec) and _is_hf_bert_folder(spec):
-            return cls._from_imported(load_bert_folder(spec), batch_size, spec)
-        if tf.io.gfile.exists(os.path.join(spec, "config.json")):
-            # Imported here: the training stack (orbax) is heavy and optional
-            # for users who only embed with pretrained models.
-            from gecko_jax.training import checkpoint_io  # pylint: disable=g-import-not-at-top
-            config, params = checkpoint_io.restore_params(spec)
-            return cls(build_tower(config.model), params,
-                       get_vocabulary(config.model.vocab),
-                       max_length=config.data.max_length, batch_size=batch_size,
-                       input_format=config.data.get("format", "plain"))
-        raise UserError(f"Unknown model {spec!r}; {_SPEC_HELP}.")
+                gemma_import.load_checkpoint(model.spec)), batch_size, model.folder)
+        if model.kind == specs.BERT_FOLDER:
+            return cls._from_imported(load_bert_folder(model.folder), batch_size, model.folder)
+        # Imported here: the training stack (orbax) is heavy and optional
+        # for users who only embed with pretrained models.
+        from gecko_jax.training import checkpoint_io  # pylint: disable=g-import-not-at-top
+        config, params = checkpoint_io.restore_params(model.folder)
+        return cls(build_tower(config.model), params,
+                   get_vocabulary(config.model.vocab),
+                   max_length=config.data.max_length, batch_size=batch_size,
+                   input_format=config.data.get("format", "plain"))
 
     @classmethod
     def _from_imported(cls, imported: ImportedModel, batch_size: int,

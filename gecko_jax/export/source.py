@@ -16,6 +16,7 @@ from gecko_jax.data import formats
 from gecko_jax.data.vocabularies import minilm_folder
 from gecko_jax.errors import UserError
 from gecko_jax.models import gemma_import
+from gecko_jax.models import specs
 from gecko_jax.models.bert_import import (ImportedModel, load_bert_folder,
                                           resolve_pretrained)
 
@@ -98,17 +99,6 @@ def _from_imported(imported: ImportedModel, folder: str) -> ExportSource:
                         imported.max_length, folder_prompts(folder))
 
 
-def _is_hf_folder(path: str) -> bool:
-    if os.path.exists(os.path.join(path, "modules.json")):
-        return True
-    config = os.path.join(path, "config.json")
-    try:
-        with open(config, encoding="utf-8") as f:
-            return "model_type" in json.load(f)
-    except (OSError, ValueError):
-        return False
-
-
 def load_source(spec: str) -> ExportSource:
     """Reads the model named by `spec`.
 
@@ -121,26 +111,17 @@ def load_source(spec: str) -> ExportSource:
     Raises:
       UserError: unknown spec or unreadable model.
     """
-    if spec == "minilm" or spec.startswith("st:"):
-        folder = spec[3:] if spec.startswith("st:") else minilm_folder()
-        return _from_imported(resolve_pretrained(spec), folder)
-    if os.path.isdir(spec) and gemma_import.is_gemma_folder(spec):
-        spec = f"hf:{spec}"
-    if gemma_import.is_gemma_spec(spec):
-        imported = gemma_import.to_imported_model(
-            gemma_import.load_checkpoint(spec))
-        if not spec.startswith("hf:"):
-            return ExportSource(imported.model_config, imported.params,
-                                imported.max_length, {})
-        return _from_imported(imported, spec[3:])
-    if os.path.isdir(spec) and _is_hf_folder(spec):
-        return _from_imported(load_bert_folder(spec), spec)
-    if os.path.isfile(os.path.join(spec, "config.json")):
-        # Imported here: orbax is heavy and only workdirs need it.
-        from gecko_jax.training import checkpoint_io  # pylint: disable=g-import-not-at-top
-        config, params = checkpoint_io.restore_params(spec)
-        return ExportSource(config.model, params, config.data.max_length,
-                            workdir_prompts(config))
-    raise UserError(f"Unknown model {spec!r}; use 'minilm', 'st:PATH', "
-                    "'gguf:PATH', 'hf:PATH', 'gemma3-270m', a sentence-"
-                    "transformers folder or a training workdir.")
+    model = specs.resolve(spec)
+    if model.kind == specs.SENTENCE_TRANSFORMERS:
+        return _from_imported(resolve_pretrained(model.spec), model.folder or minilm_folder())
+    if model.kind == specs.GEMMA:
+        imported = gemma_import.to_imported_model(gemma_import.load_checkpoint(model.spec))
+        if not model.spec.startswith("hf:"):
+            return ExportSource(imported.model_config, imported.params, imported.max_length, {})
+        return _from_imported(imported, model.folder)
+    if model.kind == specs.BERT_FOLDER:
+        return _from_imported(load_bert_folder(model.folder), model.folder)
+    # Imported here: orbax is heavy and only workdirs need it.
+    from gecko_jax.training import checkpoint_io  # pylint: disable=g-import-not-at-top
+    config, params = checkpoint_io.restore_params(model.folder)
+    return ExportSource(config.model, params, config.data.max_length, workdir_prompts(config))

@@ -8,7 +8,6 @@ restarted: the schedule is a function of the step, dropout keys are folded
 from the step, and the data stream is a function of (seed, batch index).
 """
 
-import os
 import signal
 import threading
 import time
@@ -25,7 +24,8 @@ from gecko_jax.data.teacher_batches import Hosts, with_teachers
 from gecko_jax.data.vocabularies import get_vocabulary
 from gecko_jax.errors import UserError
 from gecko_jax.models import gemma_import
-from gecko_jax.models.bert_import import merge_pretrained, resolve_pretrained
+from gecko_jax.models import specs
+from gecko_jax.models.bert_import import load_bert_folder, merge_pretrained, resolve_pretrained
 from gecko_jax.training import checkpoint_io
 from gecko_jax.training import config_checks
 from gecko_jax.training import mfu
@@ -96,13 +96,17 @@ class _StopRequests:
 
 
 def _import_pretrained(spec: str):
-    """Parameters named by `model.init`: a training workdir (its newest checkpoint, e.g. the
-    previous stage of a recipe), a Gemma checkpoint, or a BERT / sentence-transformers one."""
-    if os.path.isdir(spec) or (os.sep in spec and ":" not in spec):
-        return checkpoint_io.restore_params(spec)[1]
-    if gemma_import.is_gemma_spec(spec):
-        return gemma_import.to_imported_model(gemma_import.load_checkpoint(spec)).params
-    return resolve_pretrained(spec).params
+    """Parameters named by `model.init`, any spec `models.specs.resolve` accepts: a training workdir
+    (its newest checkpoint, e.g. the previous stage of a recipe), a Gemma checkpoint, or a BERT /
+    sentence-transformers one."""
+    model = specs.resolve(spec)
+    if model.kind == specs.WORKDIR:
+        return checkpoint_io.restore_params(model.folder)[1]
+    if model.kind == specs.GEMMA:
+        return gemma_import.to_imported_model(gemma_import.load_checkpoint(model.spec)).params
+    if model.kind == specs.BERT_FOLDER:
+        return load_bert_folder(model.folder).params
+    return resolve_pretrained(model.spec).params
 
 
 def _starting_state(config, manager, abstract_state, shardings, init_fn, tx, rng):
