@@ -29,6 +29,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from etils import epath
 from ml_collections import config_flags
 
+from gecko_jax.data import batch_spec
 from gecko_jax.data import mixtures
 from gecko_jax.data import prepare
 from gecko_jax.data import prepared
@@ -81,9 +82,7 @@ def main(argv):
     paths = mixtures.expand_files(_INPUT.value, "train_files")
     _check_output(_OUTPUT.value)
     vocabulary = get_vocabulary(config.model.vocab)
-    max_length = int(config.data.max_length)
-    lengths = {"query": int(config.data.query_max_length) or max_length, "positive": max_length,
-               "negative": max_length}
+    lengths = batch_spec.text_lengths(config.data)
     settings = prepare.settings(prepared_cache.vocabulary_fingerprint(vocabulary), config.data.format, lengths)
     also_required = ("task",) if _SOURCE.value == "fret" else ()
     print(f"Preparing {len(paths)} files into {_OUTPUT.value} with {config.model.vocab}, format "

@@ -25,22 +25,19 @@ from typing import Any
 from absl import logging
 import numpy as np
 
+from gecko_jax.data import batch_spec
 from gecko_jax.data import formats
 from gecko_jax.data import mixtures
 from gecko_jax.data import order
 from gecko_jax.data import packing
 from gecko_jax.data import prepared_cache
-from gecko_jax.data import records
 from gecko_jax.data import tasks
 from gecko_jax.errors import UserError
 
 _STATE_KEYS = ("next_batch", "global_batch_size", "seed", "num_examples")
 _ORDER_KEY = "order"  # Fingerprint of the mixture order; absent for the pooled order.
 
-# Per-example int32 fingerprints that let a loss mask false negatives (Gemini
-# NCE): equal values mean the same formatted query, the same formatted
-# positive, or the same example id.
-IDENTITY_FEATURES = records.IDENTITY_FEATURES
+IDENTITY_FEATURES = batch_spec.IDENTITY_FEATURES
 
 
 class TrainData:
@@ -83,18 +80,10 @@ class TrainData:
             raise UserError(f"process index {process_index} is outside [0, {process_count})")
         if seed < 0:
             raise UserError(f"seed must be >= 0 for the data order, got {seed}; change --config.seed")
-        max_length = int(data_config.max_length)
-        if max_length < 3:
-            raise UserError(f"--config.data.max_length={max_length} leaves no room for text after the 2 special "
-                            "tokens; use 3 or more")
+        self.lengths = batch_spec.text_lengths(data_config)
+        self.max_length = self.lengths["positive"]
         fmt = getattr(data_config, "format", "gecko")
         formats.check_format(fmt)
-        query_max_length = int(data_config.query_max_length) or max_length
-        if query_max_length < 3:
-            raise UserError(f"--config.data.query_max_length={query_max_length} leaves no room for text; "
-                            "use 3 or more (0 = data.max_length)")
-        self.max_length = max_length
-        self.lengths = {"query": query_max_length, "positive": max_length, "negative": max_length}
         self._global_batch_size = global_batch_size
         self._host_batch_size = global_batch_size // process_count
         self._row_offset = process_index * self._host_batch_size

@@ -29,6 +29,7 @@ from etils import epath
 import numpy as np
 import seqio
 
+from gecko_jax.data import batch_spec
 from gecko_jax.data import formats
 from gecko_jax.data import jsonl
 from gecko_jax.data import records
@@ -51,7 +52,7 @@ def shard_name(index: int, count: int) -> str:
 def settings(vocabulary_fingerprint: str, fmt: str, lengths: Mapping[str, int]) -> dict[str, Any]:
     """Everything besides the examples that decides what a prepared folder holds."""
     return {"format_version": FORMAT_VERSION, "vocabulary": vocabulary_fingerprint, "format": fmt,
-            "lengths": {k: int(lengths[k]) for k in records.TEXT_FEATURES}}
+            "lengths": {k: int(lengths[k]) for k in batch_spec.TEXT_FIELDS}}
 
 
 class _Identities:
@@ -93,7 +94,7 @@ def tokenized_batches(examples: Iterable[jsonl.Example], source: str, vocabulary
         source: the source's name (for the ids of examples with an `id`).
         vocabulary: a seqio.Vocabulary with `bos_id`, `eos_id`, `pad_id`.
         fmt: one of `formats.FORMATS`.
-        lengths: TEXT_FEATURES -> tokens per text, special tokens included.
+        lengths: TEXT_FIELDS -> tokens per text, special tokens included.
 
     Yields:
         (converted batch of `tasks.MODEL_FEATURES`, the (query hash,
@@ -129,7 +130,7 @@ def write_shard(examples: Iterable[jsonl.Example], source: str, vocabulary: seqi
         source: the source's name.
         vocabulary: tokenizes the formatted texts.
         fmt: one of `formats.FORMATS`.
-        lengths: TEXT_FEATURES -> tokens per text, special tokens included.
+        lengths: TEXT_FIELDS -> tokens per text, special tokens included.
         folder: the prepared folder (local, or any `etils.epath` path such as
             gs://; remote shards are written locally and copied).
         index: this shard's index.
@@ -145,18 +146,18 @@ def write_shard(examples: Iterable[jsonl.Example], source: str, vocabulary: seqi
     os.makedirs(target, exist_ok=True)
     writer = array_record_module.ArrayRecordWriter(os.path.join(target, f"{stem}.array_record"), _WRITER_OPTIONS)
     stored_lengths = []
-    stats = {"examples": 0, "with_negative": 0, "at_limit": {k: 0 for k in records.TEXT_FEATURES}}
+    stats = {"examples": 0, "with_negative": 0, "at_limit": {k: 0 for k in batch_spec.TEXT_FIELDS}}
     try:
         for batch, hashes in tokenized_batches(examples, source, vocabulary, fmt, lengths):
-            text_lengths = np.stack([batch[f"{k}_mask"].sum(axis=1) for k in records.TEXT_FEATURES], axis=1)
+            text_lengths = np.stack([batch[f"{k}_mask"].sum(axis=1) for k in batch_spec.TEXT_FIELDS], axis=1)
             for row, (query_hash, positive_hash, example_id) in enumerate(hashes):
                 sequences = {k: batch[f"{k}_ids"][row, :text_lengths[row, i]]
-                             for i, k in enumerate(records.TEXT_FEATURES)}
+                             for i, k in enumerate(batch_spec.TEXT_FIELDS)}
                 writer.write(records.encode(sequences, query_hash, positive_hash, example_id))
             stored_lengths.append(text_lengths.astype(np.uint16))
             stats["examples"] += len(hashes)
             stats["with_negative"] += int(batch["has_negative"].sum())
-            for i, k in enumerate(records.TEXT_FEATURES):
+            for i, k in enumerate(batch_spec.TEXT_FIELDS):
                 stats["at_limit"][k] += int((text_lengths[:, i] == lengths[k]).sum())
             if progress:
                 progress(len(hashes))

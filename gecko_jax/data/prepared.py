@@ -21,6 +21,7 @@ from array_record.python import array_record_module
 from etils import epath
 import numpy as np
 
+from gecko_jax.data import batch_spec
 from gecko_jax.data import prepare
 from gecko_jax.data import records
 from gecko_jax.errors import UserError
@@ -123,7 +124,7 @@ class PreparedSource:
         count = sum(s["examples"] for s in shards)
         with_negative = sum(s["with_negative"] for s in shards)
         share = {k: sum(s["at_limit"][k] for s in shards) / max(count if k != "negative" else with_negative, 1)
-                 for k in records.TEXT_FEATURES}
+                 for k in batch_spec.TEXT_FIELDS}
         # A missing negative has length 0, never the limit, so its share is over examples with one.
         return (f"{self.name}: {count} examples, {with_negative} with a hard negative; at the length limit (cut): "
-                + ", ".join(f"{k} {share[k]:.1%}" for k in records.TEXT_FEATURES))
+                + ", ".join(f"{k} {share[k]:.1%}" for k in batch_spec.TEXT_FIELDS))

@@ -127,7 +127,7 @@ def open_source(source: mixtures.SourceInput, vocabulary: seqio.Vocabulary, fmt:
         source: from `mixtures.source_inputs`.
         vocabulary: tokenizes the formatted texts.
         fmt: one of `formats.FORMATS`.
-        lengths: TEXT_FEATURES -> tokens per text, special tokens included.
+        lengths: TEXT_FIELDS -> tokens per text, special tokens included.
         root: the cache folder (`cache_root`).
 
     Returns:

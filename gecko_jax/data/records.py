@@ -21,9 +21,9 @@ import zlib
 
 import numpy as np
 
-TEXT_FEATURES = ("query", "positive", "negative")
-IDENTITY_FEATURES = ("query_hash", "positive_hash", "example_id")
-_HEADER = len(TEXT_FEATURES) + len(IDENTITY_FEATURES) + 1
+from gecko_jax.data.batch_spec import IDENTITY_FEATURES
+from gecko_jax.data.batch_spec import TEXT_FIELDS
+_HEADER = len(TEXT_FIELDS) + len(IDENTITY_FEATURES) + 1
 
 
 def text_fingerprint(text: str) -> int:
@@ -41,7 +41,7 @@ def encode(sequences: Mapping[str, np.ndarray], query_hash: int, positive_hash: 
     """Serializes one example.
 
     Args:
-        sequences: TEXT_FEATURES -> int32 packed ids without padding (an empty
+        sequences: TEXT_FIELDS -> int32 packed ids without padding (an empty
             array for a missing negative).
         query_hash: `text_fingerprint` of the formatted query.
         positive_hash: `text_fingerprint` of the formatted positive.
@@ -51,10 +51,10 @@ def encode(sequences: Mapping[str, np.ndarray], query_hash: int, positive_hash: 
     Returns:
         The record's bytes.
     """
-    header = [len(sequences[k]) for k in TEXT_FEATURES]
+    header = [len(sequences[k]) for k in TEXT_FIELDS]
     header += [query_hash, positive_hash, example_id or 0, example_id is not None]
     return np.concatenate([np.asarray(header, np.int32)] +
-                          [np.asarray(sequences[k], np.int32) for k in TEXT_FEATURES]).tobytes()
+                          [np.asarray(sequences[k], np.int32) for k in TEXT_FIELDS]).tobytes()
 
 
 def decode_batch(records: Sequence[bytes], rows: Sequence[int], source: str, padded: Mapping[str, int],
@@ -65,7 +65,7 @@ def decode_batch(records: Sequence[bytes], rows: Sequence[int], source: str, pad
         records: the records, one per example.
         rows: each example's row within `source`, for `SOURCE#ROW` ids.
         source: the source's name.
-        padded: TEXT_FEATURES -> length to pad to, at least the longest
+        padded: TEXT_FIELDS -> length to pad to, at least the longest
             stored sequence of that field.
         pad_id: fills the padding.
 
@@ -75,19 +75,19 @@ def decode_batch(records: Sequence[bytes], rows: Sequence[int], source: str, pad
     """
     count = len(records)
     out = {}
-    for key in TEXT_FEATURES:
+    for key in TEXT_FIELDS:
         out[f"{key}_ids"] = np.full((count, padded[key]), pad_id, np.int32)
         out[f"{key}_mask"] = np.zeros((count, padded[key]), np.int32)
     identity = np.empty((count, len(IDENTITY_FEATURES)), np.int32)
     for i, (record, row) in enumerate(zip(records, rows)):
         words = np.frombuffer(record, np.int32)
         start = _HEADER
-        for k, key in enumerate(TEXT_FEATURES):
+        for k, key in enumerate(TEXT_FIELDS):
             length = int(words[k])
             out[f"{key}_ids"][i, :length] = words[start:start + length]
             out[f"{key}_mask"][i, :length] = 1
             start += length
-        identity[i] = words[len(TEXT_FEATURES):_HEADER - 1]
+        identity[i] = words[len(TEXT_FIELDS):_HEADER - 1]
         if not words[_HEADER - 1]:
             identity[i, 2] = text_fingerprint(example_key(source, None, int(row)))
     out["has_negative"] = (out["negative_mask"][:, 0] > 0).astype(np.int32)

@@ -22,11 +22,12 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
+from gecko_jax.data import batch_spec
 from gecko_jax.data import formats
 from gecko_jax.data import jsonl
 from gecko_jax.data import wordpiece
 
-TEXT_FEATURES = ("query", "positive", "negative")
+TEXT_FEATURES = batch_spec.TEXT_FIELDS
 MODEL_FEATURES = tuple(f"{k}_{part}" for k in TEXT_FEATURES for part in ("ids", "mask")) + ("has_negative",)
 
 # Raw string columns the source yields; missing optional fields are "".

@@ -18,12 +18,11 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from gecko_jax.data.pipeline import IDENTITY_FEATURES
+from gecko_jax.data import batch_spec
 from gecko_jax.errors import UserError
 from gecko_jax.training import sharding
 from gecko_jax.training.grad_cache import check_chunk_size
 from gecko_jax.training.train_program import build_train_program
-from gecko_jax.training.train_step import TEXT_FIELDS
 
 
 def format_bytes(num_bytes: int) -> str:
@@ -63,26 +62,18 @@ class CompileReport:
 def abstract_batch(config: ml_collections.ConfigDict, batch_sharding) -> dict:
     """The global batch the input pipeline feeds, as sharded ShapeDtypeStructs.
 
-    Mirrors `data.pipeline.TrainData` (and `data.teacher_batches` when
-    `data.teachers` is set), without reading any data.
+    The batch of `data.batch_spec` with every field present (the largest
+    program), teacher vectors included when `data.teachers` is set, without
+    reading any data.
     """
-    rows = config.batch_size
-    lengths = {"query": config.data.query_max_length or config.data.max_length,
-               "positive": config.data.max_length, "negative": config.data.max_length}
-    batch = {}
-    for field in TEXT_FIELDS:
-        for suffix in ("ids", "mask"):
-            batch[f"{field}_{suffix}"] = jax.ShapeDtypeStruct((rows, lengths[field]), jnp.int32,
-                                                              sharding=batch_sharding)
-    for name in ("has_negative",) + IDENTITY_FEATURES:
-        batch[name] = jax.ShapeDtypeStruct((rows,), jnp.int32, sharding=batch_sharding)
+    width = 0
     if config.data.get("teachers", ()):
         # Stored teacher vectors; distillation needs them as wide as the student.
         width = (sum(config.loss.jasper_teacher_dims) or config.model.projection_dim
                  or config.model.hidden_size)
-        batch["teacher"] = jax.ShapeDtypeStruct((rows, width), jnp.float32,
-                                                sharding=batch_sharding)
-    return batch
+    fields = batch_spec.shapes(config.batch_size, batch_spec.text_lengths(config.data), width)
+    return {name: jax.ShapeDtypeStruct(shape, dtype, sharding=batch_sharding)
+            for name, (shape, dtype) in fields.items()}
 
 
 def _bytes_per_device(tree, shardings) -> int:

@@ -17,10 +17,11 @@ import jax.numpy as jnp
 import optax
 from flax import linen as nn
 
+from gecko_jax.data import batch_spec
 from gecko_jax.training import sharding as sharding_lib
 from gecko_jax.training.grad_cache import grad_cache_value_and_grad
 
-TEXT_FIELDS = ("query", "positive", "negative")
+TEXT_FIELDS = batch_spec.TEXT_FIELDS
 
 
 @flax.struct.dataclass
