@@ -83,10 +83,10 @@ def test_runlocal_with_grad_cache_equals_plain(tmp_path, plain_run):
                                atol=1e-4)
 
 
-def _train_in_process(workdir, **data_fields):
-    """Four steps of runlocal in this process (conftest simulates 8 devices)."""
+def _train_in_process(workdir, steps=4, **data_fields):
+    """`steps` steps of runlocal in this process (conftest simulates 8 devices)."""
     config = get_config("gecko_768", "runlocal")
-    config.total_steps = 4
+    config.total_steps = steps
     config.data.update(data_fields)
     sigterm_handler = signal.getsignal(signal.SIGTERM)
     try:
@@ -105,19 +105,20 @@ def test_runlocal_on_eight_devices_equals_one(tmp_path, plain_run):
 
 def test_runlocal_with_length_buckets_equals_fixed_padding(tmp_path):
     # Limits above runlocal's 24/32 tokens, so that its texts are not cut and
-    # the bucketed batches are shorter than the limits.
+    # the bucketed batches are shorter than the limits; 8 steps, so that the
+    # run meets more than one bucket.
     lengths = {"max_length": 96, "query_max_length": 64}
-    config = _train_in_process(tmp_path / "bucketed", bucket_lengths=True, **lengths)
-    _train_in_process(tmp_path / "fixed", **lengths)
+    config = _train_in_process(tmp_path / "bucketed", steps=8, bucket_lengths=True, **lengths)
+    _train_in_process(tmp_path / "fixed", steps=8, **lengths)
     data = TrainData(config.data, get_vocabulary(config.model.vocab), config.batch_size, config.seed)
-    padded = [data.padded_lengths(k) for k in range(4)]
+    padded = [data.padded_lengths(k) for k in range(8)]
     assert all(p["query"] < 64 and p["positive"] < 96 for p in padded), padded
     assert len({tuple(p.values()) for p in padded}) > 1, padded
     np.testing.assert_allclose(_probe_embeddings(tmp_path / "bucketed"),
                                _probe_embeddings(tmp_path / "fixed"), atol=1e-4)
     logged = [json.loads(line)
               for line in (tmp_path / "bucketed" / "metrics.jsonl").read_text().splitlines()]
-    assert [m["step"] for m in logged if "train.mfu" in m] == [1, 2, 3, 4]
+    assert [m["step"] for m in logged if "train.mfu" in m] == list(range(1, 9))
 
 
 def test_unknown_field_is_one_line_error(tmp_path):
