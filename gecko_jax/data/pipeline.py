@@ -143,8 +143,10 @@ class TrainData:
         `negative_mask` are left out (they would be all padding), and the train
         step skips the negatives' forward pass; `has_negative` stays.
         """
-        indices = self.example_indices(batch_index)
-        longest = self._longest(batch_index)
+        # The global batch's rows are needed for its lengths anyway; this host's are a slice of them.
+        global_rows = self._order.indices(batch_index, 0, self._global_batch_size)
+        indices = global_rows[self._row_offset:self._row_offset + self._host_batch_size]
+        longest = self._longest(global_rows)
         padded = self.padded_lengths(batch_index, longest)
         out = {}
         for source, rows in self._by_source(indices):
@@ -157,9 +159,8 @@ class TrainData:
             del out["negative_ids"], out["negative_mask"]
         return out
 
-    def _longest(self, batch_index: int) -> dict[str, int]:
-        """The stored length of the longest text of each field in global batch `batch_index`."""
-        rows = self._order.indices(batch_index, 0, self._global_batch_size)
+    def _longest(self, rows: np.ndarray) -> dict[str, int]:
+        """The stored length of the longest text of each field among `rows` (a global batch)."""
         longest = np.zeros(len(tasks.TEXT_FEATURES), np.int64)
         for source, positions in self._by_source(rows):
             lengths = self._sources[source].lengths(rows[positions] - self._source_starts[source])
@@ -180,7 +181,9 @@ class TrainData:
         """
         if not self._bucket_lengths:
             return self.lengths
-        return packing.field_lengths(longest or self._longest(batch_index), self.lengths)
+        if longest is None:
+            longest = self._longest(self._order.indices(batch_index, 0, self._global_batch_size))
+        return packing.field_lengths(longest, self.lengths)
 
     def __iter__(self) -> "TrainData":
         return self
