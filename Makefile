@@ -8,7 +8,7 @@ PIP := $(PY) -m pip
 WORKDIR ?= runs/gecko_minilm
 PYTEST_ARGS ?=
 
-.PHONY: install install-test train train-local test clean
+.PHONY: install install-test train train-local lint test clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ train: install
 
 train-local: install
 	$(PY) launch/train.py --config=configs/gecko_768.py:runlocal --workdir=runs/local
+
+# Static checks; CI runs them before the tests.
+lint: install-test
+	$(VENV)/bin/lint-imports --no-logo
 
 test: install-test
 	$(PY) -m pytest tests -q $(PYTEST_ARGS)

@@ -55,7 +55,7 @@ def main(argv):
             f"--config.model.remat={_REMAT.value}",
             *(["--config.optimizer.frozen=('embedder/',)"] if _FREEZE_EMBEDDING.value else []),
             "--config.log_every=1", "--config.checkpoint_every=0",
-            "--config.eval.sts_file=",
+            "--config.evals={}",
         ]
         env = dict(os.environ, XLA_FLAGS="", TF_CPP_MIN_LOG_LEVEL="3")
         print("running:", " ".join(command[1:]), flush=True)

@@ -24,10 +24,11 @@ from absl import app
 from absl import flags
 
 from gecko_jax.config_base import base_config
+from gecko_jax.data.batch_spec import TEXT_FIELDS
 from gecko_jax.losses.registry import build_loss
 from gecko_jax.models.registry import build_tower
 from gecko_jax.training.grad_cache import grad_cache_value_and_grad
-from gecko_jax.training.train_step import TEXT_FIELDS, encode_batch, param_shapes
+from gecko_jax.training.train_step import encode_batch, param_shapes
 
 _BATCHES = flags.DEFINE_list("batch_sizes", ["32", "64", "128", "256", "512"], "Global batch sizes.")
 _CHUNK = flags.DEFINE_integer("chunk_size", 32, "GradCache chunk size.")
@@ -54,15 +55,15 @@ def main(argv):
     config.model.dropout_rate = config.model.attention_dropout_rate = 0.0
     config.loss.mrl_dims = (384, 128)
     model = build_tower(config.model)
-    loss_fn = build_loss(config.loss)
+    loss = build_loss(config.loss)
     params = param_shapes(model, _DOC_LENGTH.value)
 
     def plain(p, b):
         return jax.value_and_grad(
-            lambda q: loss_fn(encode_batch(model, q, b, deterministic=True), b))(p)
+            lambda q: loss(encode_batch(model, q, b, deterministic=True), b))(p)
 
     def cached(p, b):
-        return grad_cache_value_and_grad(model, p, b, loss_fn, TEXT_FIELDS, _CHUNK.value)
+        return grad_cache_value_and_grad(model, p, b, loss, _CHUNK.value)
 
     print(f"MiniLM-sized tower, queries {_QUERY_LENGTH.value} tokens, documents "
           f"{_DOC_LENGTH.value}, GradCache chunk {_CHUNK.value}; XLA temporary memory (MiB)")

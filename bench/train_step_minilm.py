@@ -43,12 +43,12 @@ from absl import flags  # pylint: disable=g-import-not-at-top
 
 from gecko_jax.data import formats  # pylint: disable=g-import-not-at-top
 from gecko_jax.data import sources  # pylint: disable=g-import-not-at-top
+from gecko_jax.data.batch_spec import TEXT_FIELDS  # pylint: disable=g-import-not-at-top
 from gecko_jax.data.packing import field_lengths, pack  # pylint: disable=g-import-not-at-top
 from gecko_jax.data.vocabularies import get_vocabulary  # pylint: disable=g-import-not-at-top
 from gecko_jax.training import mfu  # pylint: disable=g-import-not-at-top
 from gecko_jax.training import sharding  # pylint: disable=g-import-not-at-top
 from gecko_jax.training.train_program import build_train_program  # pylint: disable=g-import-not-at-top
-from gecko_jax.training.train_step import TEXT_FIELDS  # pylint: disable=g-import-not-at-top
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps of each, after one warm-up step.")

@@ -6,8 +6,9 @@ are the 262,144-token embedding) with its own SentencePiece tokenizer, run
 bidirectionally with mean pooling, and fine-tunes it with Gecko's loss
 (in-batch + same-tower + hard negatives, Matryoshka 640/256/128) on SQuAD
 question->paragraph pairs and SNLI triplets in Gecko's input format. STS-B dev
-Spearman is measured before and after training and written to
-WORKDIR/eval.jsonl.
+Spearman (full width and the 128-d prefix, as `evals.sts.spearman` and
+`evals.sts.spearman@128`) is measured before and after training and written
+to WORKDIR/metrics.jsonl and WORKDIR/eval.jsonl.
 
     python launch/train.py --config=configs/gecko_270m.py --workdir=runs/gemma270m
 
@@ -19,7 +20,7 @@ of the parameters, and save its Adam moments).
 Data comes from `data_dir`, which defaults to ../shared/data beside the repo.
 """
 
-from gecko_jax.config_base import base_config, bundled_data_dir
+from gecko_jax.config_base import base_config, bundled_data_dir, evaluator
 from gecko_jax.models import presets
 
 
@@ -53,8 +54,9 @@ def get_config(arg: str = ""):
     c.optimizer.learning_rate = 2e-5
     c.optimizer.warmup_steps = 5
 
-    c.eval.sts_file = "stsb/sts-dev.csv"
-    c.eval.sts_prompt = "task: semantic similarity | query: "
-    c.eval.dims = (128,)
-    c.eval.batch_size = 32
+    c.evals.sts = evaluator("sts", "stsb/sts-dev.csv", dims=(128,),
+                            prompt="task: semantic similarity | query: ")
+    c.eval_batch_size = 32
+    # The prompt launch/export.py writes into an exported model.
+    c.export.sts_prompt = "task: semantic similarity | query: "
     return c

@@ -56,6 +56,6 @@ def get_config(arg: str = ""):
     c.evals.squad = evaluator("retrieval", "squad/dev-a.json", dims=(128,))
     c.best_metric = "evals.stsb.spearman"
     # The prompts launch/export.py writes into an exported model.
-    c.eval.sts_prompt = "task: semantic similarity | query: "
-    c.eval.query_prompt = "task: question answering | query: "
+    c.export.sts_prompt = "task: semantic similarity | query: "
+    c.export.query_prompt = "task: question answering | query: "
     return c

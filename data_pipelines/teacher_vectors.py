@@ -26,6 +26,7 @@ from ml_collections import config_flags
 from gecko_jax.config_base import base_config
 from gecko_jax.data import teacher_store
 from gecko_jax.errors import UserError
+from gecko_jax.training.teacher_embedding import write_store
 
 _MODEL = flags.DEFINE_string("model", None, "Encoder spec: minilm, st:PATH, gguf:PATH, hf:PATH, a workdir.")
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config whose data to embed: "
@@ -54,8 +55,8 @@ def main(argv):
     del argv
     config = _training_config()
     keys, queries = teacher_store.training_queries(config.data)
-    store = teacher_store.write_store(_OUTPUT.value, _MODEL.value, keys, queries,
-                                      prompt=_PROMPT.value, batch_size=_BATCH.value)
+    store = write_store(_OUTPUT.value, _MODEL.value, keys, queries, prompt=_PROMPT.value,
+                        batch_size=_BATCH.value)
     print(f"wrote {len(keys)} x {store.dim} teacher vectors from {_MODEL.value} to {_OUTPUT.value}")
 
 

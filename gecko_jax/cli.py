@@ -6,6 +6,7 @@ from typing import Callable, NoReturn, Optional
 
 from absl import app
 from absl import flags
+from ml_collections import config_flags
 
 from gecko_jax.errors import UserError
 
@@ -73,8 +74,6 @@ def check_config_file(holder: flags.FlagHolder) -> None:
     surfaces as two tracebacks; a mistyped path deserves one line. (Errors in
     a config file's own code keep their traceback: it points at the line.)
     """
-    from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-
     # The flag's value is PATH[:ARG], split at the first colon as ml_collections does.
     path = config_flags.get_config_filename(flags.FLAGS[holder.name]).split(":", 1)[0]
     if not os.path.isfile(path):

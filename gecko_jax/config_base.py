@@ -67,7 +67,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.attn_logit_softcap = 0.0  # tanh soft-cap of attention scores (Gemma 2: 50; 0 = off).
     c.model.final_logit_softcap = 0.0  # tanh soft-cap of LM logits (Gemma 2: 30; 0 = off).
     c.model.attention = "bidirectional"  # Gemma attention mode: bidirectional (towers) | causal.
-    c.model.remat = False  # Gemma: recompute each layer in the backward pass (less memory).
+    c.model.remat = False  # Recompute each layer in the backward pass (less memory; BERT: scanned only).
+    c.model.remat_policy = "full"  # Scanned layers: what remat keeps, full (nothing) | dots (matmul outputs).
+    c.model.scan_layers = False  # Run the layers as one loop over stacked weights: fast compiles of deep towers.
 
     c.data = ml_collections.ConfigDict()
     c.data.data_dir = ""  # Folder with the bundled real data (squad/, snli/, stsb/ ...).
@@ -124,19 +126,17 @@ def base_config() -> ml_collections.ConfigDict:
     c.grad_cache = ml_collections.ConfigDict()
     c.grad_cache.chunk_size = 0  # Examples per GradCache chunk (0 = off, plain step).
 
-    c.eval = ml_collections.ConfigDict()
-    c.eval.sts_file = ""  # STS TSV, relative to data_dir ('' = skip).
-    c.eval.sts_prompt = ""  # Prompt prepended to both STS sentences.
-    c.eval.retrieval_file = ""  # SQuAD JSON used as a retrieval set, relative to data_dir ('' = skip).
-    c.eval.query_prompt = ""  # Prompt prepended to retrieval queries.
-    c.eval.doc_format = "{title} {text}"  # How a retrieval document's title and text are joined.
-    c.eval.dims = ()  # Matryoshka dims to evaluate besides the full one.
-    c.eval.batch_size = 64  # Encoding batch size during evaluation.
-
     # Evaluators by name, each built with `evaluator(...)` below (training.evaluators).
     c.evals = ml_collections.ConfigDict()
+    c.eval_batch_size = 64  # Texts per encoder batch of those evaluators.
     c.best_metric = ""  # Keep WORKDIR/best by this result, e.g. 'evals.stsb.spearman' ('' = off).
     c.best_mode = "max"  # Whether a higher (max) or lower (min) best_metric is better.
+
+    # The prompts launch/export.py writes into an exported model, by sentence-transformers
+    # name ('' = those of data.format: Gecko's, or none for plain).
+    c.export = ml_collections.ConfigDict()
+    c.export.query_prompt = ""  # The 'query' prompt.
+    c.export.sts_prompt = ""  # The 'STS' prompt.
 
     c.lock()
     c.evals.unlock()  # Recipes add their evaluators by name.
@@ -147,6 +147,9 @@ def evaluator(task: str, data: str, every: int = 0, dims: tuple[int, ...] = (),
               split: str = "", prompt: str = "", doc_prompt: str = "",
               doc_format: str = "") -> ml_collections.ConfigDict:
     """One entry of `config.evals`: a task of `gecko_jax.evaluation.tasks` on some data.
+
+    Training turns it into an `evaluation.eval_spec.EvalSpec` named by its key
+    in `config.evals`, which scores the full embedding and `dims`.
 
     Args:
       task: sts | retrieval | classification | clustering.

@@ -27,10 +27,11 @@ import numpy as np
 import tqdm
 from flax import linen as nn
 
+from gecko_jax import checkpoint_io
 from gecko_jax.data import packing
 from gecko_jax.data.vocabularies import get_vocabulary
 from gecko_jax.errors import UserError
-from gecko_jax.text_inputs import check_texts
+from gecko_jax.export.source import folder_input_format
 from gecko_jax.models import gemma_import
 from gecko_jax.models import salience
 from gecko_jax.models import specs
@@ -38,6 +39,7 @@ from gecko_jax.models.bert_import import (ImportedModel, load_bert_folder,
                                           resolve_pretrained)
 from gecko_jax.models.registry import build_tower
 from gecko_jax.models.tower import truncate_and_normalize
+from gecko_jax.text_inputs import check_texts
 
 # With `show_progress=None`, encodes of at least this many batches draw a
 # progress bar; shorter ones finish too fast for one to help.
@@ -116,9 +118,6 @@ class Encoder:
                 gemma_import.load_checkpoint(model.spec)), batch_size, model.folder)
         if model.kind == specs.BERT_FOLDER:
             return cls._from_imported(load_bert_folder(model.folder), batch_size, model.folder)
-        # Imported here: the training stack (orbax) is heavy and optional
-        # for users who only embed with pretrained models.
-        from gecko_jax.training import checkpoint_io  # pylint: disable=g-import-not-at-top
         config, params = checkpoint_io.restore_params(model.folder)
         return cls(build_tower(config.model), params,
                    get_vocabulary(config.model.vocab),
@@ -133,8 +132,6 @@ class Encoder:
         A folder exported from a run in Gecko's format keeps that format, so
         evaluation gives it Gecko's prompts as it does the run's workdir.
         """
-        # Imported here: export is optional for users who only embed.
-        from gecko_jax.export.source import folder_input_format  # pylint: disable=g-import-not-at-top
         config = imported.model_config
         input_format = folder_input_format(folder) if os.path.isdir(folder) else "plain"
         return cls(build_tower(config), imported.params,

@@ -33,6 +33,7 @@ from gecko_jax.data.vocabularies import get_vocabulary
 from gecko_jax.errors import UserError
 from gecko_jax.text_inputs import check_texts
 from gecko_jax.models import gemma_import
+from gecko_jax.models import specs
 from gecko_jax.models.gemma import Gemma, GemmaConfig, init_cache
 
 _MIN_BUCKET = 16
@@ -81,7 +82,8 @@ class LanguageModel:
         """Loads a pretrained Gemma.
 
         Args:
-          spec: 'gemma3-270m', 'gguf:PATH' or 'hf:PATH'.
+          spec: 'gemma3-270m', 'gguf:PATH', 'hf:PATH' or an HF Gemma folder
+            (`models.specs.resolve_gemma`).
           batch_size: default batch size.
           dtype: compute dtype, 'float32' or 'bfloat16' (parameters stay
             float32).
@@ -90,12 +92,14 @@ class LanguageModel:
           The `LanguageModel`.
 
         Raises:
-          UserError: unknown spec, dtype or unreadable checkpoint.
+          UserError: a spec that names no Gemma checkpoint (a BERT model or a
+            training workdir included), an unknown dtype or an unreadable
+            checkpoint.
         """
         dtypes = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
         if dtype not in dtypes:
             raise UserError(f"Unknown dtype {dtype!r}; use one of {sorted(dtypes)}.")
-        checkpoint = gemma_import.load_checkpoint(spec)
+        checkpoint = gemma_import.load_checkpoint(specs.resolve_gemma(spec).spec)
         return cls(checkpoint.config.replace(dtype=dtypes[dtype]),
                    checkpoint.params, get_vocabulary(checkpoint.vocab),
                    batch_size=batch_size)

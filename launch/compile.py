@@ -21,9 +21,9 @@ config's `mesh_shape` over those chips, its -1 axis filled in. It adds
 
     per-chip peak: 14.20 GiB of 15.75 GiB HBM
 
-(a stable line for tools), a fits / does-not-fit verdict, the FLOPs per chip
-and, where XLA:TPU's cost model gives one, its estimated step time with the
-MFU that implies. The exit status is 1 when the step does not fit a chip
+(a stable line for tools), a fits / does-not-fit verdict, the model's and
+XLA's FLOPs per chip and, where XLA:TPU's cost model gives one, its estimated
+step time with the MFU that implies. The exit status is 1 when the step does not fit a chip
 (everything is still printed), 2 for a usage error. gecko_768 on v5e:4x4 takes
 2-11 minutes and up to ~11 GB of host memory to compile.
 """

@@ -30,13 +30,13 @@ for a query the document with its id; `--noignore_identical_ids` lets it.
 
 A suite is a JSON list of evaluations, each an object with `task` and `data`
 and optionally `name`, `split`, `dim`, `prompt`, `doc_prompt`, `doc_format`,
-`ignore_identical_ids` (true or false).
+`ignore_identical_ids` (true or false); the flags and each entry make one
+`gecko_jax.evaluation.eval_spec.EvalSpec`, as training's `config.evals` do.
 The model is loaded once; stdout gets a table of the headline metrics and
 `--output` the full results as a JSON list.
 """
 
 import contextlib
-import dataclasses
 import json
 import math
 import os
@@ -50,8 +50,8 @@ from gecko_jax import cli  # pylint: disable=g-import-not-at-top
 from gecko_jax.errors import UserError  # pylint: disable=g-import-not-at-top
 from gecko_jax.evaluation import aligner_retrieval  # pylint: disable=g-import-not-at-top
 from gecko_jax.evaluation import multi_vector  # pylint: disable=g-import-not-at-top
-from gecko_jax.evaluation import prompts as prompts_lib  # pylint: disable=g-import-not-at-top
 from gecko_jax.evaluation import tasks  # pylint: disable=g-import-not-at-top
+from gecko_jax.evaluation.eval_spec import EvalSpec, check_dim, read_suite  # pylint: disable=g-import-not-at-top
 from gecko_jax.losses import alignment as alignment_lib  # pylint: disable=g-import-not-at-top
 
 _MODEL = flags.DEFINE_string(
@@ -106,96 +106,35 @@ _IGNORE_IDENTICAL_IDS = flags.DEFINE_boolean(
     "Retrieval: never retrieve for a query the document with its id, as BEIR"
     " does by default; --noignore_identical_ids lets it.")
 
-# The type of each suite key's value.
-_SUITE_KEYS = {"name": str, "task": str, "data": str, "split": str, "dim": int,
-               "prompt": str, "doc_prompt": str, "doc_format": str,
-               "ignore_identical_ids": bool}
-_TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false"}
 
-
-@dataclasses.dataclass(frozen=True)
-class _Evaluation:
-    """One evaluation to run, from the flags or a suite entry."""
-
-    name: str
-    task: str
-    data: str
-    split: str | None = None
-    dim: int | None = None
-    prompt: str | None = None
-    doc_prompt: str | None = None
-    doc_format: str | None = None
-    ignore_identical_ids: bool = True
-
-
-def _check_dim(dim: int | None, where: str) -> None:
-    if dim is not None and dim <= 0:
-        raise UserError(f"{where}: dim must be a positive integer, got {dim}")
-
-
-def _check_suite_types(entry: dict, where: str) -> None:
-    for key, value in entry.items():
-        wanted = _SUITE_KEYS[key]
-        # bool is a subclass of int, but `"dim": true` is a mistake, not 1.
-        if not isinstance(value, wanted) or (
-                wanted is int and isinstance(value, bool)):
-            raise UserError(f"{where}: {key!r} must be {_TYPE_NAMES[wanted]},"
-                            f" got {json.dumps(value)}")
-
-
-def _from_flags() -> _Evaluation:
+def _from_flags() -> EvalSpec:
     for flag in (_TASK, _DATA):
         if not flag.value:
             raise UserError(f"--{flag.name} is required (or pass --suite=FILE)")
     tasks.check_task(_TASK.value)
-    _check_dim(_DIM.value, "--dim")
-    return _Evaluation(_TASK.value, _TASK.value, _DATA.value, _SPLIT.value,
-                       _DIM.value, _PROMPT.value, _DOC_PROMPT.value,
-                       _DOC_FORMAT.value, _IGNORE_IDENTICAL_IDS.value)
+    check_dim(_DIM.value, "--dim")
+    return EvalSpec(_TASK.value, _TASK.value, _DATA.value, split=_SPLIT.value,
+                    full=_DIM.value is None, dims=() if _DIM.value is None else (_DIM.value,),
+                    prompt=_PROMPT.value, doc_prompt=_DOC_PROMPT.value,
+                    doc_format=_DOC_FORMAT.value,
+                    ignore_identical_ids=_IGNORE_IDENTICAL_IDS.value)
 
 
-def _read_suite(path: str) -> list[_Evaluation]:
-    """Parses a suite file; raises UserError naming the bad entry."""
+def _from_suite(path: str) -> list[EvalSpec]:
+    """The specs of a suite file; raises UserError for a flag the suite sets itself."""
     clashing = [f.name for f in (_TASK, _DATA, _SPLIT, _DIM, _PROMPT,
                                  _DOC_PROMPT, _DOC_FORMAT) if f.value is not None]
     if _IGNORE_IDENTICAL_IDS.present:  # Its default is not None.
         clashing.append(_IGNORE_IDENTICAL_IDS.name)
     if clashing:
         raise UserError(f"--suite sets each evaluation itself; drop --{clashing[0]}")
-    try:
-        with open(path, encoding="utf-8") as f:
-            entries = json.load(f)
-    except OSError as e:
-        raise UserError(f"--suite={path}: {e.strerror}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"--suite={path}: not a JSON file ({e})") from None
-    if not isinstance(entries, list) or not entries:
-        raise UserError(f"--suite={path}: expected a non-empty JSON list of"
-                        " objects with 'task' and 'data'")
-    evaluations = []
-    for i, entry in enumerate(entries):
-        where = f"--suite={path} entry {i}"
-        if isinstance(entry, dict):
-            # null leaves a key at its default.
-            entry = {key: value for key, value in entry.items() if value is not None}
-        if not isinstance(entry, dict) or not {"task", "data"} <= set(entry):
-            raise UserError(f"{where}: expected an object with 'task' and 'data'")
-        unknown = sorted(set(entry) - set(_SUITE_KEYS))
-        if unknown:
-            raise UserError(f"{where}: unknown key {unknown[0]!r}; keys:"
-                            f" {', '.join(sorted(_SUITE_KEYS))}")
-        _check_suite_types(entry, where)
-        tasks.check_task(entry["task"])
-        _check_dim(entry.get("dim"), where)
-        entry.setdefault("name", f"{entry['task']}:{os.path.basename(os.path.normpath(entry['data']))}")
-        evaluations.append(_Evaluation(**entry))
-    return evaluations
+    return read_suite(path)
 
 
-def _check_paths(evaluations: list[_Evaluation]) -> None:
-    for evaluation in evaluations:
-        if not os.path.exists(evaluation.data):
-            raise UserError(f"--data={evaluation.data}: no such file or folder")
+def _check_paths(specs: list[EvalSpec]) -> None:
+    for spec in specs:
+        if not os.path.exists(spec.data):
+            raise UserError(f"--data={spec.data}: no such file or folder")
     output_dir = os.path.dirname(_OUTPUT.value or "") or "."
     if _OUTPUT.value and not os.path.isdir(output_dir):
         raise UserError(f"--output={_OUTPUT.value}: folder {output_dir} does not exist")
@@ -227,15 +166,6 @@ def _check_aligner_flags(encoder) -> None:
                         f" with salience heads); {_MODEL.value} has none, so drop it")
 
 
-def _prompts(evaluation: _Evaluation, input_format: str) -> prompts_lib.Prompts:
-    """The model's own prompts for the task, with the evaluation's overrides."""
-    defaults = prompts_lib.default_prompts(input_format, evaluation.task)
-    overrides = {key: value for key, value in (
-        ("query", evaluation.prompt), ("document", evaluation.doc_prompt),
-        ("doc_format", evaluation.doc_format)) if value is not None}
-    return dataclasses.replace(defaults, **overrides)
-
-
 def _finite_or_none(value):
     # A constant similarity gives a NaN correlation; strict JSON has no NaN.
     if isinstance(value, float) and not math.isfinite(value):
@@ -243,44 +173,43 @@ def _finite_or_none(value):
     return value
 
 
-def _run(encoder, evaluation: _Evaluation, dataset,
+def _run(encoder, spec: EvalSpec, dataset, dim: int | None,
          aligner_search: aligner_retrieval.SearchOptions) -> dict:
     metrics = tasks.score_task(
-        encoder, evaluation.task, dataset,
-        _prompts(evaluation, getattr(encoder, "input_format", "plain")),
-        dim=evaluation.dim, batch_size=_BATCH_SIZE.value, show_progress=None,
+        encoder, spec.task, dataset,
+        spec.prompts(getattr(encoder, "input_format", "plain")),
+        dim=dim, batch_size=_BATCH_SIZE.value, show_progress=None,
         token_k=_TOKEN_K.value or multi_vector.DEFAULT_TOKEN_K,
-        ignore_identical_ids=evaluation.ignore_identical_ids,
+        ignore_identical_ids=spec.ignore_identical_ids,
         aligner_search=aligner_search)
     result = {key: _finite_or_none(value) for key, value in metrics.items()}
-    result.update(model=_MODEL.value, task=evaluation.task, data=evaluation.data,
-                  split=tasks.dataset_split(dataset), dim=evaluation.dim)
+    result.update(model=_MODEL.value, task=spec.task, data=spec.data,
+                  split=tasks.dataset_split(dataset), dim=dim)
     return result
 
 
-def _table(evaluations: list[_Evaluation], results: list[dict]) -> str:
-    """A Markdown table of each evaluation's headline metrics."""
+def _table(results: list[tuple[EvalSpec, dict]]) -> str:
+    """A Markdown table of the headline metrics of each (spec, result)."""
     lines = ["| evaluation | task | dim | metrics |", "|---|---|---|---|"]
-    for evaluation, result in zip(evaluations, results):
+    for spec, result in results:
         shown = ", ".join(
             f"{name} {result[name]:.4f}" if result[name] is not None else f"{name} n/a"
-            for name in tasks.HEADLINE_METRICS[evaluation.task])
-        lines.append(f"| {evaluation.name} | {evaluation.task} |"
-                     f" {evaluation.dim or 'full'} | {shown} |")
+            for name in tasks.HEADLINE_METRICS[spec.task])
+        lines.append(f"| {spec.name} | {spec.task} |"
+                     f" {result['dim'] or 'full'} | {shown} |")
     return "\n".join(lines)
 
 
 def main(argv):
     cli.check_args(argv, _MODEL)
-    evaluations = _read_suite(_SUITE.value) if _SUITE.value else [_from_flags()]
-    _check_paths(evaluations)
+    specs = _from_suite(_SUITE.value) if _SUITE.value else [_from_flags()]
+    _check_paths(specs)
     aligner_search = _aligner_search()
     # Stdout must carry the results alone, so anything a library prints while
     # loading or encoding is sent to stderr.
     with contextlib.redirect_stdout(sys.stderr):
         # Data first: errors in it should not wait for the model to load.
-        datasets = [tasks.load_task_data(e.task, e.data, e.split)
-                    for e in evaluations]
+        datasets = [tasks.load_task_data(spec.task, spec.data, spec.split) for spec in specs]
         # Imported late: JAX and TensorFlow take seconds to start, and bad
         # flags or data should not wait for them.
         from gecko_jax.encoder import Encoder  # pylint: disable=g-import-not-at-top
@@ -289,17 +218,18 @@ def main(argv):
             load_kwargs["batch_size"] = _BATCH_SIZE.value
         encoder = Encoder.load(_MODEL.value, **load_kwargs)
         _check_aligner_flags(encoder)
-        results = []
-        for evaluation, dataset in zip(evaluations, datasets):
-            results.append(_run(encoder, evaluation, dataset, aligner_search))
+        results = []  # (spec, result), one per width scored.
+        for spec, dataset in zip(specs, datasets):
+            for dim in spec.widths:
+                results.append((spec, _run(encoder, spec, dataset, dim, aligner_search)))
             if _SUITE.value:
-                print(f"done: {evaluation.name}", flush=True)
+                print(f"done: {spec.name}", flush=True)
     if _SUITE.value:
-        text = json.dumps([dict(r, name=e.name) for e, r in zip(evaluations, results)],
+        text = json.dumps([dict(result, name=spec.name) for spec, result in results],
                           sort_keys=True)
-        print(_table(evaluations, results), flush=True)
+        print(_table(results), flush=True)
     else:
-        text = json.dumps(results[0], sort_keys=True)
+        text = json.dumps(results[0][1], sort_keys=True)
         # Printed before writing --output so that a write failure loses nothing.
         print(text, flush=True)
     if _OUTPUT.value:

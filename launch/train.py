@@ -55,7 +55,7 @@ def main(argv):
     except Exception as err:  # pylint: disable=broad-except
         if not distributed.is_peer_failure(err):
             raise
-        from gecko_jax.training import checkpoint_io  # pylint: disable=g-import-not-at-top
+        from gecko_jax import checkpoint_io  # pylint: disable=g-import-not-at-top
         steps = checkpoint_io.finished_steps(_WORKDIR.value)
         resume = f"from checkpoint step {steps[0]}" if steps else "from the start"
         distributed.leave_broken_job(

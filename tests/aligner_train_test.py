@@ -17,7 +17,6 @@ import pytest
 
 from gecko_jax.training import sharding
 from gecko_jax.training.grad_cache import grad_cache_value_and_grad
-from gecko_jax.training.train_step import TEXT_FIELDS
 from grad_cache_helpers import plain_value_and_grad, setup  # pylint: disable=g-bad-import-order
 from recipe_configs import get_config  # pylint: disable=g-bad-import-order
 from workdir_helpers import random_params, tiny_bert_config  # pylint: disable=g-bad-import-order
@@ -62,14 +61,14 @@ def test_grad_cache_equals_plain_step():
     model, params, batch, loss_fn = _setup()
     plain = jax.jit(lambda p, b: plain_value_and_grad(model, p, b, loss_fn))(params, batch)
     cached = jax.jit(lambda p, b: grad_cache_value_and_grad(
-        model, p, b, loss_fn, TEXT_FIELDS, 4))(params, batch)
+        model, p, b, loss_fn, 4))(params, batch)
     _assert_same(cached, plain)
 
 
 def test_grad_cache_on_eight_devices_equals_one():
     model, params, batch, loss_fn = _setup()
     mesh = sharding.create_mesh({"data": -1}, jax.devices())
-    step = jax.jit(lambda p, b: grad_cache_value_and_grad(model, p, b, loss_fn, TEXT_FIELDS, 8))
+    step = jax.jit(lambda p, b: grad_cache_value_and_grad(model, p, b, loss_fn, 8))
     with sharding.activated(mesh, sharding.LOGICAL_AXIS_RULES):
         sharded = step(params, jax.device_put(batch, sharding.batch_sharding(mesh)))
     plain = jax.jit(lambda p, b: plain_value_and_grad(model, p, b, loss_fn))(params, batch)

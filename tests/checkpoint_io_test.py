@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from orbax.checkpoint._src import asyncio_utils as orbax_asyncio
 
+from gecko_jax import checkpoint_io
 from gecko_jax.config_base import base_config
 from gecko_jax.errors import UserError
-from gecko_jax.training import checkpoint_io
 
 
 def _state(value):

@@ -32,7 +32,7 @@ def test_every_recipe_is_in_range(name, arg):
     ("batch_size", 0), ("total_steps", 0), ("seed", -1), ("optimizer.learning_rate", 0.0),
     ("optimizer.learning_rate", float("nan")), ("optimizer.learning_rate", float("inf")),
     ("optimizer.b2", 1.0), ("optimizer.end_lr_fraction", 1.5), ("model.dropout_rate", 1.0),
-    ("loss.temperature", -0.05), ("loss.mrl_dims", (64, 0)), ("eval.batch_size", 0),
+    ("loss.temperature", -0.05), ("loss.mrl_dims", (64, 0)), ("eval_batch_size", 0),
     ("optimizer.decay", "cosine_restarts"), ("best_mode", "maximum"),
 ])
 def test_a_value_out_of_range_names_its_flag(field, value):
@@ -58,10 +58,10 @@ def test_an_evaluator_entry_is_checked_too():
 def test_eval_batch_size_must_split_over_devices_only_when_evaluating():
     mesh = Mesh(np.asarray(jax.devices()[:8]).reshape(8, 1, 1), ("data", "fsdp", "tensor"))
     config = base_config()
-    config.eval.batch_size = 12
+    config.eval_batch_size = 12
     config_checks.check_for_mesh(config, mesh)
     config.evals.sick = evaluator("sts", "sick.txt")
-    with pytest.raises(UserError, match=r"^--config.eval.batch_size=12 is not divisible"):
+    with pytest.raises(UserError, match=r"^--config.eval_batch_size=12 is not divisible"):
         config_checks.check_for_mesh(config, mesh)
 
 

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from gecko_jax.training import checkpoint_io
+from gecko_jax import checkpoint_io
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from gecko_jax.training import checkpoint_io
+from gecko_jax import checkpoint_io
 
 from recipe_configs import get_config
 
@@ -40,7 +40,8 @@ def test_jasper_stages_train_the_parameter_groups_of_the_method():
 
 @pytest.mark.slow
 def test_xtr_runlocal_trains_and_skips_single_vector_evals(tmp_path):
-    out = _train(tmp_path / "xtr", "xtr.py:runlocal", "--config.eval.sts_file=stsb/sts-dev.csv")
+    out = _train(tmp_path / "xtr", "xtr.py:runlocal",
+                 "--config.evals={'sts': {'task': 'sts', 'data': 'stsb/sts-dev.csv'}}")
     assert "step 3/3" in out and "eval: skipping sts" in out
 
 

@@ -8,7 +8,7 @@ import sys
 import jax
 import numpy as np
 
-from gecko_jax.training import checkpoint_io
+from gecko_jax import checkpoint_io
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from gecko_jax import Encoder
-from gecko_jax.data.vocabularies import minilm_folder
+from gecko_jax import checkpoint_io
 from gecko_jax.errors import UserError
 from gecko_jax.models import bert_import
-from gecko_jax.training import checkpoint_io
+from gecko_jax.pretrained_packages import minilm_folder
 
 
 def _stsb_dev_sentences(shared_data, n):

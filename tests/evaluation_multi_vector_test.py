@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 
 from gecko_jax import Encoder
+from gecko_jax import checkpoint_io
 from gecko_jax.errors import UserError
 from gecko_jax.evaluation import multi_vector
 from gecko_jax.config_base import evaluator
 from gecko_jax.data.vocabularies import get_vocabulary
 from gecko_jax.evaluation import retrieval
 from gecko_jax.models.registry import build_tower
-from gecko_jax.training import checkpoint_io
 from gecko_jax.training.evaluators import Evaluators
 from workdir_helpers import make_workdir, random_params, tiny_bert_config  # pylint: disable=g-bad-import-order
 

@@ -16,9 +16,9 @@ from scipy import stats
 from sklearn import cluster, linear_model, metrics
 
 from gecko_jax import Encoder
-from gecko_jax.data.vocabularies import minilm_folder
 from gecko_jax.evaluation import bundled_data, tasks
 from gecko_jax.evaluation.prompts import default_prompts
+from gecko_jax.pretrained_packages import minilm_folder
 
 
 @pytest.fixture(scope="module")

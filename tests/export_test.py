@@ -59,7 +59,7 @@ def test_minilm_exports_unchanged(tmp_path):
 
 def test_bert_workdir_with_projection_and_prompts(tmp_path):
     config = tiny_bert_config(pooling="cls", projection_dim=16)
-    config.eval.query_prompt = "task: question answering | query: "
+    config.export.query_prompt = "task: question answering | query: "
     workdir = make_workdir(tmp_path / "run", config, {3: random_params(config)})
     model = _check_round_trip(workdir, str(tmp_path / "out"), "query")
     assert model.prompts["query"] == "task: question answering | query: "

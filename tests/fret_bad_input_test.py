@@ -19,6 +19,7 @@ from gecko_jax.fret import model_specs
 from gecko_jax.fret import shard_files
 from gecko_jax.fret.stages import LLMOptions
 from gecko_jax.fret.stages import new_shard
+from gecko_jax.pretrained_packages import minilm_folder
 from conftest import REPO  # pylint: disable=g-bad-import-order
 
 # Nothing listens on port 1, so a request there is refused at once.
@@ -37,8 +38,8 @@ def _run_cli(tmp_path, *args):
 
 
 @pytest.mark.parametrize("flag, message", [
-    ("--embedder=bow", "error: --embedder: 'bow' names no model: no file or folder 'bow'; use minilm"),
-    ("--rerank_llm=bow", "error: --rerank_llm: unknown LLM 'bow'; use gemma3-270m"),
+    ("--embedder=bow", "error: --embedder: Unknown model 'bow'; use 'minilm'"),
+    ("--rerank_llm=bow", "error: --rerank_llm: Unknown model 'bow'; use 'gemma3-270m'"),
 ])
 def test_bad_model_spec_is_one_line_and_writes_nothing(tmp_path, flag, message):
     result = _run_cli(tmp_path, f"--llm={DEAD_ENDPOINT}", flag)
@@ -58,23 +59,25 @@ def test_dead_endpoint_is_one_line_without_beam_traceback(tmp_path):
 
 
 @pytest.mark.parametrize("spec, message", [
-    ("bow", "'bow' names no model: no file or folder 'bow'"),
-    ("st:/no/such/folder", "no file or folder '/no/such/folder'"),
-    ("gguf:/no/such.gguf", "no file or folder '/no/such.gguf'"),
+    ("bow", "Unknown model 'bow'"),
+    ("st:/no/such/folder", "no folder '/no/such/folder'"),
+    ("gguf:/no/such.gguf", "no file '/no/such.gguf'"),
 ])
 def test_embedder_specs_naming_nothing_are_refused(spec, message):
     with pytest.raises(UserError, match=message):
         model_specs.check_embedder(spec)
 
 
-def test_embedder_specs_naming_a_model_pass(tmp_path):
+def test_embedder_specs_naming_a_model_pass():
+    # Every form Encoder.load takes passes too (model_specs_test).
     model_specs.check_embedder("minilm")
-    model_specs.check_embedder(str(tmp_path))  # A folder: HF, sentence-transformers or a workdir.
+    model_specs.check_embedder(f"st:{minilm_folder()}")
 
 
 @pytest.mark.parametrize("spec, message", [
-    ("bow", "unknown LLM 'bow'"),
-    ("hf:/no/such/folder", "no file or folder '/no/such/folder'"),
+    ("bow", "Unknown model 'bow'"),
+    ("hf:/no/such/folder", "no folder '/no/such/folder'"),
+    ("minilm", "not a Gemma language model"),
     ("openai:m", "needs its server"),
     ("openai:m@ftp://host", "bad LLM spec"),
 ])

@@ -14,7 +14,7 @@ import pytest
 from gecko_jax.errors import UserError
 from gecko_jax.fret import backends
 from gecko_jax.fret import http_backend
-from gecko_jax.fret.backends import LLMError
+from gecko_jax.fret.llm import LLMError
 
 SECRET = "sk-SECRET-123"
 # Logprobs of the fake Gemini's top candidates; "yes" depends on the prompt so

@@ -20,13 +20,13 @@ import pytest
 from gecko_jax.data import mixtures
 from gecko_jax.data import tasks
 from gecko_jax.data.vocabularies import get_vocabulary
-from gecko_jax.fret import backends
 from gecko_jax.errors import UserError
 from gecko_jax.fret import corpus_index
 from gecko_jax.fret import passages as passages_lib
 from gecko_jax.fret import prompts
 from gecko_jax.fret import shard_files
 from gecko_jax.fret import stages
+from gecko_jax.fret.llm import LLMBackend, LLMError
 from conftest import REPO  # pylint: disable=g-bad-import-order
 
 PROMPT_SET = prompts.PromptSet.from_dir(str(REPO / "data_pipelines" / "fret" / "prompts"))
@@ -39,7 +39,7 @@ def corpus(n=48):
              "text": f"{TOPICS[i % 8]} fact number {i} with detail{i} and more words"} for i in range(n)]
 
 
-class ScriptedLLM(backends.LLMBackend):
+class ScriptedLLM(LLMBackend):
     """Writes 'what about TOPIC detailN' for a passage, garbage for ids ending in 7.
 
     Query likelihood and relevance both reward passages sharing the query's
@@ -256,12 +256,12 @@ def test_a_failing_llm_stops_the_run_and_keeps_the_written_shards(tmp_path, monk
     def generate(prompts_, max_new_tokens, stop=()):
         calls.append(1)
         if len(calls) == 3:
-            raise backends.LLMError("openai endpoint http://x/v1: HTTP 503 after 5 attempts; check the server")
+            raise LLMError("openai endpoint http://x/v1: HTTP 503 after 5 attempts; check the server")
         return ScriptedLLM.generate(llm, prompts_, max_new_tokens, stop)
 
     monkeypatch.setattr(llm, "generate", generate)
     monkeypatch.setattr(stages, "shared_backend", lambda options: llm)
-    with pytest.raises(backends.LLMError, match="HTTP 503"):
+    with pytest.raises(LLMError, match="HTTP 503"):
         run_pipeline(tmp_path, corpus())
     assert sorted(p.name for p in tmp_path.glob("*.stats.json")) == [
         "train-00000-of-00004.stats.json", "train-00001-of-00004.stats.json"]

@@ -18,9 +18,10 @@ transformers = pytest.importorskip("transformers")
 from gecko_jax.data.vocabularies import get_vocabulary  # pylint: disable=g-import-not-at-top,g-bad-import-order
 from gecko_jax.data.packing import pack  # pylint: disable=g-import-not-at-top
 from gecko_jax.encoder import Encoder  # pylint: disable=g-import-not-at-top
+from gecko_jax.gguf_file import GgufFile  # pylint: disable=g-import-not-at-top
 from gecko_jax.language_model import LanguageModel  # pylint: disable=g-import-not-at-top
 from gecko_jax.models import gemma_import  # pylint: disable=g-import-not-at-top
-from gecko_jax.models.gguf_import import GgufFile  # pylint: disable=g-import-not-at-top
+from gecko_jax.pretrained_packages import gemma3_270m_path  # pylint: disable=g-import-not-at-top
 
 pytestmark = pytest.mark.slow
 
@@ -46,14 +47,14 @@ def lm(checkpoint):
 
 @pytest.fixture(scope="module")
 def reference():
-    path = gemma_import.gemma3_270m_path()
+    path = gemma3_270m_path()
     model = transformers.Gemma3ForCausalLM.from_pretrained(
         os.path.dirname(path), gguf_file=os.path.basename(path))
     return model.eval()
 
 
 def test_metadata_and_config(checkpoint):
-    gguf = GgufFile(gemma_import.gemma3_270m_path())
+    gguf = GgufFile(gemma3_270m_path())
     assert gguf.metadata["general.architecture"] == "gemma3"
     config = checkpoint.config
     assert (config.num_layers, config.hidden_size, config.num_heads,

@@ -13,6 +13,8 @@ def _tower(remat: bool, dropout_rate: float):
     model = get_config("gecko_768", "runlocal").model
     model.dropout_rate = dropout_rate
     model.remat = remat
+    # The unrolled layers' recomputation; tests/layer_stack_test.py covers scanned ones.
+    model.scan_layers = False
     return build_tower(model)
 
 

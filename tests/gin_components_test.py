@@ -7,12 +7,13 @@ from flax import linen as nn
 
 from gecko_jax.config_base import base_config
 from gecko_jax.errors import UserError
+from gecko_jax.losses.loss import Loss
 from gecko_jax.losses.registry import build_loss
 from gecko_jax.models.registry import build_tower
 
 
 def _constant_loss_builder(loss_config):
-    return lambda embeddings, batch: jnp.float32(loss_config.temperature)
+    return Loss(lambda embeddings, batch: jnp.float32(loss_config.temperature))
 
 
 class _Embedder(nn.Module):
@@ -46,6 +47,13 @@ def test_gin_binding_replaces_the_backbone():
     model_config.hidden_size = 6
     tower = build_tower(model_config)
     assert isinstance(tower.backbone, _Embedder) and tower.backbone.hidden == 6
+
+
+def test_gin_builder_must_return_a_loss():
+    gin.external_configurable(lambda c: lambda embeddings, batch: 0.0, "bare_loss_builder")
+    gin.parse_config("build_loss.builder = @bare_loss_builder")
+    with pytest.raises(UserError, match="returned function; return gecko_jax.losses.loss.Loss"):
+        build_loss(base_config().loss)
 
 
 def test_unknown_loss_name_is_a_user_error():

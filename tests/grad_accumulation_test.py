@@ -15,6 +15,7 @@ from gecko_jax.models.registry import build_tower
 from gecko_jax.training import sharding
 from gecko_jax.training.optimizers import make_optimizer
 from gecko_jax.training.train_step import init_train_state, state_shardings
+from train_step_sharding_test import logical_specs  # pylint: disable=g-bad-import-order
 
 
 def _optimizer_config(accum):
@@ -54,14 +55,18 @@ def test_accumulation_state_is_sharded_like_the_parameters():
     tx, _ = make_optimizer(config.optimizer, total_steps=8)
     init = functools.partial(init_train_state, model, tx, max_length=5)
     mesh = sharding.create_mesh({"fsdp": 8}, jax.devices())
-    shardings = state_shardings(jax.eval_shape(init, jax.random.key(0)), tx, mesh)
+    abstract = jax.eval_shape(init, jax.random.key(0))
+    shardings = state_shardings(abstract, tx, mesh)
     accumulated = shardings.opt_state.acc_grads
-    # Leaf by leaf the same shardings as the parameters: a replicated
-    # accumulator would hold a full copy of the gradients on every device.
+    # Leaf by leaf the same shardings as the parameters, which are those their
+    # logical names give: a replicated accumulator would hold a full copy of
+    # the gradients on every device.
     assert jax.tree.structure(accumulated) == jax.tree.structure(shardings.params)
-    for (path, acc), param in zip(jax.tree_util.tree_leaves_with_path(accumulated),
-                                  jax.tree.leaves(shardings.params)):
-        assert acc.spec == param.spec, (jax.tree_util.keystr(path), acc.spec, param.spec)
+    expected = jax.tree.leaves(logical_specs(abstract.params), is_leaf=lambda x: isinstance(x, P))
+    placed = jax.tree_util.tree_leaves_with_path(accumulated)
+    assert len(placed) == len(expected) == 21
+    for (path, acc), param, spec in zip(placed, jax.tree.leaves(shardings.params), expected):
+        assert acc.spec == param.spec == spec, (jax.tree_util.keystr(path), acc.spec, param.spec, spec)
     # And those are split over fsdp along the hidden (`embed`) dimension.
     backbone = accumulated["backbone"]
     assert backbone["token_embed"]["embedding"].spec == P("tensor", "fsdp")

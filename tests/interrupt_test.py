@@ -6,7 +6,7 @@ import signal
 import subprocess
 import sys
 
-from gecko_jax.training import checkpoint_io
+from gecko_jax import checkpoint_io
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 

@@ -113,5 +113,5 @@ def test_bad_arguments(lm):
         lm.generate("a prompt", max_new_tokens=2)
     with pytest.raises(UserError, match="max_new_tokens"):
         lm.generate(["a"], max_new_tokens=0)
-    with pytest.raises(UserError, match="Unknown Gemma model"):
+    with pytest.raises(UserError, match="Unknown model 'gpt2'; use 'gemma3-270m'"):
         LanguageModel.load("gpt2")

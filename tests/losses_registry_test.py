@@ -114,3 +114,13 @@ def test_xtr_reads_the_token_masks():
 def test_spread_out_is_refused_where_it_does_not_apply(name):
     with pytest.raises(UserError, match="loss.spread_out_weight is for the single-vector"):
         build_loss(_loss_config(name, spread_out_weight=0.1))
+
+
+@pytest.mark.parametrize("name, fields", [
+    ("gecko", ("query", "positive", "negative")), ("jasper_distill", ("query",))])
+def test_each_loss_names_the_text_fields_it_reads(name, fields):
+    loss = build_loss(_loss_config(name))
+    assert loss.text_fields == fields
+    # A batch without hard negatives has no negative arrays to embed.
+    batch = {"query_ids": None, "positive_ids": None}
+    assert loss.fields_in(batch) == tuple(f for f in fields if f != "negative")

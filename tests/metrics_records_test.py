@@ -7,7 +7,7 @@ import shutil
 import subprocess
 import sys
 
-from gecko_jax.training import workdir_files
+from gecko_jax import workdir_files
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -39,7 +39,7 @@ def test_resuming_from_an_older_checkpoint_logs_each_step_once(tmp_path, shared_
                f"--config={REPO}/configs/gecko_768.py:runlocal", f"--workdir={tmp_path}",
                "--config.total_steps=4", "--config.checkpoint_every=2",
                "--config.async_checkpointing=False", "--config.eval_every=2",
-               "--config.eval.sts_file=sick/SICK_trial.txt"]
+               "--config.evals={'sts': {'task': 'sts', 'data': 'sick/SICK_trial.txt'}}"]
     env = dict(os.environ, XLA_FLAGS="")
     subprocess.run(command, env=env, check=True, capture_output=True, timeout=600)
     # As if the run had died after logging step 4, before its checkpoint,

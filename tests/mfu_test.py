@@ -1,13 +1,14 @@
 """Model FLOPs utilisation and the step line's rates: FLOP counts, peaks, timing."""
 
-import math
 import time
+import types
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from gecko_jax.training import metrics_writer
 from gecko_jax.training import mfu
 from gecko_jax.training import trainer
 from gecko_jax.training.metrics_writer import Throughput
@@ -19,10 +20,24 @@ def test_flops_of_a_compiled_dot_are_two_m_n_k():
     assert mfu.compiled_flops(compiled) == 2 * m * n * k
 
 
-def test_cpu_peak_is_positive_and_finite():
-    # A small matmul keeps the test fast; the trainer measures at the default size.
-    peak = mfu.measure_cpu_peak_flops(n=256, repeats=2)
-    assert peak > 0 and math.isfinite(peak)
+def _clock(monkeypatch, module, readings):
+    """Makes `module`'s `time.perf_counter` return `readings`, one per call."""
+    readings = iter(readings)
+    monkeypatch.setattr(module, "time", types.SimpleNamespace(perf_counter=lambda: next(readings)))
+
+
+def test_cpu_peak_is_a_matmuls_flops_over_its_fastest_run(monkeypatch):
+    # Timed runs of 0.5 s, 0.25 s and 0.4 s: the fastest, the least slowed
+    # by other processes, counts.
+    _clock(monkeypatch, mfu, [0.0, 0.5, 1.0, 1.25, 2.0, 2.4])
+    assert mfu.measure_cpu_peak_flops(n=64, repeats=3) == pytest.approx(2 * 64 ** 3 / 0.25)
+
+
+def test_the_measured_cpu_peak_is_a_plausible_rate():
+    # A small matmul keeps the test fast; the trainer measures at the default
+    # size. Any CPU XLA runs on does better than 10 MFLOP/s, even shared with
+    # other processes, and none reaches 100 TFLOP/s in float32.
+    assert 1e7 < mfu.measure_cpu_peak_flops(n=256, repeats=2) < 1e14
 
 
 @pytest.mark.parametrize("kind, peak", [
@@ -46,6 +61,33 @@ def test_throughput_reports_mfu_and_hfu_only_with_their_flops_and_a_peak():
     assert rates["hfu"] == pytest.approx(3 * rates["mfu"], rel=1e-6)
 
 
+def test_mfu_is_the_model_flops_over_the_seconds_and_the_peak(monkeypatch):
+    _clock(monkeypatch, metrics_writer, [100.0, 102.0, 104.0, 107.5])
+    throughput = Throughput(peak_flops=1e10)
+    for _ in range(2):
+        throughput.add(examples=8, tokens=400, model_flops=3e9, hardware_flops=5e9)
+    assert throughput.rates() == pytest.approx({  # 2 s after the start.
+        "examples_per_sec": 8.0, "tokens_per_sec": 400.0,
+        "mfu": 6e9 / (2 * 1e10), "hfu": 10e9 / (2 * 1e10)})
+    # The next interval starts where that one ended and counts its own steps.
+    throughput.add(examples=4, tokens=100, model_flops=1e9)
+    assert throughput.rates() == pytest.approx({
+        "examples_per_sec": 2.0, "tokens_per_sec": 50.0, "mfu": 1e9 / (2 * 1e10)})
+    # Skipped seconds (a compilation) are left out: 3.5 s less 1.5 s.
+    throughput.add(examples=6, tokens=60, model_flops=4e9)
+    throughput.skip(1.5)
+    assert throughput.rates() == pytest.approx({
+        "examples_per_sec": 3.0, "tokens_per_sec": 30.0, "mfu": 4e9 / (2 * 1e10)})
+
+
+def test_the_peak_of_accelerators_is_their_table_entry_times_their_count():
+    chips = [types.SimpleNamespace(platform="tpu", device_kind="TPU v5 lite", process_index=i // 4)
+             for i in range(8)]
+    assert mfu.peak_flops_per_second(chips) == 8 * 197e12
+    gpus = [types.SimpleNamespace(platform="gpu", device_kind="Tesla T4", process_index=0)]
+    assert mfu.peak_flops_per_second(gpus) is None
+
+
 def test_the_cpu_peak_is_measured_once(monkeypatch):
     measured = []
 
@@ -61,6 +103,9 @@ def test_the_cpu_peak_is_measured_once(monkeypatch):
         # The simulated devices of one process share its cores: one peak, not eight.
         assert mfu.peak_flops_per_second(cpus) == 5e9
         assert mfu.peak_flops_per_second(cpus[:1]) == 5e9
+        # Each process measures its own cores: a mesh over two counts two.
+        two_processes = [types.SimpleNamespace(platform="cpu", process_index=i // 4) for i in range(8)]
+        assert mfu.peak_flops_per_second(two_processes) == 2 * 5e9
         assert len(measured) == 1
     finally:
         # Later callers measure the real CPU, not the stand-in.

@@ -13,7 +13,7 @@ from gecko_jax.errors import UserError
 from gecko_jax.losses.registry import check_tower_for_loss
 from gecko_jax.models.registry import build_tower
 from gecko_jax.training.grad_cache import grad_cache_value_and_grad
-from gecko_jax.training.train_step import TEXT_FIELDS, encode_batch
+from gecko_jax.training.train_step import encode_batch
 from grad_cache_helpers import BATCH, assert_same, plain_value_and_grad, setup  # pylint: disable=g-bad-import-order
 from workdir_helpers import tiny_bert_config  # pylint: disable=g-bad-import-order
 
@@ -53,7 +53,7 @@ def test_grad_cache_equals_plain_step_for_xtr():
     model, params, batch, loss_fn = _setup()
     plain = jax.jit(lambda p, b: plain_value_and_grad(model, p, b, loss_fn))(params, batch)
     cached = jax.jit(lambda p, b: grad_cache_value_and_grad(
-        model, p, b, loss_fn, TEXT_FIELDS, 4))(params, batch)
+        model, p, b, loss_fn, 4))(params, batch)
     _assert_same(cached, plain)
 
 

@@ -22,9 +22,9 @@ import jax
 import numpy as np
 import pytest
 
+from gecko_jax import checkpoint_io
 from gecko_jax.data import sources
 from gecko_jax.encoder import Encoder
-from gecko_jax.training import checkpoint_io
 import pod_harness
 
 pytestmark = pytest.mark.slow
@@ -119,7 +119,8 @@ def test_scratch_fsdp_grad_cache_with_evaluation_written_once(tmp_path, shared_d
     del shared_data  # The STS file comes from there.
     # FSDP: the evaluated parameters are sharded over both processes.
     args = [GECKO, "--config.total_steps=4", *FSDP, "--config.sharding=fsdp",
-            "--config.grad_cache.chunk_size=4", "--config.eval.sts_file=sick/SICK_trial.txt",
+            "--config.grad_cache.chunk_size=4",
+            "--config.evals={'sts': {'task': 'sts', 'data': 'sick/SICK_trial.txt'}}",
             "--config.best_metric=evals.sts.spearman"]
     pod, single = _train_both(tmp_path, args)
     assert _max_abs_diff(pod, single) <= 1e-5

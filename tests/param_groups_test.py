@@ -11,6 +11,7 @@ from flax import linen as nn
 
 from gecko_jax.config_base import base_config
 from gecko_jax.errors import UserError
+from gecko_jax.losses.loss import Loss
 from gecko_jax.models.registry import build_tower
 from gecko_jax.training import sharding
 from gecko_jax.training.optimizers import frozen_mask, make_optimizer
@@ -103,7 +104,7 @@ def test_logged_grad_norm_leaves_out_frozen_parameters():
         del batch
         return jnp.sum(embeddings["query"] * jnp.arange(8.0))
 
-    loss_fn.text_fields = ("query",)
+    loss = Loss(loss_fn, text_fields=("query",))
     batch = {"query_ids": jnp.array([[1, 7, 9, 2, 0], [1, 4, 2, 0, 0]], jnp.int32),
              "query_mask": jnp.array([[1, 1, 1, 1, 0], [1, 1, 1, 0, 0]], jnp.int32)}
     grads = jax.grad(lambda p: loss_fn(encode_batch(model, p, batch, deterministic=True,
@@ -113,7 +114,7 @@ def test_logged_grad_norm_leaves_out_frozen_parameters():
     assert len(trainable) < len(flat)
     expected = np.sqrt(sum(np.sum(g.astype(np.float64) ** 2) for g in trainable))
 
-    step = make_train_step(model, tx, loss_fn, schedule,
+    step = make_train_step(model, tx, loss, schedule,
                            frozen=frozen_mask(config.optimizer, params))
     state = TrainState(step=jnp.int32(0), params=params, opt_state=tx.init(params))
     _, metrics = jax.jit(step)(state, batch, jax.random.key(0))

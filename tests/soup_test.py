@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from absl.testing import flagsaver
 
+from gecko_jax import checkpoint_io
 from gecko_jax.encoder import Encoder
 from gecko_jax.errors import UserError
 from gecko_jax.evaluation import sts
-from gecko_jax.training import checkpoint_io
 from gecko_jax.training.soup import (SOUP_FILE, SoupInput, make_soup,
                                      parse_inputs, parse_weights)
 from workdir_helpers import make_workdir, random_params, tiny_bert_config  # pylint: disable=g-bad-import-order

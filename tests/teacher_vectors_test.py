@@ -15,10 +15,10 @@ import pytest
 
 from gecko_jax import Encoder
 from gecko_jax.data import sources
-from gecko_jax.data import teacher_batches
 from gecko_jax.data.teacher_store import TeacherStore
 from gecko_jax.errors import UserError
 from gecko_jax.models.tower import l2_normalize
+from gecko_jax.training import teacher_batches
 from gecko_jax.training import trainer
 
 from recipe_configs import get_config

@@ -67,13 +67,13 @@ def _report(**changes):
     compiled = aot.CompileReport(
         mesh_shape={"data": 1, "fsdp": 16, "tensor": 1}, num_params=10**9, state_bytes=GIB,
         argument_bytes=GIB, output_bytes=0, temp_bytes=int(13.2 * GIB), peak_bytes=int(14.2 * GIB),
-        flops_per_device=1e14, compile_seconds=300.0)
+        model_flops_per_device=1e14, flops_per_device=1.3e14, loops=False, compile_seconds=300.0)
     fields = dict(topology="v5e:4x4", device_kind="TPU v5 lite", num_chips=16, num_hosts=4,
                   hbm_bytes=int(15.75 * GIB), hbm_source="libtpu's compiler",
                   peak_bytes=compiled.peak_bytes, compile=compiled,
                   mesh_shape=compiled.mesh_shape, num_params=compiled.num_params,
                   state_bytes=compiled.state_bytes, compile_seconds=300.0, refusal=None,
-                  estimated_seconds=1.0, chip_peak_flops=197e12, utilisation_name="hfu")
+                  estimated_seconds=1.0, chip_peak_flops=197e12)
     fields.update(changes)
     return tpu_topology.TopologyReport(**fields)
 
@@ -83,7 +83,7 @@ def test_report_lines():
     assert "per-chip peak: 14.20 GiB of 15.75 GiB HBM" in lines
     assert "verdict: fits, 1.55 GiB to spare per chip" in lines
     assert lines[-1] == ("compiler's estimated step time: 1 s (XLA:TPU's cost model, not a "
-                         "measurement); implied hfu 50.8% of the 197 TFLOP/s bf16 peak per chip")
+                         "measurement); implied MFU 50.8% of the 197 TFLOP/s bf16 peak per chip")
     over = tpu_topology.format_report(_report(peak_bytes=int(17.1 * GIB), compile=None,
                                               refusal="RESOURCE_EXHAUSTED: ..."))
     assert "per-chip peak: 17.10 GiB of 15.75 GiB HBM" in over.splitlines()
@@ -128,8 +128,9 @@ def test_cli_compiles_for_a_tpu_slice():
     # The tiny tower needs some MiB; a v5e chip offers 16 GB less libtpu's reserve.
     assert 0 < peak < 1 and hbm == 15.75
     assert re.search(r"^verdict: fits, 15\.\d\d GiB to spare per chip$", out, re.M), out
-    flops = float(re.search(r"^FLOPs per chip: (\S+) per step", out, re.M).group(1))
-    assert flops > 1e8
+    flops = re.search(r"^FLOPs per device and step: (\S+) model FLOPs .*XLA's count (\S+)", out, re.M)
+    model, xla = float(flops.group(1)), float(flops.group(2))
+    assert model > 1e8 and xla > 1e8
 
 
 def test_cli_reports_a_step_too_big_for_the_chips():
@@ -147,4 +148,4 @@ def test_cli_reports_a_step_too_big_for_the_chips():
     over = float(found.group(1)) - 15.75
     assert re.search(rf"^verdict: does not fit, {over:.2f} GiB over per chip \(XLA:TPU: "
                      r"RESOURCE_EXHAUSTED: .*HBM", out, re.M), out
-    assert "FLOPs per chip: unknown (the compiler refused the step)" in out
+    assert "FLOPs per device and step: unknown (the compiler refused the step)" in out

@@ -45,6 +45,18 @@ def _batches(num):
     return out
 
 
+def logical_specs(abstract_params, rules=sharding.LOGICAL_AXIS_RULES):
+    """The PartitionSpec of each parameter: every dimension on the mesh axis its logical name maps to.
+
+    Spelled out from the rules rather than through flax's `logical_to_mesh`,
+    which the sharding code itself calls; for meshes whose axes divide every
+    split dimension (no fallback to replication).
+    """
+    axis_of = dict(rules)
+    return jax.tree.map(lambda names: P(*(axis_of[name] if name else None for name in names)),
+                        nn.get_partition_spec(abstract_params), is_leaf=lambda x: isinstance(x, P))
+
+
 def _run(mesh_shape, devices, batches):
     config = _config()
     mesh = sharding.create_mesh(mesh_shape, devices)
@@ -87,14 +99,14 @@ def test_params_are_sharded_by_logical_names():
     # Every parameter: each dimension on the mesh axis its logical name maps
     # to under the default rules (hidden size 32 and every other dimension
     # split here divide the axes, so no dimension falls back to replication).
-    rules = dict(sharding.LOGICAL_AXIS_RULES)
+    expected = logical_specs(abstract.params)
+    assert jax.tree.structure(shardings.params) == jax.tree.structure(
+        expected, is_leaf=lambda x: isinstance(x, P))
     placed = jax.tree_util.tree_leaves_with_path(shardings.params)
-    names = jax.tree.leaves(nn.get_partition_spec(abstract.params),
-                            is_leaf=lambda x: isinstance(x, P))
-    assert len(placed) == len(names) == 38
-    for (path, placement), logical in zip(placed, names):
-        assert placement.spec == P(*(rules[name] if name else None for name in logical)), (
-            jax.tree_util.keystr(path), placement.spec, logical)
+    specs = jax.tree.leaves(expected, is_leaf=lambda x: isinstance(x, P))
+    assert len(placed) == len(specs) == 38
+    for (path, placement), spec in zip(placed, specs):
+        assert placement.spec == spec, (jax.tree_util.keystr(path), placement.spec, spec)
     # The rules themselves, spelled out: FSDP splits the hidden dimension of
     # every matrix and vector, tensor parallelism the vocabulary, MLP and heads.
     params = shardings.params

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from gecko_jax import Encoder
+from gecko_jax import checkpoint_io
 from gecko_jax.data.pipeline import TrainData
 from gecko_jax.data.vocabularies import get_vocabulary
-from gecko_jax.training import checkpoint_io
 from gecko_jax.training import trainer
 from recipe_configs import get_config
 

@@ -11,6 +11,7 @@ import transformers
 from gecko_jax.data import vocabularies
 from gecko_jax.data.wordpiece import WordPieceVocabulary
 from gecko_jax.errors import UserError
+from gecko_jax.pretrained_packages import minilm_folder
 
 # Each line probes one rule of the reference tokenizer.
 EDGE_CASES = [
@@ -46,7 +47,7 @@ def vocab():
 @pytest.fixture(scope="module")
 def texts_and_reference(shared_data):
     texts = _stsb_sentences(shared_data, 400) + EDGE_CASES
-    hf = transformers.BertTokenizer.from_pretrained(vocabularies.minilm_folder())
+    hf = transformers.BertTokenizer.from_pretrained(minilm_folder())
     reference = [hf(t, add_special_tokens=False)["input_ids"] for t in texts]
     return texts, reference
 
@@ -88,12 +89,12 @@ def test_decode(vocab):
 
 
 def test_wordpiece_spec_and_equality(vocab):
-    path = os.path.join(vocabularies.minilm_folder(), "vocab.txt")
+    path = os.path.join(minilm_folder(), "vocab.txt")
     other = vocabularies.get_vocabulary(f"wordpiece:{path}")
     assert other == vocab
     assert vocabularies.get_vocabulary("minilm") is vocab
     # transformers >= 5 saves tokenizer.json without a vocab.txt.
-    json_path = os.path.join(vocabularies.minilm_folder(), "tokenizer.json")
+    json_path = os.path.join(minilm_folder(), "tokenizer.json")
     from_json = vocabularies.get_vocabulary(f"wordpiece:{json_path}")
     assert from_json == vocab
     assert from_json.encode("Crème brûlée [SEP]") == vocab.encode(

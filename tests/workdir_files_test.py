@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from gecko_jax.training import workdir_files
+from gecko_jax import workdir_files
 
 
 @pytest.mark.parametrize("local", [True, False])

@@ -8,9 +8,9 @@ import jax
 import numpy as np
 from flax.core import meta
 
+from gecko_jax import checkpoint_io
 from gecko_jax.config_base import base_config
 from gecko_jax.models.registry import build_tower
-from gecko_jax.training import checkpoint_io
 
 
 def tiny_bert_config(**model):

@@ -16,6 +16,7 @@ from absl import flags
 from ml_collections import config_flags
 import numpy as np
 
+from gecko_jax import cli
 from gecko_jax.data import tasks
 from gecko_jax.data.pipeline import TrainData
 from gecko_jax.data.pipeline import measure_examples_per_second
@@ -89,5 +90,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from gecko_jax import cli  # pylint: disable=g-import-not-at-top
     cli.run(main)

@@ -26,6 +26,7 @@ import seqio
 from sentencepiece import sentencepiece_model_pb2 as spm_pb2
 
 from gecko_jax.errors import UserError
+from gecko_jax.gguf_file import GgufFile
 
 _CACHE_ENV = "GECKO_JAX_CACHE"
 _SPACE = "\u2581"
@@ -122,8 +123,6 @@ def write_model(proto: spm_pb2.ModelProto) -> str:
 
 def gguf_model_file(gguf_path: str) -> str:
     """The cached SentencePiece model file rebuilt from a GGUF file."""
-    # Imported here: the model importers import this module's callers.
-    from gecko_jax.models.gguf_import import GgufFile  # pylint: disable=g-import-not-at-top
     return write_model(model_proto_from_gguf(GgufFile(gguf_path).metadata,
                                              gguf_path))
 

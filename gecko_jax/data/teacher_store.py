@@ -1,6 +1,7 @@
 """Stored teacher vectors for distillation, keyed by example id.
 
-A store is a folder written by `data_pipelines/teacher_vectors.py`:
+A store is a folder written by `training.teacher_embedding.write_store`
+(`data_pipelines/teacher_vectors.py` runs it on a config's data):
 
     vectors.npy   float32 [N, D], read as a memory map (no full load)
     ids.txt       the example id of each row, one per line
@@ -10,19 +11,17 @@ Rows are keyed by `example_key`: `SOURCE/ID` for an example with an `id`,
 else `SOURCE#ROW` (its row within the source), SOURCE being the name the
 input pipeline gives it (`train_files`, or the mixture name such as `squad`).
 The pipeline fingerprints the same string into each batch's `example_id`, so
-`data.teacher_batches` can check every row it attaches.
+`training.teacher_batches` can check every row it attaches.
 
 Jasper/Stella distil from several teachers at once; each teacher is its own
-store (`data.teacher_batches` combines them).
+store (`training.teacher_batches` combines them).
 """
 
 import json
 import os
-import shutil
 from typing import Any, Sequence
 
 import numpy as np
-import tqdm
 
 from gecko_jax.data import mixtures
 from gecko_jax.data import records
@@ -120,46 +119,3 @@ def training_queries(data_config: Any) -> tuple[list[str], list[str]]:
     if len(set(keys)) != len(keys):
         raise UserError("example ids repeat within a data source; give every example a unique `id`")
     return keys, queries
-
-
-def write_store(folder: str, model_spec: str, keys: Sequence[str], texts: Sequence[str],
-                prompt: str | None = None, batch_size: int = 64) -> TeacherStore:
-    """Embeds `texts` with an Encoder and writes them as a store keyed by `keys`.
-
-    Rows are written batch by batch into a memory map, so a large corpus never
-    has to fit in memory, and the store only appears (renamed into place) once
-    complete; a progress bar counts the batches.
-
-    Args:
-      folder: where the store goes (replaced if present).
-      model_spec: any `Encoder.load` spec.
-      keys: one `example_key` per text.
-      texts: the texts to embed.
-      prompt: prepended to every text.
-      batch_size: texts per forward pass.
-
-    Returns:
-      The written store.
-    """
-    from gecko_jax.encoder import Encoder  # pylint: disable=g-import-not-at-top
-    encoder = Encoder.load(model_spec)
-    dim = encoder.embedding_dim
-    partial = folder.rstrip("/") + ".partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    os.makedirs(partial)
-    vectors = np.lib.format.open_memmap(os.path.join(partial, VECTORS_FILE), mode="w+",
-                                        dtype=np.float32, shape=(len(texts), dim))
-    for start in tqdm.trange(0, len(texts), batch_size, desc=f"Teacher vectors ({model_spec})",
-                             unit="batch"):
-        chunk = list(texts[start:start + batch_size])
-        vectors[start:start + len(chunk)] = encoder.encode(chunk, prompt=prompt)
-    vectors.flush()
-    del vectors
-    with open(os.path.join(partial, IDS_FILE), "w", encoding="utf-8") as f:
-        f.write("\n".join(keys) + "\n")
-    with open(os.path.join(partial, META_FILE), "w") as f:
-        json.dump({"model": model_spec, "dim": dim, "count": len(texts), "prompt": prompt}, f,
-                  indent=2)
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(partial, folder)
-    return TeacherStore(folder)

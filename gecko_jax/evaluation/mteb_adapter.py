@@ -25,6 +25,12 @@ import numpy as np
 
 from gecko_jax.evaluation.prompts import Prompts, default_prompts
 
+# Optional: mteb is the only caller of what needs it (`mteb_model_meta`).
+try:
+    from mteb.models.model_meta import ModelMeta
+except ImportError:
+    ModelMeta = None
+
 # mteb task types, grouped by the prompts they need.
 _TASK_TYPE_TO_OURS = {
     "Retrieval": "retrieval",
@@ -126,7 +132,6 @@ class MtebEncoder:
     @property
     def mteb_model_meta(self):
         """mteb's description of the model (its name; cosine similarity)."""
-        from mteb.models.model_meta import ModelMeta  # pylint: disable=g-import-not-at-top
         return ModelMeta.create_empty(overwrites={"name": self._name,
                                                   "similarity_fn_name": "cosine"})
 

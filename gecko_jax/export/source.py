@@ -12,13 +12,14 @@ from typing import Any
 
 import ml_collections
 
+from gecko_jax import checkpoint_io
 from gecko_jax.data import formats
-from gecko_jax.data.vocabularies import minilm_folder
 from gecko_jax.errors import UserError
 from gecko_jax.models import gemma_import
 from gecko_jax.models import specs
 from gecko_jax.models.bert_import import (ImportedModel, load_bert_folder,
                                           resolve_pretrained)
+from gecko_jax.pretrained_packages import minilm_folder
 
 # The sentence-transformers file that holds a model's prompts.
 ST_CONFIG_FILE = "config_sentence_transformers.json"
@@ -72,25 +73,25 @@ def workdir_prompts(config: ml_collections.ConfigDict) -> dict[str, str]:
     """The prompts a training run used, by sentence-transformers name.
 
     A run in Gecko's format saw `task: {task} | query: {text}` queries and
-    `title: {title} | text: {text}` documents; the evaluation prompts of the
-    config, where set, say which task string it was evaluated with.
+    `title: {title} | text: {text}` documents; the config's `export` prompts,
+    where set, say which task strings to export.
 
     Args:
       config: the run's config.
 
     Returns:
       'query', 'document' and 'STS' prompts for the gecko format; for the
-      plain format only the evaluation prompts the config sets.
+      plain format only the `export` prompts the config sets.
     """
     prompts = {}
     if config.data.format == "gecko":
         prompts = {"query": formats.gecko_query(_RETRIEVAL_TASK, ""),
                    "document": formats.gecko_document(""),
                    "STS": formats.gecko_query(_STS_TASK, "")}
-    if config.eval.query_prompt:
-        prompts["query"] = config.eval.query_prompt
-    if config.eval.sts_prompt:
-        prompts["STS"] = config.eval.sts_prompt
+    if config.export.query_prompt:
+        prompts["query"] = config.export.query_prompt
+    if config.export.sts_prompt:
+        prompts["STS"] = config.export.sts_prompt
     return prompts
 
 
@@ -121,7 +122,5 @@ def load_source(spec: str) -> ExportSource:
         return _from_imported(imported, model.folder)
     if model.kind == specs.BERT_FOLDER:
         return _from_imported(load_bert_folder(model.folder), model.folder)
-    # Imported here: orbax is heavy and only workdirs need it.
-    from gecko_jax.training import checkpoint_io  # pylint: disable=g-import-not-at-top
     config, params = checkpoint_io.restore_params(model.folder)
     return ExportSource(config.model, params, config.data.max_length, workdir_prompts(config))

@@ -40,7 +40,7 @@ from absl import logging
 import numpy as np
 
 from gecko_jax.errors import UserError
-from gecko_jax.fret.backends import LLMBackend, LLMError
+from gecko_jax.fret.llm import LLMBackend, LLMError
 
 GEMINI_DEFAULT_URL = "https://generativelanguage.googleapis.com/v1beta"
 _SPEC_FORMATS = "openai:MODEL@BASE_URL or gemini:MODEL[@BASE_URL]"

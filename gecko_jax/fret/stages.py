@@ -29,12 +29,13 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 import numpy as np
 
+from gecko_jax.encoder import Encoder
 from gecko_jax.fret import corpus_index
 from gecko_jax.fret import prompts as fret_prompts
 from gecko_jax.fret import relabel as fret_relabel
 from gecko_jax.fret import shard_files
-from gecko_jax.fret.backends import LLMBackend
 from gecko_jax.fret.backends import load_backend
+from gecko_jax.fret.llm import LLMBackend
 from gecko_jax.fret.passages import stable_hash
 from gecko_jax.fret.search import exact_top_k
 
@@ -59,8 +60,7 @@ def shared_backend(options: LLMOptions) -> LLMBackend:
 
 
 @functools.lru_cache(maxsize=None)
-def shared_encoder(spec: str, batch_size: int = 64):
-    from gecko_jax.encoder import Encoder  # pylint: disable=g-import-not-at-top
+def shared_encoder(spec: str, batch_size: int = 64) -> Encoder:
     return Encoder.load(spec, batch_size=batch_size)
 
 

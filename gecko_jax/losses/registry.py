@@ -19,8 +19,8 @@ examples. The adapters below read these batch keys besides the token arrays:
                     and the saliences u^q, u^d of a tower with salience heads
                     (models.salience).
 
-A loss function may carry a `text_fields` attribute naming the text fields it
-reads; the train step then embeds only those (jasper_distill: the query).
+Each builder returns a `losses.loss.Loss`: the function and the text fields it
+reads, the only ones the train step embeds (jasper_distill: the query).
 `check_tower_for_loss` refuses a loss and tower that do not fit together.
 
 `loss.mrl_dims` / `loss.mrl_weights` apply to every loss through the
@@ -42,12 +42,11 @@ from gecko_jax.losses.alignment import parse_alignment
 from gecko_jax.losses.gecko import gecko_loss
 from gecko_jax.losses.gemini_nce import gemini_nce_loss
 from gecko_jax.losses.jasper import jasper_loss, split_teachers, teacher_targets
+from gecko_jax.losses.loss import Loss, LossFn
 from gecko_jax.losses.matryoshka import matryoshka
 from gecko_jax.losses.spread_out import spread_out_loss
 from gecko_jax.losses.xtr import xtr_loss
 from gecko_jax.models.salience import split_saliences
-
-LossFn = Callable[[dict, dict], jax.Array]
 
 
 def _with_mrl_and_spread_out(loss_config: ml_collections.ConfigDict,
@@ -72,26 +71,26 @@ def _no_spread_out(loss_config: ml_collections.ConfigDict) -> None:
                         f"(gecko, gemini_nce), not loss.name={loss_config.name!r}")
 
 
-def _gecko(loss_config: ml_collections.ConfigDict) -> LossFn:
+def _gecko(loss_config: ml_collections.ConfigDict) -> Loss:
     def contrastive(embeddings: dict, batch: dict) -> jax.Array:
         return gecko_loss(
             embeddings["query"], embeddings["positive"], embeddings.get("negative"),
             batch.get("has_negative"), temperature=loss_config.temperature,
             same_tower=loss_config.same_tower)
-    return _with_mrl_and_spread_out(loss_config, contrastive)
+    return Loss(_with_mrl_and_spread_out(loss_config, contrastive))
 
 
-def _gemini_nce(loss_config: ml_collections.ConfigDict) -> LossFn:
+def _gemini_nce(loss_config: ml_collections.ConfigDict) -> Loss:
     def contrastive(embeddings: dict, batch: dict) -> jax.Array:
         return gemini_nce_loss(
             embeddings["query"], embeddings["positive"], embeddings.get("negative"),
             batch.get("has_negative"), query_hash=batch.get("query_hash"),
             positive_hash=batch.get("positive_hash"), example_id=batch.get("example_id"),
             temperature=loss_config.temperature)
-    return _with_mrl_and_spread_out(loss_config, contrastive)
+    return Loss(_with_mrl_and_spread_out(loss_config, contrastive))
 
 
-def _jasper_distill(loss_config: ml_collections.ConfigDict) -> LossFn:
+def _jasper_distill(loss_config: ml_collections.ConfigDict) -> Loss:
     _no_spread_out(loss_config)
     dims = tuple(loss_config.mrl_dims)
     # The released Jasper code averages L_sim and L_resim over the prefixes.
@@ -106,11 +105,10 @@ def _jasper_distill(loss_config: ml_collections.ConfigDict) -> LossFn:
             embeddings["query"], teacher, weights=loss_config.jasper_weights,
             margin=loss_config.jasper_margin, dims=dims, dim_weights=dim_weights,
             chunk_size=loss_config.jasper_chunk_size)
-    loss_fn.text_fields = ("query",)
-    return loss_fn
+    return Loss(loss_fn, text_fields=("query",))
 
 
-def _xtr(loss_config: ml_collections.ConfigDict) -> LossFn:
+def _xtr(loss_config: ml_collections.ConfigDict) -> Loss:
     _no_spread_out(loss_config)
 
     def token_loss(embeddings: dict, batch: dict) -> jax.Array:
@@ -118,10 +116,10 @@ def _xtr(loss_config: ml_collections.ConfigDict) -> LossFn:
             embeddings["query"], batch["query_mask"], embeddings["positive"],
             batch["positive_mask"], embeddings.get("negative"), batch.get("negative_mask"),
             batch.get("has_negative"), k_train=loss_config.xtr_k_train)
-    return matryoshka(token_loss, loss_config.mrl_dims, loss_config.mrl_weights or None)
+    return Loss(matryoshka(token_loss, loss_config.mrl_dims, loss_config.mrl_weights or None))
 
 
-def _aligner(loss_config: ml_collections.ConfigDict) -> LossFn:
+def _aligner(loss_config: ml_collections.ConfigDict) -> Loss:
     _no_spread_out(loss_config)
     alignment = parse_alignment(loss_config.aligner_alignment, "--config.loss.aligner_alignment")
 
@@ -141,10 +139,10 @@ def _aligner(loss_config: ml_collections.ConfigDict) -> LossFn:
             vectors[field], query_salience, doc_salience = split_saliences(tokens)
             saliences[field] = query_salience if field == "query" else doc_salience
         return prefixes(vectors, batch, saliences)
-    return loss_fn
+    return Loss(loss_fn)
 
 
-LOSSES: dict[str, Callable[[ml_collections.ConfigDict], LossFn]] = {
+LOSSES: dict[str, Callable[[ml_collections.ConfigDict], Loss]] = {
     "gecko": _gecko,
     "gemini_nce": _gemini_nce,
     "jasper_distill": _jasper_distill,
@@ -189,19 +187,25 @@ def check_tower_for_loss(loss_name: str, multi_vector_dim: int,
 
 @gin.configurable(denylist=["loss_config"])
 def build_loss(loss_config: ml_collections.ConfigDict,
-               builder: Optional[Callable[[ml_collections.ConfigDict], LossFn]] = None) -> LossFn:
+               builder: Optional[Callable[[ml_collections.ConfigDict], Loss]] = None) -> Loss:
     """The loss named by `loss_config.name`, or a gin-bound `builder` instead.
 
     Args:
       loss_config: the `loss` section of the run config.
       builder: set through gin (`build_loss.builder = @my_loss_builder`) to use
-        a loss that is not registered here; it receives `loss_config`.
+        a loss that is not registered here; it receives `loss_config` and
+        returns a `Loss`.
 
     Returns:
-      The loss function.
+      The loss.
     """
     if builder is not None:
-        return builder(loss_config)
+        loss = builder(loss_config)
+        if not isinstance(loss, Loss):
+            raise UserError(f"build_loss.builder returned {type(loss).__name__}; return "
+                            "gecko_jax.losses.loss.Loss(fn, text_fields), fn mapping "
+                            "(embeddings, batch) to the loss")
+        return loss
     if loss_config.name not in LOSSES:
         raise UserError(f"loss.name={loss_config.name!r} is unknown; use one of {sorted(LOSSES)}")
     return LOSSES[loss_config.name](loss_config)

@@ -36,6 +36,7 @@ from flax import linen as nn
 
 from gecko_jax.errors import UserError
 from gecko_jax.models import attention
+from gecko_jax.models import layer_stack
 from gecko_jax.models.activation_sharding import ACT_AXES, constrain
 
 _INIT = nn.initializers.normal(stddev=0.02)
@@ -182,6 +183,11 @@ class BertEncoder(nn.Module):
       dtype: compute dtype.
       attention_impl: 'xla' (matmuls in the model), 'splash' (TPU kernel) or
         'cudnn' (GPU kernel); see `models.attention`.
+      scan_layers: run the layers as one loop over their stacked weights
+        (`models.layer_stack`).
+      remat: with `scan_layers`, recompute each layer's activations in the
+        backward pass, keeping what `remat_policy` names.
+      remat_policy: a key of `layer_stack.REMAT_POLICIES`.
     """
 
     vocab_size: int
@@ -196,6 +202,9 @@ class BertEncoder(nn.Module):
     attention_dropout_rate: float = 0.1
     dtype: Any = jnp.float32
     attention_impl: str = "xla"
+    scan_layers: bool = False
+    remat: bool = False
+    remat_policy: str = "full"
 
     @nn.compact
     def __call__(self, input_ids: jax.Array, attention_mask: jax.Array,
@@ -232,10 +241,26 @@ class BertEncoder(nn.Module):
         x = _layer_norm(self.layer_norm_eps, self.dtype, "embed_norm")(x)
         x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
         x = constrain(x, ACT_AXES)
-        for i in range(self.num_layers):
-            x = BertLayer(
+        def layer(**placement) -> BertLayer:
+            return BertLayer(
                 self.num_heads, self.intermediate_size, self.layer_norm_eps,
                 self.dropout_rate, self.attention_dropout_rate, dtype=self.dtype,
-                attention_impl=self.attention_impl, name=f"layer_{i}")(
-                    x, attention_mask, deterministic)
-        return x
+                attention_impl=self.attention_impl, **placement)
+
+        # Initialisation creates the parameters through the plain path.
+        if not self.scan_layers or self.is_initializing():
+            for i in range(self.num_layers):
+                x = layer(name=f"layer_{i}")(x, attention_mask, deterministic)
+            return x
+        unbound = layer(parent=None)
+
+        def layer_fn(kind, params, h, dropout_key):
+            del kind  # Every BERT layer is of one kind.
+            rngs = None if dropout_key is None else {"dropout": dropout_key}
+            return unbound.apply({"params": params}, h, attention_mask, deterministic, rngs=rngs)
+
+        dropping = not deterministic and (self.dropout_rate or self.attention_dropout_rate)
+        keys = [self.make_rng("dropout") if dropping else None for _ in range(self.num_layers)]
+        params = [self.variables["params"][f"layer_{i}"] for i in range(self.num_layers)]
+        return layer_stack.run(layer_fn, params, x, keys, period=1,
+                               remat_policy=self.remat_policy if self.remat else None)

@@ -22,8 +22,8 @@ from flax import traverse_util
 from flax.core import meta
 from safetensors.numpy import load_file
 
-from gecko_jax.data.vocabularies import minilm_folder
 from gecko_jax.errors import UserError
+from gecko_jax.pretrained_packages import minilm_folder
 
 # HF tensors we do not use: the NSP pooler, MLM/NSP heads, a buffer.
 _IGNORED_PREFIXES = ("pooler.", "cls.", "embeddings.position_ids")

@@ -44,6 +44,8 @@ attention softmax and logits are float32 whatever `dtype` is.
 With `remat` the backward pass of training recomputes each block from its
 input instead of keeping its activations (see `_recomputing_block`): the
 memory of a long or large batch drops to about one layer's activations.
+With `scan_layers` the blocks run as one loop over their stacked weights
+(`models.layer_stack`), and remat follows a `jax.checkpoint` policy.
 
 Incremental decoding uses an explicit KV cache (`init_cache`, `decode`): keys
 and values per layer plus one key-validity mask, written at `cache_index`
@@ -60,6 +62,7 @@ from flax import linen as nn
 
 from gecko_jax.errors import UserError
 from gecko_jax.models import attention
+from gecko_jax.models import layer_stack
 from gecko_jax.models.activation_sharding import ACT_AXES, constrain
 
 ATTENTION_MODES = ("causal", "bidirectional")
@@ -105,6 +108,12 @@ class GemmaConfig:
       dtype: compute dtype.
       remat: recompute each block's activations in the backward pass instead
         of keeping them (only the block inputs stay in memory).
+      remat_policy: with `scan_layers`, what a recomputed block keeps; a key
+        of `layer_stack.REMAT_POLICIES` ('full' keeps nothing). Unrolled
+        blocks always recompute fully.
+      scan_layers: run the blocks as one loop over their stacked weights
+        (`models.layer_stack`): one block body to compile instead of
+        `num_layers`. Decoding with a cache always runs them unrolled.
       attention_impl: 'xla' (einsums in the model), 'splash' (TPU kernel) or
         'cudnn' (GPU kernel); see `models.attention`. Decoding with a cache
         always uses 'xla'.
@@ -131,6 +140,8 @@ class GemmaConfig:
     dropout_rate: float = 0.0
     dtype: Any = jnp.float32
     remat: bool = False
+    remat_policy: str = "full"
+    scan_layers: bool = False
     attention_impl: str = "xla"
 
     def __post_init__(self):
@@ -144,6 +155,7 @@ class GemmaConfig:
                             f"num_kv_heads {self.num_kv_heads}.")
         if self.sliding_window_pattern < 1:
             raise UserError("sliding_window_pattern must be at least 1.")
+        layer_stack.check_remat_policy(self.remat_policy)
         attention.check_supported(self.attention_impl, head_dim=self.head_dim,
                                   dtype=self.dtype, softcap=self.attn_logit_softcap)
 
@@ -460,24 +472,43 @@ class Gemma(nn.Module):
                 cache["valid"], attention_mask.astype(jnp.int32),
                 (0, cache_index))
         # Initialisation creates the parameters through the plain path.
-        recompute = (cfg.remat and cache is None and not self.is_initializing())
+        without_cache = cache is None and not self.is_initializing()
+        dropout_keys = [None if deterministic or not cfg.dropout_rate else self.make_rng("dropout")
+                        for _ in range(cfg.num_layers)]
+        if without_cache and cfg.scan_layers:
+            x = self._scanned_blocks(x, positions, key_valid, query_slots, dropout_keys)
+            return self.final_norm(x), None
         layer_caches = []
         for i, layer in enumerate(self.layers):
-            dropout_key = (None if deterministic or not cfg.dropout_rate
-                           else self.make_rng("dropout"))
-            if recompute:
+            if without_cache and cfg.remat:
                 params = self.variables["params"][f"layers_{i}"]
                 x = _recomputing_block(layer.clone(parent=None))(
-                    params, x, positions, key_valid, query_slots, dropout_key)
+                    params, x, positions, key_valid, query_slots, dropout_keys[i])
                 layer_caches.append(None)
                 continue
             layer_cache = None if cache is None else cache["layers"][i]
             x, layer_cache = layer(x, positions, key_valid, query_slots,
-                                   layer_cache, cache_index, dropout_key)
+                                   layer_cache, cache_index, dropout_keys[i])
             layer_caches.append(layer_cache)
         new_cache = (None if cache is None
                      else {"valid": key_valid, "layers": layer_caches})
         return self.final_norm(x), new_cache
+
+    def _scanned_blocks(self, x, positions, key_valid, query_slots, dropout_keys):
+        """The blocks as one loop over their stacked weights; see `models.layer_stack`."""
+        cfg = self.config
+        period = layer_stack.period_of([cfg.is_local(i) for i in range(cfg.num_layers)])
+        # Block `kind` of a period stands for every block of its kind.
+        blocks = [Block(cfg, kind, parent=None) for kind in range(period)]
+
+        def block_fn(kind, params, h, dropout_key):
+            out, _ = blocks[kind].apply({"params": params}, h, positions, key_valid,
+                                        query_slots, None, 0, dropout_key)
+            return out
+
+        params = [self.variables["params"][f"layers_{i}"] for i in range(cfg.num_layers)]
+        return layer_stack.run(block_fn, params, x, dropout_keys, period,
+                               cfg.remat_policy if cfg.remat else None)
 
     def logits(self, hidden: jax.Array) -> jax.Array:
         """float32 [..., vocab] logits from hidden states (tied embedding)."""

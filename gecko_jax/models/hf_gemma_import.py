@@ -23,7 +23,7 @@ from safetensors.numpy import load_file
 
 from gecko_jax.errors import UserError
 from gecko_jax.models.gemma import GemmaConfig
-from gecko_jax.models.gemma_import import DEFAULT_MAX_LENGTH, GemmaCheckpoint, gemma_params
+from gecko_jax.models.gemma_checkpoint import DEFAULT_MAX_LENGTH, GemmaCheckpoint, gemma_params
 
 _VERSIONS = {"gemma": 1, "gemma2": 2, "gemma3_text": 3}
 # Prefixes of the text backbone in the classes transformers saves.
@@ -124,7 +124,7 @@ def hf_config(hf: dict[str, Any], folder: str) -> GemmaConfig:
 
 
 # transformers' tensor names (after the model prefix), by role (see
-# `gemma_import.gemma_params`).
+# `gemma_checkpoint.gemma_params`).
 _HF_NAMES = {
     "embedding": "embed_tokens.weight", "final_norm": "norm",
     "q": "layers.{i}.self_attn.q_proj.weight", "k": "layers.{i}.self_attn.k_proj.weight",

@@ -17,6 +17,10 @@ Fields of `config.model` (all backbones):
   dtype                   compute dtype, 'float32' | 'bfloat16'.
   attention_impl          'xla' | 'splash' (TPU) | 'cudnn' (NVIDIA GPU); see
                           `models.attention` (absent in older workdirs: 'xla').
+  scan_layers             run the layers as one loop over stacked weights
+                          (`models.layer_stack`); absent in older workdirs: False.
+  remat, remat_policy     recompute layer activations in the backward pass,
+                          keeping what the policy names (BERT: scanned only).
   init                    pretrained weights ('' | 'minilm' | 'st:PATH'); read
                           by the trainer through `bert_import`, not here.
   vocab                   vocabulary spec (`data.vocabularies`).
@@ -24,8 +28,7 @@ Fields of `config.model` (all backbones):
 Fields read by 'gemma' only (see `models.gemma.GemmaConfig`):
   gemma_version, num_kv_heads, head_dim, query_pre_attn_scalar,
   sliding_window, sliding_window_pattern, rope_global_base, rope_local_base,
-  rope_scaling_factor, attn_logit_softcap, final_logit_softcap, attention,
-  remat;
+  rope_scaling_factor, attn_logit_softcap, final_logit_softcap, attention;
   layer_norm_eps is the RMSNorm epsilon and dropout_rate the residual dropout.
 """
 
@@ -38,6 +41,7 @@ from flax import linen as nn
 
 from gecko_jax.errors import UserError
 from gecko_jax.models import attention
+from gecko_jax.models import layer_stack
 from gecko_jax.models import salience
 from gecko_jax.models.bert import BertEncoder
 from gecko_jax.models.gemma import Gemma, GemmaConfig
@@ -58,6 +62,10 @@ def _attention_impl(config: ml_collections.ConfigDict) -> str:
 
 
 def _bert(config: ml_collections.ConfigDict) -> nn.Module:
+    if config.get("remat", False) and not config.get("scan_layers", False):
+        raise UserError("BERT recomputes its layers only when they are scanned: set "
+                        "--config.model.scan_layers=True with --config.model.remat=True.")
+    layer_stack.check_remat_policy(config.get("remat_policy", "full"))
     # A width that the heads do not divide is refused by the attention layer.
     attention.check_supported(
         _attention_impl(config), head_dim=config.hidden_size // max(config.num_heads, 1),
@@ -75,6 +83,9 @@ def _bert(config: ml_collections.ConfigDict) -> nn.Module:
         attention_dropout_rate=config.attention_dropout_rate,
         dtype=_dtype(config.dtype),
         attention_impl=_attention_impl(config),
+        scan_layers=config.get("scan_layers", False),
+        remat=config.get("remat", False),
+        remat_policy=config.get("remat_policy", "full"),
     )
 
 
@@ -102,6 +113,8 @@ def gemma_config(config: ml_collections.ConfigDict) -> GemmaConfig:
         dropout_rate=config.dropout_rate,
         dtype=_dtype(config.dtype),
         remat=config.get("remat", False),  # Absent in configs of older workdirs.
+        remat_policy=config.get("remat_policy", "full"),
+        scan_layers=config.get("scan_layers", False),
         attention_impl=_attention_impl(config),
     )
 

@@ -20,6 +20,7 @@ import ml_collections
 
 from gecko_jax.data import batch_spec
 from gecko_jax.errors import UserError
+from gecko_jax.training import mfu
 from gecko_jax.training import sharding
 from gecko_jax.training.grad_cache import check_chunk_size
 from gecko_jax.training.train_program import build_train_program
@@ -45,7 +46,13 @@ class CompileReport:
       output_bytes: outputs on one device (less those aliased to donated inputs).
       temp_bytes: temporaries (activations, gradients) on one device.
       peak_bytes: argument + output + temp bytes; what must fit on a device.
-      flops_per_device: XLA's FLOP count of the per-device program.
+      model_flops_per_device: the model FLOPs of one step (6 x parameters x
+        tokens plus attention, `training.model_flops`) with every text at its
+        full length, over the devices.
+      flops_per_device: XLA's FLOP count of the per-device program, which
+        includes recomputation and padding.
+      loops: whether the program loops (scanned layers, GradCache chunks);
+        XLA counts a loop body once, so `flops_per_device` is then a lower bound.
       compile_seconds: time to lower and compile.
     """
     mesh_shape: dict
@@ -55,7 +62,9 @@ class CompileReport:
     output_bytes: int
     temp_bytes: int
     peak_bytes: int
+    model_flops_per_device: float
     flops_per_device: float
+    loops: bool
     compile_seconds: float
 
 
@@ -134,7 +143,7 @@ def compile_train_step(config: ml_collections.ConfigDict, mesh) -> CompileReport
     start = time.perf_counter()
     program, lowered = lower_train_step(config, mesh)
     compiled = lowered.compile()
-    return report_of_compiled(program, compiled, mesh, time.perf_counter() - start)
+    return report_of_compiled(config, program, compiled, mesh, time.perf_counter() - start)
 
 
 def num_params(program) -> int:
@@ -159,10 +168,19 @@ def cost_of(compiled) -> dict:
     return dict(cost or {})
 
 
-def report_of_compiled(program, compiled, mesh, seconds: float) -> CompileReport:
+def _model_flops_per_device(config: ml_collections.ConfigDict, program, mesh) -> float:
+    lengths = batch_spec.text_lengths(config.data)
+    full = sum(program.flops.of_texts(jnp.ones((config.batch_size, lengths[field]), jnp.int32))
+               for field in batch_spec.TEXT_FIELDS)
+    return float(full) / mesh.size
+
+
+def report_of_compiled(config: ml_collections.ConfigDict, program, compiled, mesh,
+                       seconds: float) -> CompileReport:
     """The CompileReport of a train step `compiled` for `mesh` in `seconds`.
 
     Args:
+      config: the config the step was lowered from.
       program: the TrainProgram that `lower_train_step` returned.
       compiled: its `jax.stages.Compiled` step, for CPU or TPU devices.
       mesh: the mesh it was compiled for.
@@ -178,9 +196,20 @@ def report_of_compiled(program, compiled, mesh, seconds: float) -> CompileReport
         output_bytes=output,
         temp_bytes=memory.temp_size_in_bytes,
         peak_bytes=memory.argument_size_in_bytes + output + memory.temp_size_in_bytes,
+        model_flops_per_device=_model_flops_per_device(config, program, mesh),
         flops_per_device=float(cost_of(compiled).get("flops", 0.0)),
+        loops=mfu.has_loop(compiled),
         compile_seconds=seconds,
     )
+
+
+def format_flops(report: CompileReport) -> str:
+    """The report's FLOPs line: the model's count, then XLA's."""
+    xla = f"XLA's count {report.flops_per_device:.4g}"
+    if report.loops:
+        xla += " (a lower bound: the program loops and XLA counts a loop body once)"
+    return (f"FLOPs per device and step: {report.model_flops_per_device:.4g} model FLOPs "
+            f"(6 x parameters x tokens + attention, every text at full length); {xla}")
 
 
 def format_report(report: CompileReport) -> str:
@@ -196,6 +225,5 @@ def format_report(report: CompileReport) -> str:
         f"  outputs (not donated)     {format_bytes(report.output_bytes):>12}",
         f"  temporaries               {format_bytes(report.temp_bytes):>12}",
         f"  peak                      {format_bytes(report.peak_bytes):>12}",
-        f"FLOPs per step: {report.flops_per_device:.4g} per device, "
-        f"{report.flops_per_device * devices:.4g} over the mesh",
+        format_flops(report),
     ])

@@ -16,6 +16,7 @@ import ml_collections
 from gecko_jax.errors import UserError
 from gecko_jax.losses.registry import check_tower_for_loss
 from gecko_jax.training import sharding
+from gecko_jax.training.evaluators import config_specs
 from gecko_jax.training.grad_cache import check_chunk_size
 
 # Field -> the least value it may take.
@@ -33,7 +34,7 @@ _AT_LEAST = {
     "loss.xtr_k_train": 1,
     "optimizer.warmup_steps": 0, "optimizer.weight_decay": 0, "optimizer.eps": 0,
     "optimizer.grad_clip_norm": 0, "optimizer.grad_accum_steps": 1,
-    "grad_cache.chunk_size": 0, "eval.batch_size": 1,
+    "grad_cache.chunk_size": 0, "eval_batch_size": 1,
 }
 # Fields that must be finite and above 0.
 _POSITIVE = ("model.layer_norm_eps", "model.rope_global_base", "model.rope_local_base",
@@ -44,7 +45,7 @@ _BETWEEN = {"model.dropout_rate": (0, 1), "model.attention_dropout_rate": (0, 1)
 _CLOSED = ("optimizer.end_lr_fraction",)
 # Tuple field -> the least value each entry may take.
 _EACH_AT_LEAST = {"loss.mrl_dims": 1, "loss.mrl_weights": 0, "loss.jasper_weights": 0,
-                  "loss.jasper_teacher_dims": 1, "eval.dims": 1}
+                  "loss.jasper_teacher_dims": 1}
 _CHOICES = {"best_mode": ("max", "min"), "optimizer.decay": ("cosine", "linear", "constant")}
 
 
@@ -67,9 +68,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         _require(field, value, inside, f"use a value in [{low}, {high}{']' if closed else ')'}")
     for field, low in _EACH_AT_LEAST.items():
         _check_each(field, _get(config, field), low)
-    for name, entry in config.evals.items():
-        _require(f"evals.{name}.every", entry.every, entry.every >= 0, "use 0 or more")
-        _check_each(f"evals.{name}.dims", entry.dims, 1)
+    for spec in config_specs(config):
+        _require(f"evals.{spec.name}.every", spec.every, spec.every >= 0, "use 0 or more")
+        _check_each(f"evals.{spec.name}.dims", spec.dims, 1)
     for field, choices in _CHOICES.items():
         value = _get(config, field)
         _require(field, value, value in choices, f"use one of {', '.join(choices)}")
@@ -84,16 +85,11 @@ def check_for_mesh(config: ml_collections.ConfigDict, mesh) -> None:
         raise UserError(f"--config.batch_size={config.batch_size} is not divisible by the "
                         f"data-parallel size {dp} (mesh {dict(mesh.shape)}); pick a multiple "
                         f"of {dp}")
-    if _evaluates(config) and config.eval.batch_size % dp:
-        raise UserError(f"--config.eval.batch_size={config.eval.batch_size} is not divisible by "
+    if config.evals and config.eval_batch_size % dp:
+        raise UserError(f"--config.eval_batch_size={config.eval_batch_size} is not divisible by "
                         f"the data-parallel size {dp}; pick a multiple of {dp}")
     if config.grad_cache.chunk_size:
         check_chunk_size(config.grad_cache.chunk_size, config.batch_size, dp)
-
-
-def _evaluates(config: ml_collections.ConfigDict) -> bool:
-    """Whether any evaluation is configured (`evals`, or the older `eval.*_file` fields)."""
-    return bool(config.evals) or bool(config.eval.sts_file) or bool(config.eval.retrieval_file)
 
 
 def _get(config: ml_collections.ConfigDict, field: str):

@@ -12,6 +12,8 @@ import os
 import sys
 from typing import Callable, Mapping, NoReturn, Optional
 
+import jax
+
 _GOOGLE_PCI_VENDOR = "0x1ae0"  # TPU chips show up as PCI devices of this vendor.
 # What a collective or the coordination service reports when another process
 # of the job is gone (killed, crashed, its host lost).
@@ -69,7 +71,6 @@ def initialize(environ: Optional[Mapping[str, str]] = None,
     Returns:
       Whether it initialised.
     """
-    import jax  # pylint: disable=g-import-not-at-top
     environ = os.environ if environ is None else environ
     reason = multihost_reason(environ, (on_tpu_vm or tpu_chips_present)())
     if reason is None:
@@ -92,7 +93,6 @@ def initialize(environ: Optional[Mapping[str, str]] = None,
 
 def is_peer_failure(err: BaseException) -> bool:
     """Whether `err` is a collective or coordination failure because another process died."""
-    import jax  # pylint: disable=g-import-not-at-top
     if jax.process_count() == 1 or not isinstance(err, (jax.errors.JaxRuntimeError,
                                                           RuntimeError)):
         return False

@@ -2,9 +2,11 @@
 
 Each entry of `config.evals` (built with `config_base.evaluator(...)`) names a
 task of `gecko_jax.evaluation.tasks`, its data (relative to `data.data_dir`),
-Matryoshka dims and prompts, and how often it runs. Every evaluator runs before
-the first step and after the last; in between, every `every` steps (0: every
-`config.eval_every` steps). They run on the live, sharded parameters.
+Matryoshka dims and prompts, and how often it runs; it converts to an
+`evaluation.eval_spec.EvalSpec`, the spec `launch/evaluate.py` scores too.
+Every evaluator runs before the first step and after the last; in between,
+every `every` steps (0: every `config.eval_every` steps). They run on the live,
+sharded parameters, encoding `config.eval_batch_size` texts at a time.
 
 Results are named `<evaluator>.<metric>[@<dim>]` (e.g. `stsb.spearman@128`)
 and written to TensorBoard under `evals/` and to WORKDIR/metrics.jsonl as
@@ -13,9 +15,6 @@ and written to TensorBoard under `evals/` and to WORKDIR/metrics.jsonl as
 names, the parameters of the best evaluation so far are kept in WORKDIR/best,
 which loads like a workdir (`Encoder.load('WORKDIR/best')`); best/best.json
 says which step and value they are.
-
-The older `config.eval.sts_file` / `config.eval.retrieval_file` fields still
-work: they add evaluators named `sts` and `retrieval`.
 """
 
 import dataclasses
@@ -31,13 +30,15 @@ import orbax.checkpoint as ocp
 from etils import epath
 from flax import linen as nn
 
+from gecko_jax import checkpoint_io
+from gecko_jax import workdir_files
+from gecko_jax.config_base import evaluator
 from gecko_jax.encoder import Encoder
 from gecko_jax.errors import UserError
 from gecko_jax.evaluation import tasks
-from gecko_jax.evaluation.prompts import Prompts, default_prompts
+from gecko_jax.evaluation.eval_spec import EvalSpec
+from gecko_jax.evaluation.prompts import Prompts
 from gecko_jax.models.tower import truncate_and_normalize
-from gecko_jax.training import checkpoint_io
-from gecko_jax.training import workdir_files
 
 EVAL_FILE = "eval.jsonl"
 BEST_DIR = "best"
@@ -86,14 +87,11 @@ class _PrefixCache:
 
 @dataclasses.dataclass(frozen=True)
 class _Evaluation:
-    """One configured evaluator with its data loaded."""
+    """One configured evaluator with its data loaded and its prompts resolved."""
 
-    name: str
-    task: str
+    spec: EvalSpec
     dataset: Any
     prompts: Prompts
-    dims: tuple[int | None, ...]
-    every: int
 
 
 def _data_path(data_dir: str, relative: str, field: str) -> str:
@@ -104,46 +102,46 @@ def _data_path(data_dir: str, relative: str, field: str) -> str:
     return path
 
 
-def _configured(config: ml_collections.ConfigDict) -> list[_Evaluation]:
-    """The evaluators of `config.evals`, then those of the legacy `config.eval` fields."""
-    data_dir, fmt = config.data.data_dir, config.data.format
-    evaluations = []
+def config_specs(config: ml_collections.ConfigDict) -> list[EvalSpec]:
+    """The evaluators of `config.evals` as specs, their data relative to `data.data_dir`.
+
+    An entry may leave fields out (as one given on the command line,
+    `--config.evals="{'sts': {'task': 'sts', 'data': 'stsb/sts-dev.csv'}}"`
+    does); they take the defaults of `config_base.evaluator`. An empty split,
+    prompt, doc_prompt or doc_format is the spec's None: the default.
+
+    Raises:
+      UserError: an entry with an unknown or missing field, or an unknown task.
+    """
+    specs = []
     for name, entry in config.evals.items():
-        field = f"evals.{name}"
+        try:
+            entry = evaluator(**entry)
+        except TypeError as err:
+            raise UserError(f"--config.evals.{name}: {err}; see gecko_jax/config_base.py "
+                            "for the fields") from None
         tasks.check_task(entry.task)
-        prompts = default_prompts(fmt, entry.task)
-        # An empty field keeps the model's own prompt (see evaluation.prompts).
-        overrides = {key: entry[field_name] for key, field_name in (
-            ("query", "prompt"), ("document", "doc_prompt"), ("doc_format", "doc_format"))
-            if entry[field_name]}
-        dataset = tasks.load_task_data(entry.task, _data_path(data_dir, entry.data, field),
-                                       entry.split or None)
-        evaluations.append(_Evaluation(
-            name, entry.task, dataset, dataclasses.replace(prompts, **overrides),
-            (None,) + tuple(entry.dims), entry.every))
-    legacy, dims = config.eval, (None,) + tuple(config.eval.dims)
-    if legacy.sts_file:
-        evaluations.append(_Evaluation(
-            "sts", "sts", tasks.load_task_data(
-                "sts", _data_path(data_dir, legacy.sts_file, "eval.sts_file")),
-            Prompts(query=legacy.sts_prompt or None), dims, 0))
-    if legacy.retrieval_file:
-        evaluations.append(_Evaluation(
-            "retrieval", "retrieval", tasks.load_task_data(
-                "retrieval", _data_path(data_dir, legacy.retrieval_file, "eval.retrieval_file")),
-            Prompts(query=legacy.query_prompt or None, doc_format=legacy.doc_format), dims, 0))
-    names = [e.name for e in evaluations]
-    if len(set(names)) != len(names):
-        raise UserError(f"two evaluators are named {max(names, key=names.count)!r}; rename the "
-                        "config.evals entry (eval.sts_file and eval.retrieval_file use 'sts' "
-                        "and 'retrieval')")
+        specs.append(EvalSpec(
+            name, entry.task, entry.data, split=entry.split or None, dims=entry.dims,
+            prompt=entry.prompt or None, doc_prompt=entry.doc_prompt or None,
+            doc_format=entry.doc_format or None, every=entry.every))
+    return specs
+
+
+def _configured(config: ml_collections.ConfigDict) -> list[_Evaluation]:
+    """The evaluators of `config.evals` with their data loaded."""
+    evaluations = []
+    for spec in config_specs(config):
+        path = _data_path(config.data.data_dir, spec.data, f"evals.{spec.name}")
+        evaluations.append(_Evaluation(spec, tasks.load_task_data(spec.task, path, spec.split),
+                                       spec.prompts(config.data.format)))
     return evaluations
 
 
-def metric_names(evaluation: _Evaluation) -> list[str]:
+def metric_names(spec: EvalSpec) -> list[str]:
     """The result names an evaluator produces, e.g. `stsb.spearman@128`."""
-    return [f"{evaluation.name}.{metric}{f'@{dim}' if dim else ''}"
-            for dim in evaluation.dims for metric in tasks.HEADLINE_METRICS[evaluation.task]]
+    return [f"{spec.name}.{metric}{f'@{dim}' if dim else ''}"
+            for dim in spec.widths for metric in tasks.HEADLINE_METRICS[spec.task]]
 
 
 class Evaluators:
@@ -173,17 +171,17 @@ class Evaluators:
         self._workdir = workdir
         self._evaluations = _configured(config)
         multi_vector_dim = config.model.get("multi_vector_dim", 0)
-        skipped = [e.name for e in self._evaluations if e.task != "retrieval"]
+        skipped = [e.spec.name for e in self._evaluations if e.spec.task != "retrieval"]
         if multi_vector_dim and skipped:
             # Retrieval scores token vectors (XTR); the other tasks need one vector per text.
             print(f"eval: skipping {', '.join(skipped)}: this tower gives token vectors "
                   f"(model.multi_vector_dim={multi_vector_dim}) and only retrieval scores them",
                   flush=True)
-            self._evaluations = [e for e in self._evaluations if e.task == "retrieval"]
+            self._evaluations = [e for e in self._evaluations if e.spec.task == "retrieval"]
         self._best_metric = config.best_metric.removeprefix("evals.")
         self._best_value = None
         if self._best_metric:
-            known = [n for e in self._evaluations for n in metric_names(e)]
+            known = [n for e in self._evaluations for n in metric_names(e.spec)]
             if self._best_metric not in known:
                 raise UserError(f"best_metric={config.best_metric!r} is not produced by the "
                                 f"evaluators; choose one of: "
@@ -207,7 +205,7 @@ class Evaluators:
             return self._evaluations
         due = []
         for evaluation in self._evaluations:
-            every = evaluation.every or self._config.eval_every
+            every = evaluation.spec.every or self._config.eval_every
             if every and step % every == 0:
                 due.append(evaluation)
         return due
@@ -230,16 +228,18 @@ class Evaluators:
         start = time.perf_counter()
         encoder = _PrefixCache(Encoder(self._model, params, self._vocabulary,
                                        max_length=self._config.data.max_length,
-                                       batch_size=self._config.eval.batch_size,
+                                       batch_size=self._config.eval_batch_size,
                                        mesh=self._mesh))
         results = {}
         for evaluation in due:
-            for dim in evaluation.dims:
-                metrics = tasks.score_task(encoder, evaluation.task, evaluation.dataset,
-                                           evaluation.prompts, dim=dim)
+            spec = evaluation.spec
+            for dim in spec.widths:
+                metrics = tasks.score_task(encoder, spec.task, evaluation.dataset,
+                                           evaluation.prompts, dim=dim,
+                                           ignore_identical_ids=spec.ignore_identical_ids)
                 suffix = f"@{dim}" if dim else ""
-                for metric in tasks.HEADLINE_METRICS[evaluation.task]:
-                    results[f"{evaluation.name}.{metric}{suffix}"] = float(metrics[metric])
+                for metric in tasks.HEADLINE_METRICS[spec.task]:
+                    results[f"{spec.name}.{metric}{suffix}"] = float(metrics[metric])
         writer.scalars(step, results, prefix="evals")
         if jax.process_index() == 0:
             workdir_files.append_line(epath.Path(self._workdir) / EVAL_FILE,

@@ -17,13 +17,12 @@ r mod n), so under data parallelism every device holds an equal share of every
 chunk and no chunk waits on one device.
 """
 
-from typing import Callable
-
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
 from gecko_jax.errors import UserError
+from gecko_jax.losses.loss import Loss
 
 
 def check_chunk_size(chunk_size: int, batch_size: int, data_parallel: int) -> None:
@@ -51,8 +50,7 @@ def grad_cache_value_and_grad(
     model: nn.Module,
     params,
     batch: dict,
-    loss_fn: Callable[[dict, dict], jax.Array],
-    fields: tuple[str, ...],
+    loss: Loss,
     chunk_size: int,
     dropout_rng=None,
 ):
@@ -62,15 +60,15 @@ def grad_cache_value_and_grad(
       model: the embedding tower.
       params: its parameters.
       batch: `{field}_ids` / `{field}_mask` [B, L_field] for each field, plus
-        whatever else `loss_fn` reads.
-      loss_fn: maps (embeddings by field, batch) to the scalar loss.
-      fields: the text fields to embed (query, positive, negative).
+        whatever else `loss` reads.
+      loss: the loss; the fields of its `text_fields` that `batch` holds are embedded.
       chunk_size: texts per forward pass.
       dropout_rng: None for a deterministic tower, else the step's key.
 
     Returns:
       (loss, grads) as `jax.value_and_grad` of the plain step would give.
     """
+    fields = loss.fields_in(batch)
     num_chunks = batch[f"{fields[0]}_ids"].shape[0] // chunk_size
     deterministic = dropout_rng is None
 
@@ -90,7 +88,7 @@ def grad_cache_value_and_grad(
     frozen = jax.lax.stop_gradient(params)
     embeddings = {
         f: _from_chunks(jax.lax.map(lambda xs: embed(frozen, *xs), inputs[f])) for f in fields}
-    loss, embedding_grads = jax.value_and_grad(lambda e: loss_fn(e, batch))(embeddings)
+    value, embedding_grads = jax.value_and_grad(lambda e: loss(e, batch))(embeddings)
 
     # Pass 2: per chunk, re-embed under vjp and pull the cached gradient back.
     def accumulate(grads, xs):
@@ -103,4 +101,4 @@ def grad_cache_value_and_grad(
     for f in fields:
         cotangents = _to_chunks(embedding_grads[f], num_chunks)
         grads, _ = jax.lax.scan(accumulate, grads, (*inputs[f], cotangents))
-    return loss, grads
+    return value, grads

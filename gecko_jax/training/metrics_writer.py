@@ -11,7 +11,7 @@ import numpy as np
 from absl import logging
 from tensorboardX import SummaryWriter
 
-from gecko_jax.training import workdir_files
+from gecko_jax import workdir_files
 
 METRICS_FILE = "metrics.jsonl"
 

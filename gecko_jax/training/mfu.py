@@ -97,15 +97,21 @@ def _num_processes(devices: list[jax.Device]) -> int:
     return len({d.process_index for d in devices})
 
 
-def compiled_flops(compiled: jax.stages.Compiled) -> float | None:
-    """XLA's FLOP count of one call of `compiled`, per device.
+def has_loop(compiled: jax.stages.Compiled) -> bool:
+    """Whether `compiled` has a while loop, whose body XLA's FLOP count covers once."""
+    return re.search(r"\bwhile\(", compiled.as_text()) is not None
 
-    For a train step it counts the whole step: forward, backward and
-    optimizer update. XLA counts a loop body once, not once per iteration, so
-    a step that loops (GradCache's chunks) is undercounted; that is logged.
+
+def compiled_flops(compiled: jax.stages.Compiled) -> float | None:
+    """XLA's FLOP count of one call of `compiled`, per device, for HFU.
+
+    For a train step it counts the whole step: forward, backward, any
+    recomputation and the optimizer update.
 
     Returns:
-      The FLOPs, or None (with a logged reason) when the cost analysis has none.
+      The FLOPs, or None (with a logged reason) when the cost analysis has
+      none, or when the program loops (scanned layers, GradCache's chunks):
+      XLA counts a loop body once, not once per iteration.
     """
     cost = compiled.cost_analysis()
     # A dict in recent JAX; a list with one dict per program in older ones.
@@ -113,9 +119,10 @@ def compiled_flops(compiled: jax.stages.Compiled) -> float | None:
         cost = cost[0] if cost else None
     flops = (cost or {}).get("flops", 0.0)
     if flops <= 0:
-        logging.warning("no MFU: XLA's cost analysis of the train step has no FLOP count")
+        logging.warning("no HFU: XLA's cost analysis of the train step has no FLOP count")
         return None
-    if re.search(r"\bwhile\(", compiled.as_text()):
-        logging.warning("MFU is a lower bound: the train step has a loop (e.g. GradCache's "
-                        "chunks) and XLA counts the FLOPs of a loop body once")
+    if has_loop(compiled):
+        logging.warning("no HFU: the train step loops (scanned layers or GradCache's chunks) "
+                        "and XLA counts a loop body once; MFU is unaffected")
+        return None
     return float(flops)

@@ -26,8 +26,8 @@ import numpy as np
 from flax import traverse_util
 
 from gecko_jax import output_folder
+from gecko_jax import checkpoint_io
 from gecko_jax.errors import UserError
-from gecko_jax.training import checkpoint_io
 
 SOUP_FILE = "soup.json"
 # Fields of `config.model` that do not change the function the tower computes.

@@ -195,7 +195,6 @@ class TopologyReport:
       estimated_seconds: XLA:TPU's cost-model step time ("optimal_seconds"),
         or None where it gives none (a negative value).
       chip_peak_flops: the spec sheet's dense bf16 FLOP/s of one chip, or None.
-      utilisation_name: "hfu" when remat recomputes (the FLOPs count it), else "mfu".
     """
     topology: str
     device_kind: str
@@ -212,7 +211,6 @@ class TopologyReport:
     refusal: str | None
     estimated_seconds: float | None
     chip_peak_flops: float | None
-    utilisation_name: str
 
     @property
     def fits(self) -> bool:
@@ -250,7 +248,7 @@ def compile_for_topology(config: ml_collections.ConfigDict, name: str) -> Topolo
     seconds = time.perf_counter() - start
     report = None
     if compiled is not None:
-        report = aot.report_of_compiled(program, compiled, mesh, seconds)
+        report = aot.report_of_compiled(config, program, compiled, mesh, seconds)
         peak = report.peak_bytes
         estimate = aot.cost_of(compiled).get("optimal_seconds")
     return TopologyReport(
@@ -260,8 +258,7 @@ def compile_for_topology(config: ml_collections.ConfigDict, name: str) -> Topolo
         num_params=aot.num_params(program), state_bytes=aot.state_bytes_per_device(program),
         compile_seconds=seconds, refusal=refusal,
         estimated_seconds=float(estimate) if estimate and estimate > 0 else None,
-        chip_peak_flops=mfu.device_peak_flops(devices[0].device_kind),
-        utilisation_name="hfu" if config.model.get("remat") else "mfu")
+        chip_peak_flops=mfu.device_peak_flops(devices[0].device_kind))
 
 
 def format_report(report: TopologyReport) -> str:
@@ -283,18 +280,17 @@ def format_report(report: TopologyReport) -> str:
     lines.append(f"verdict: fits, {hbm - peak:.2f} GiB to spare per chip" if report.fits else
                  f"verdict: does not fit, {peak - hbm:.2f} GiB over per chip{why}")
     if report.compile is None:
-        lines.append("FLOPs per chip: unknown (the compiler refused the step)")
+        lines.append("FLOPs per device and step: unknown (the compiler refused the step)")
         return "\n".join(lines)
-    flops = report.compile.flops_per_device
-    lines.append(f"FLOPs per chip: {flops:.4g} per step (XLA:TPU's count)")
     if report.estimated_seconds is None:
         lines.append("compiler's estimated step time: none (XLA:TPU's cost model gave no "
                      "estimate for this program)")
     else:
         implied = ""
-        if report.chip_peak_flops and flops:
-            share = flops / report.estimated_seconds / report.chip_peak_flops
-            implied = (f"; implied {report.utilisation_name} {100 * share:.1f}% of the "
+        if report.chip_peak_flops:
+            share = (report.compile.model_flops_per_device / report.estimated_seconds
+                     / report.chip_peak_flops)
+            implied = (f"; implied MFU {100 * share:.1f}% of the "
                        f"{report.chip_peak_flops / 1e12:.0f} TFLOP/s bf16 peak per chip")
         lines.append(f"compiler's estimated step time: {report.estimated_seconds:.4g} s "
                      f"(XLA:TPU's cost model, not a measurement){implied}")

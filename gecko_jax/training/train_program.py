@@ -18,7 +18,7 @@ from jax.sharding import Mesh, NamedSharding
 from gecko_jax.losses.registry import build_loss
 from gecko_jax.models.registry import build_tower
 from gecko_jax.training import sharding
-from gecko_jax.training.model_flops import model_flops
+from gecko_jax.training.model_flops import ModelFlops, model_flops
 from gecko_jax.training.optimizers import frozen_mask, make_optimizer
 from gecko_jax.training.train_step import (TrainState, init_train_state, make_train_step,
                                            param_shapes, state_shardings)
@@ -40,6 +40,7 @@ class TrainProgram:
       init_fn: jitted `rng -> TrainState`, a random init laid out by `shardings`.
       train_step: jitted `(state, batch, rng) -> (state, metrics)`; it donates
         the state it is given.
+      flops: the tower's `ModelFlops`, which the step's metrics count with.
     """
     model: nn.Module
     tx: optax.GradientTransformation
@@ -49,6 +50,7 @@ class TrainProgram:
     batch_sharding: NamedSharding
     init_fn: Callable[[jax.Array], TrainState]
     train_step: Callable[..., Any]
+    flops: ModelFlops
 
 
 def build_train_program(config: ml_collections.ConfigDict, mesh: Mesh) -> TrainProgram:
@@ -71,19 +73,19 @@ def build_train_program(config: ml_collections.ConfigDict, mesh: Mesh) -> TrainP
     model = build_tower(config.model)
     shapes = param_shapes(model, config.data.max_length)
     tx, schedule = make_optimizer(config.optimizer, config.total_steps, shapes)
-    loss_fn = build_loss(config.loss)
+    loss = build_loss(config.loss)
     boxed_init = functools.partial(init_train_state, model, tx, max_length=config.data.max_length)
     # Shapes do not depend on the key's value.
     abstract_boxed = jax.eval_shape(boxed_init, jax.random.key(0))
     shardings = state_shardings(abstract_boxed, tx, mesh, rules)
     batch_sharding = sharding.batch_sharding(mesh)
     init_fn = jax.jit(lambda rng: nn.unbox(boxed_init(rng)), out_shardings=shardings)
-    train_step = jax.jit(make_train_step(model, tx, loss_fn, schedule,
+    flops = model_flops(config.model, shapes)
+    train_step = jax.jit(make_train_step(model, tx, loss, schedule,
                                          config.grad_cache.chunk_size,
-                                         frozen_mask(config.optimizer, shapes),
-                                         model_flops(config.model, shapes)),
+                                         frozen_mask(config.optimizer, shapes), flops),
                          in_shardings=(shardings, batch_sharding, None),
                          out_shardings=(shardings, None), donate_argnums=(0,))
     return TrainProgram(model=model, tx=tx, rules=rules, abstract_state=nn.unbox(abstract_boxed),
                         shardings=shardings, batch_sharding=batch_sharding, init_fn=init_fn,
-                        train_step=train_step)
+                        train_step=train_step, flops=flops)

@@ -6,7 +6,7 @@ so under `jit` with a batch-sharded input every query is scored against the
 positives and negatives of every device. The embeddings are [B, D] from a
 single-vector tower or [B, L_field, d] token vectors from a multi-vector one
 (queries and documents may then differ in L); the step treats both alike.
-A loss with a `text_fields` attribute gets only those fields embedded.
+Only the text fields the loss reads (`Loss.text_fields`) are embedded.
 """
 
 from typing import Any, Callable
@@ -17,11 +17,10 @@ import jax.numpy as jnp
 import optax
 from flax import linen as nn
 
-from gecko_jax.data import batch_spec
+from gecko_jax.data.batch_spec import TEXT_FIELDS
+from gecko_jax.losses.loss import Loss
 from gecko_jax.training import sharding as sharding_lib
 from gecko_jax.training.grad_cache import grad_cache_value_and_grad
-
-TEXT_FIELDS = batch_spec.TEXT_FIELDS
 
 
 @flax.struct.dataclass
@@ -94,8 +93,7 @@ def encode_batch(model: nn.Module, params, batch: dict, *, deterministic: bool,
     return embeddings
 
 
-def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
-                    loss_fn: Callable[[dict, dict], jax.Array],
+def make_train_step(model: nn.Module, tx: optax.GradientTransformation, loss: Loss,
                     schedule: optax.Schedule, grad_cache_chunk_size: int = 0,
                     frozen: Any = None, flops: Any = None) -> Callable:
     """Returns `train_step(state, batch, rng) -> (state, metrics)`, not yet jitted.
@@ -103,8 +101,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
     Args:
       model: the embedding tower.
       tx: the optimizer.
-      loss_fn: maps (embeddings by field, batch) to the scalar loss; its
-        optional `text_fields` attribute limits which fields are embedded.
+      loss: the loss; only its `text_fields` are embedded.
       schedule: the learning-rate schedule, for logging.
       grad_cache_chunk_size: texts per forward pass with GradCache; 0 embeds
         the whole batch at once (the plain step).
@@ -115,30 +112,25 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
         metrics hold `model_flops`, the step's FLOPs over the real tokens.
     """
 
-    wanted = tuple(getattr(loss_fn, "text_fields", TEXT_FIELDS))
-
     def train_step(state: TrainState, batch: dict, rng: jax.Array):
-        # A batch without hard negatives comes without their arrays (the input
-        # pipeline leaves out all-padding fields), and their forward pass is skipped.
-        fields = tuple(f for f in wanted if f"{f}_ids" in batch)
+        fields = loss.fields_in(batch)
         # Dropout depends on the step only, so a resumed run draws the same masks.
         dropout_rng = jax.random.fold_in(rng, state.step)
 
         def compute_loss(params):
             embeddings = encode_batch(model, params, batch, deterministic=False,
                                       dropout_rng=dropout_rng, fields=fields)
-            return loss_fn(embeddings, batch)
+            return loss(embeddings, batch)
 
         if grad_cache_chunk_size:
-            loss, grads = grad_cache_value_and_grad(model, state.params, batch, loss_fn,
-                                                    fields, grad_cache_chunk_size,
-                                                    dropout_rng)
+            value, grads = grad_cache_value_and_grad(model, state.params, batch, loss,
+                                                     grad_cache_chunk_size, dropout_rng)
         else:
-            loss, grads = jax.value_and_grad(compute_loss)(state.params)
+            value, grads = jax.value_and_grad(compute_loss)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {
-            "loss": loss,
+            "loss": value,
             "grad_norm": _trainable_norm(grads, frozen),
             "learning_rate": schedule(state.step),
             "tokens": sum(jnp.sum(batch[f"{f}_mask"]) for f in fields),

@@ -19,20 +19,20 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
+from gecko_jax import checkpoint_io
 from gecko_jax.data.pipeline import TrainData
-from gecko_jax.data.teacher_batches import Hosts, with_teachers
 from gecko_jax.data.vocabularies import get_vocabulary
 from gecko_jax.errors import UserError
 from gecko_jax.models import gemma_import
 from gecko_jax.models import specs
 from gecko_jax.models.bert_import import load_bert_folder, merge_pretrained, resolve_pretrained
-from gecko_jax.training import checkpoint_io
 from gecko_jax.training import config_checks
 from gecko_jax.training import mfu
 from gecko_jax.training import sharding
 from gecko_jax.training import workdir_guard
 from gecko_jax.training.evaluators import Evaluators
 from gecko_jax.training.metrics_writer import MetricsWriter, Throughput, mean_metrics
+from gecko_jax.training.teacher_batches import Hosts, with_teachers
 from gecko_jax.training.train_program import build_train_program
 
 

@@ -46,9 +46,9 @@ from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
 
+from gecko_jax import checkpoint_io
+from gecko_jax import workdir_files
 from gecko_jax.errors import UserError
-from gecko_jax.training import checkpoint_io
-from gecko_jax.training import workdir_files
 
 MARKER_FILE = "gecko_jax_workdir.json"
 LOCK_FILE = "run.lock"

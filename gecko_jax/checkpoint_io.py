@@ -32,8 +32,9 @@ from absl import logging
 from flax import traverse_util
 from orbax.checkpoint._src import asyncio_utils as orbax_asyncio
 
+from gecko_jax import workdir_files
+from gecko_jax.config_base import base_config
 from gecko_jax.errors import UserError
-from gecko_jax.training import workdir_files
 
 CONFIG_FILE = "config.json"
 GIN_FILE = "config.gin"
@@ -268,7 +269,6 @@ def write_gin_config(workdir: str) -> None:
 
 def read_config(workdir: str) -> ml_collections.ConfigDict:
     """The config a workdir was trained with, with the current schema's defaults."""
-    from gecko_jax.config_base import base_config  # pylint: disable=g-import-not-at-top
     stored = workdir_files.read_json(epath.Path(workdir) / CONFIG_FILE)
     if stored is None:
         raise UserError(f"{workdir} is not a training workdir (no {CONFIG_FILE}); "

@@ -31,6 +31,7 @@ import numpy as np
 from gecko_jax.data import teacher_store
 from gecko_jax.errors import UserError
 from gecko_jax.losses.jasper import teacher_targets
+from gecko_jax.training.teacher_embedding import write_store
 
 TEACHERS_DIR = "teachers"
 
@@ -62,7 +63,7 @@ def _encoded_store(spec: str, workdir: str, keys: list[str],
             print(f"Teacher {spec!r}: reusing {folder}", flush=True)
             return store
     print(f"Teacher {spec!r}: embedding {len(queries)} training queries into {folder}", flush=True)
-    return teacher_store.write_store(folder, spec, keys, queries)
+    return write_store(folder, spec, keys, queries)
 
 
 @dataclasses.dataclass(frozen=True)
