@@ -42,6 +42,8 @@ train-local: install
 # Static checks; CI runs them before the tests.
 lint: install-test
 	$(VENV)/bin/lint-imports --no-logo
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
 
 test: install-test
 	$(PY) -m pytest tests -q $(PYTEST_ARGS)

@@ -69,6 +69,7 @@ _STATE_BYTES_PER_PARAM = 16
 @dataclasses.dataclass(frozen=True)
 class Row:
     """One timed train step; the rates are None where they cannot be computed."""
+
     model: str
     attention: str
     layers: int
@@ -99,10 +100,17 @@ def _config(name: str, impl: str, batch_size: int, layers: int, tiny: bool):
         # its texts; gecko_270m's keeps its 512-token window, so all its layers
         # see the whole text.
         window = 16 if name == "gecko_768" else config.model.sliding_window
-        config.model.update(vocab_size=_TINY_VOCAB, hidden_size=64, num_heads=4, num_kv_heads=1,
-                            head_dim=16, intermediate_size=128, query_pre_attn_scalar=16.0,
-                            sliding_window=window,
-                            projection_dim=min(config.model.projection_dim, 32))
+        config.model.update(
+            vocab_size=_TINY_VOCAB,
+            hidden_size=64,
+            num_heads=4,
+            num_kv_heads=1,
+            head_dim=16,
+            intermediate_size=128,
+            query_pre_attn_scalar=16.0,
+            sliding_window=window,
+            projection_dim=min(config.model.projection_dim, 32),
+        )
         config.data.update(max_length=32, query_max_length=24)
         width = config.model.projection_dim or config.model.hidden_size
         config.loss.mrl_dims = (width, width // 2)
@@ -163,9 +171,16 @@ def measure(name: str, config, device, peak: float | None, steps: int, warmup: i
     def utilisation(flops):
         return None if flops is None or not peak else flops / seconds / peak
 
-    return Row(name, config.model.attention_impl, config.model.num_layers, config.batch_size,
-               seconds, float(metrics["tokens"]) / seconds,
-               utilisation(float(metrics["model_flops"])), utilisation(hardware_flops))
+    return Row(
+        name,
+        config.model.attention_impl,
+        config.model.num_layers,
+        config.batch_size,
+        seconds,
+        float(metrics["tokens"]) / seconds,
+        utilisation(float(metrics["model_flops"])),
+        utilisation(hardware_flops),
+    )
 
 
 def _cell(value: float | None, fmt: str, suffix: str = "") -> str:
@@ -183,18 +198,23 @@ def _rate(flops_per_second: float | None) -> str:
 def format_table(rows: list[Row]) -> str:
     """The Markdown table the script prints, one row per (model, attention)."""
     baseline = {r.model: r.step_seconds for r in rows if r.attention == "xla" and not r.error}
-    lines = ["| model | attention | layers | batch | step s | tokens/s | MFU | HFU | vs xla |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| model | attention | layers | batch | step s | tokens/s | MFU | HFU | vs xla |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
         if r.error:
-            lines.append(f"| {r.model} | {r.attention} | {r.layers} | {r.batch} | failed: "
-                         f"{r.error} | | | | |")
+            lines.append(
+                f"| {r.model} | {r.attention} | {r.layers} | {r.batch} | failed: {r.error} | | | | |"
+            )
             continue
-        ratio = (baseline[r.model] / r.step_seconds if baseline.get(r.model) else None)
-        lines.append(f"| {r.model} | {r.attention} | {r.layers} | {r.batch} | "
-                     f"{r.step_seconds:.4f} | {r.tokens_per_second:,.0f} | "
-                     f"{_cell(r.mfu and 100 * r.mfu, '.1f', '%')} | "
-                     f"{_cell(r.hfu and 100 * r.hfu, '.1f', '%')} | {_cell(ratio, '.2f', 'x')} |")
+        ratio = baseline[r.model] / r.step_seconds if baseline.get(r.model) else None
+        lines.append(
+            f"| {r.model} | {r.attention} | {r.layers} | {r.batch} | "
+            f"{r.step_seconds:.4f} | {r.tokens_per_second:,.0f} | "
+            f"{_cell(r.mfu and 100 * r.mfu, '.1f', '%')} | "
+            f"{_cell(r.hfu and 100 * r.hfu, '.1f', '%')} | {_cell(ratio, '.2f', 'x')} |"
+        )
     return "\n".join(lines)
 
 
@@ -203,8 +223,9 @@ def _fused_kernel(platform: str, tiny: bool) -> str:
         return "splash"
     if platform == "gpu":
         return "cudnn"
-    raise app.UsageError(f"no fused attention kernel runs on {platform}; run this on a GPU or "
-                         "TPU, or with --tiny on a CPU")
+    raise app.UsageError(
+        f"no fused attention kernel runs on {platform}; run this on a GPU or TPU, or with --tiny on a CPU"
+    )
 
 
 def main(argv):
@@ -224,17 +245,26 @@ def main(argv):
         peak_source = "the spec sheet's dense bf16 rate" if peak else "unknown: add it to mfu.py"
     memory = (device.memory_stats() or {}).get("bytes_limit") if not tiny else None
     print(f"device: {device.device_kind} ({device.platform}); peak {_rate(peak)} ({peak_source})")
-    print(f"{steps} timed steps per row after {warmup} untimed; batch {batch_size} triplets "
-          f"(the recipes train 8 and 1024), bfloat16, every text full length"
-          + ("; tiny towers (width 64, 512-token vocabulary, texts of 24 and 32 tokens), "
-             "Splash in Pallas interpret mode: CPU times say nothing about a TPU" if tiny else ""),
-          flush=True)
+    print(
+        f"{steps} timed steps per row after {warmup} untimed; batch {batch_size} triplets "
+        f"(the recipes train 8 and 1024), bfloat16, every text full length"
+        + (
+            "; tiny towers (width 64, 512-token vocabulary, texts of 24 and 32 tokens), "
+            "Splash in Pallas interpret mode: CPU times say nothing about a TPU"
+            if tiny
+            else ""
+        ),
+        flush=True,
+    )
     rows = []
     for name in MODELS:
         layers = 2 if tiny else _layers_that_fit(name, fused, batch_size, memory)
         if not tiny and layers < _recipe(name).model.num_layers:
-            print(f"{name}: {layers} of its {_recipe(name).model.num_layers} layers, to fit "
-                  f"{memory / 2**30:.1f} GiB", flush=True)
+            print(
+                f"{name}: {layers} of its {_recipe(name).model.num_layers} layers, to fit "
+                f"{memory / 2**30:.1f} GiB",
+                flush=True,
+            )
         for impl in ("xla", fused):
             config = _config(name, impl, batch_size, layers, tiny)
             try:
@@ -247,13 +277,24 @@ def main(argv):
                 # One row's failure (a kernel refusing a shape, memory) is reported in
                 # its row; the other rows still run.
                 message = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
-                row = Row(name, impl, layers, batch_size, None, None, None, None,
-                          error=f"{type(err).__name__}: {message[:200]}")
+                row = Row(
+                    name,
+                    impl,
+                    layers,
+                    batch_size,
+                    None,
+                    None,
+                    None,
+                    None,
+                    error=f"{type(err).__name__}: {message[:200]}",
+                )
             rows.append(row)
             print(f"{name} {impl}: done", flush=True)
     print(format_table(rows))
-    print(f"HFU of the {fused} rows leaves out the attention inside the kernel: XLA counts no "
-          "FLOPs inside a custom call")
+    print(
+        f"HFU of the {fused} rows leaves out the attention inside the kernel: XLA counts no "
+        "FLOPs inside a custom call"
+    )
     if any(r.error for r in rows):
         sys.exit(1)
 

@@ -52,17 +52,20 @@ first = time.perf_counter()
 for _ in range(batches):
     next(data)
 done = time.perf_counter()
-print(json.dumps({"examples": data.num_examples, "open_s": prepared - opened, "first_batch_s": first - started,
+print(json.dumps({"examples": data.num_examples, "open_s": prepared - opened,
+                  "first_batch_s": first - started,
                   "batches_per_s": batches / (done - first),
                   "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
 """
 
-_WORDS = np.array("the of and to in a is that for it as was with be by on not he this are or his from at which but "
-                  "have an they you were her she there been one all we their has would when if so no what up its "
-                  "out who them more some into time could only new these other than then two may first any like "
-                  "now my such make over our even most me state after also made many did must before back see "
-                  "through way where get much go well your know should down work year because come people just "
-                  "say each those take day good how long little own".split())
+_WORDS = np.array(
+    "the of and to in a is that for it as was with be by on not he this are or his from at which but "
+    "have an they you were her she there been one all we their has would when if so no what up its "
+    "out who them more some into time could only new these other than then two may first any like "
+    "now my such make over our even most me state after also made many did must before back see "
+    "through way where get much go well your know should down work year because come people just "
+    "say each those take day good how long little own".split()
+)
 
 
 def write_examples(path: str, count: int, seed: int = 0) -> None:
@@ -73,16 +76,25 @@ def write_examples(path: str, count: int, seed: int = 0) -> None:
             rows = min(10000, count - start)
             words = _WORDS[rng.integers(len(_WORDS), size=(rows, 130))]
             for i in range(rows):
-                row = {"query": " ".join(words[i, :10]), "positive": " ".join(words[i, 10:70]),
-                       "title": f"doc {start + i}", "task": "question answering", "id": start + i}
+                row = {
+                    "query": " ".join(words[i, :10]),
+                    "positive": " ".join(words[i, 10:70]),
+                    "title": f"doc {start + i}",
+                    "task": "question answering",
+                    "id": start + i,
+                }
                 if (start + i) % 2 == 0:
                     row["negative"] = " ".join(words[i, 70:130])
                 f.write(json.dumps(row) + "\n")
 
 
 def _measure(path: str, cache: str) -> dict:
-    out = subprocess.run([sys.executable, "-c", _MEASURE, path, cache, str(_BATCH_SIZE.value), str(_BATCHES.value)],
-                         check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", _MEASURE, path, cache, str(_BATCH_SIZE.value), str(_BATCHES.value)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -101,18 +113,27 @@ def main(argv):
         prepare_rate = size / preparation["open_s"]
         second = _measure(path, cache)
         rows.append({"size": size, "prepare_per_s": prepare_rate, **second})
-        print(f"{size}: prepared at {prepare_rate:,.0f} examples/s; start on prepared data "
-              f"{second['first_batch_s']:.1f} s to the first batch, peak RSS {second['peak_rss_gb']:.2f} GB, "
-              f"{second['batches_per_s']:.1f} batches/s", flush=True)
+        print(
+            f"{size}: prepared at {prepare_rate:,.0f} examples/s; start on prepared data "
+            f"{second['first_batch_s']:.1f} s to the first batch, peak RSS {second['peak_rss_gb']:.2f} GB, "
+            f"{second['batches_per_s']:.1f} batches/s",
+            flush=True,
+        )
     base = rows[0]
-    print(f"\n| examples | prepare (examples/s) | start to first batch (s) | peak RSS (GB) | "
-          f"batches/s ({_BATCH_SIZE.value} rows) |")
+    print(
+        f"\n| examples | prepare (examples/s) | start to first batch (s) | peak RSS (GB) | "
+        f"batches/s ({_BATCH_SIZE.value} rows) |"
+    )
     print("|---:|---:|---:|---:|---:|")
     for row in rows:
+
         def cell(key, fmt):
             return f"{row[key]:{fmt}} ({row[key] / base[key]:.2f}x)"
-        print(f"| {row['size']:,} | {cell('prepare_per_s', ',.0f')} | {cell('first_batch_s', '.1f')} | "
-              f"{cell('peak_rss_gb', '.2f')} | {cell('batches_per_s', '.1f')} |")
+
+        print(
+            f"| {row['size']:,} | {cell('prepare_per_s', ',.0f')} | {cell('first_batch_s', '.1f')} | "
+            f"{cell('peak_rss_gb', '.2f')} | {cell('batches_per_s', '.1f')} |"
+        )
     print(f"\nratios against {base['size']:,} examples; data and cache in {root}")
 
 

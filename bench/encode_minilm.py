@@ -26,8 +26,10 @@ _NUM = flags.DEFINE_integer("num_sentences", 2000, "Sentences to embed (STS-B tr
 _BATCH = flags.DEFINE_integer("batch_size", 64, "Batch size of both encoders.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed passes per encoder; the best is kept.")
 _DATA = flags.DEFINE_string(
-    "data", str(pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "stsb" /
-                "sts-train.csv"), "STS Benchmark TSV to take sentences from.")
+    "data",
+    str(pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "stsb" / "sts-train.csv"),
+    "STS Benchmark TSV to take sentences from.",
+)
 
 
 def _sentences(path: str, limit: int) -> list[str]:

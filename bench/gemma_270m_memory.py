@@ -34,11 +34,13 @@ from absl import flags
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _STEPS = flags.DEFINE_integer("steps", 4, "Train steps (the first one's time is not reported).")
 _BATCH = flags.DEFINE_integer("batch_size", 8, "Global batch size.")
-_QUERY_LENGTH = flags.DEFINE_integer("query_max_length", 128,
-                                     "Query tokens (positives and negatives take 128).")
+_QUERY_LENGTH = flags.DEFINE_integer(
+    "query_max_length", 128, "Query tokens (positives and negatives take 128)."
+)
 _REMAT = flags.DEFINE_bool("remat", True, "Recompute layer activations in the backward pass.")
-_FREEZE_EMBEDDING = flags.DEFINE_bool("freeze_embedding", False,
-                                      "Freeze the token embedding (no Adam moments for it).")
+_FREEZE_EMBEDDING = flags.DEFINE_bool(
+    "freeze_embedding", False, "Freeze the token embedding (no Adam moments for it)."
+)
 _STEP_LINE = re.compile(r"^step (\d+)/\d+ .*examples_per_sec ([0-9.e+-]+)")
 
 
@@ -46,7 +48,8 @@ def main(argv):
     del argv
     with tempfile.TemporaryDirectory() as workdir:
         command = [
-            sys.executable, os.path.join(_REPO, "launch", "train.py"),
+            sys.executable,
+            os.path.join(_REPO, "launch", "train.py"),
             f"--config={os.path.join(_REPO, 'configs', 'gecko_270m.py')}",
             f"--workdir={workdir}",
             f"--config.total_steps={_STEPS.value}",
@@ -54,14 +57,16 @@ def main(argv):
             f"--config.data.query_max_length={_QUERY_LENGTH.value}",
             f"--config.model.remat={_REMAT.value}",
             *(["--config.optimizer.frozen=('embedder/',)"] if _FREEZE_EMBEDDING.value else []),
-            "--config.log_every=1", "--config.checkpoint_every=0",
+            "--config.log_every=1",
+            "--config.checkpoint_every=0",
             "--config.evals={}",
         ]
         env = dict(os.environ, XLA_FLAGS="", TF_CPP_MIN_LOG_LEVEL="3")
         print("running:", " ".join(command[1:]), flush=True)
         seconds = []
-        with subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) as proc:
+        with subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        ) as proc:
             for line in proc.stdout:
                 match = _STEP_LINE.match(line)
                 if match:
@@ -72,12 +77,16 @@ def main(argv):
             sys.exit(f"error: the training run failed with exit status {proc.returncode}")
     # ru_maxrss is in KiB on Linux.
     peak_gib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
-    print(f"batch {_BATCH.value} x 3 texts (query {_QUERY_LENGTH.value}, documents 128 tokens), "
-          f"remat={_REMAT.value}, freeze_embedding={_FREEZE_EMBEDDING.value}")
+    print(
+        f"batch {_BATCH.value} x 3 texts (query {_QUERY_LENGTH.value}, documents 128 tokens), "
+        f"remat={_REMAT.value}, freeze_embedding={_FREEZE_EMBEDDING.value}"
+    )
     print(f"peak RSS {peak_gib:.2f} GiB")
     if seconds:
-        print(f"s/step {statistics.median(seconds):.2f} (median of steps 2-{_STEPS.value}; "
-              f"min {min(seconds):.2f}, max {max(seconds):.2f})")
+        print(
+            f"s/step {statistics.median(seconds):.2f} (median of steps 2-{_STEPS.value}; "
+            f"min {min(seconds):.2f}, max {max(seconds):.2f})"
+        )
 
 
 if __name__ == "__main__":

@@ -59,21 +59,24 @@ def main(argv):
     params = param_shapes(model, _DOC_LENGTH.value)
 
     def plain(p, b):
-        return jax.value_and_grad(
-            lambda q: loss(encode_batch(model, q, b, deterministic=True), b))(p)
+        return jax.value_and_grad(lambda q: loss(encode_batch(model, q, b, deterministic=True), b))(p)
 
     def cached(p, b):
         return grad_cache_value_and_grad(model, p, b, loss, _CHUNK.value)
 
-    print(f"MiniLM-sized tower, queries {_QUERY_LENGTH.value} tokens, documents "
-          f"{_DOC_LENGTH.value}, GradCache chunk {_CHUNK.value}; XLA temporary memory (MiB)")
+    print(
+        f"MiniLM-sized tower, queries {_QUERY_LENGTH.value} tokens, documents "
+        f"{_DOC_LENGTH.value}, GradCache chunk {_CHUNK.value}; XLA temporary memory (MiB)"
+    )
     print(f"{'batch':>6} {'plain':>10} {'gradcache':>10} {'ratio':>7}")
     for batch_size in (int(b) for b in _BATCHES.value):
         batch = _batch_shapes(batch_size)
         plain_mib = _temp_bytes(plain, params, batch) / 2**20
         cached_mib = _temp_bytes(cached, params, batch) / 2**20
-        print(f"{batch_size:>6} {plain_mib:>10.1f} {cached_mib:>10.1f} {plain_mib / cached_mib:>6.1f}x",
-              flush=True)
+        print(
+            f"{batch_size:>6} {plain_mib:>10.1f} {cached_mib:>10.1f} {plain_mib / cached_mib:>6.1f}x",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -32,8 +32,14 @@ flags.mark_flag_as_required("config")
 def main(argv):
     del argv
     config = _CONFIG.value
-    data = TrainData(config.data, get_vocabulary(config.model.vocab), config.batch_size, config.seed,
-                     jax.process_index(), jax.process_count())
+    data = TrainData(
+        config.data,
+        get_vocabulary(config.model.vocab),
+        config.batch_size,
+        config.seed,
+        jax.process_index(),
+        jax.process_count(),
+    )
     pipeline_rate = measure_examples_per_second(data, _BATCHES.value)
     print(f"input pipeline: {pipeline_rate:,.0f} examples/s", flush=True)
 
@@ -44,8 +50,9 @@ def main(argv):
         state = program.init_fn(rng)
 
         def device_batch(local):
-            return {k: jax.make_array_from_process_local_data(program.batch_sharding, v)
-                    for k, v in local.items()}
+            return {
+                k: jax.make_array_from_process_local_data(program.batch_sharding, v) for k, v in local.items()
+            }
 
         local_batches = [next(data) for _ in range(_STEPS.value)]
         # With data.bucket_lengths the batches may differ in shape: each shape

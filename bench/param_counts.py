@@ -19,8 +19,9 @@ from gecko_jax.models.registry import build_tower
 from gecko_jax.training.train_step import param_shapes
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_CONFIGS = flags.DEFINE_list("configs", ["gecko_minilm", "gecko_270m", "gecko_768",
-                                         "gecko_768:runlocal"], "Recipes, NAME[:ARG].")
+_CONFIGS = flags.DEFINE_list(
+    "configs", ["gecko_minilm", "gecko_270m", "gecko_768", "gecko_768:runlocal"], "Recipes, NAME[:ARG]."
+)
 
 
 def _get_config(file: str, arg: str):
@@ -38,8 +39,7 @@ def main(argv):
         shapes = param_shapes(build_tower(config.model), 16)
         total = sum(x.size for x in jax.tree.leaves(shapes))
         backbone = sum(x.size for x in jax.tree.leaves(shapes["backbone"]))
-        print(f"{name:<20} {config.model.name:<6} {total:>15,} parameters "
-              f"({backbone:,} in the backbone)")
+        print(f"{name:<20} {config.model.name:<6} {total:>15,} parameters ({backbone:,} in the backbone)")
 
 
 if __name__ == "__main__":

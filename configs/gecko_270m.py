@@ -54,8 +54,9 @@ def get_config(arg: str = ""):
     c.optimizer.learning_rate = 2e-5
     c.optimizer.warmup_steps = 5
 
-    c.evals.sts = evaluator("sts", "stsb/sts-dev.csv", dims=(128,),
-                            prompt="task: semantic similarity | query: ")
+    c.evals.sts = evaluator(
+        "sts", "stsb/sts-dev.csv", dims=(128,), prompt="task: semantic similarity | query: "
+    )
     c.eval_batch_size = 32
     # The prompt launch/export.py writes into an exported model.
     c.export.sts_prompt = "task: semantic similarity | query: "

@@ -63,8 +63,19 @@ def get_config(arg: str = ""):
 
     c.data.data_dir = bundled_data_dir(__file__)
     # Gecko (arXiv 2403.20327): FRet plus the academic sets, each in its Gecko format.
-    c.data.mixture = ("fret:4", "squad:2", "snli:2", "stsb:1", "sick:1", "banking77:1", "trec:1",
-                      "mr:1", "stackoverflow:1", "wikiqa:1", "trecqa:0.5")
+    c.data.mixture = (
+        "fret:4",
+        "squad:2",
+        "snli:2",
+        "stsb:1",
+        "sick:1",
+        "banking77:1",
+        "trec:1",
+        "mr:1",
+        "stackoverflow:1",
+        "wikiqa:1",
+        "trecqa:0.5",
+    )
     c.data.max_length = 256
     c.data.query_max_length = 64
 

@@ -36,8 +36,18 @@ def get_config(arg: str = ""):
     # come from the same task (Gemini Embedding). Rates favour the retrieval
     # and NLI sets the evaluation measures, then the classification and
     # similarity sets; STS-B trains on its train split and is evaluated on dev.
-    c.data.mixture = ("squad:3", "snli:2", "stsb:1", "sick:1", "banking77:1", "trec:1", "mr:1",
-                      "stackoverflow:1", "wikiqa:1", "trecqa:0.5")
+    c.data.mixture = (
+        "squad:3",
+        "snli:2",
+        "stsb:1",
+        "sick:1",
+        "banking77:1",
+        "trec:1",
+        "mr:1",
+        "stackoverflow:1",
+        "wikiqa:1",
+        "trecqa:0.5",
+    )
     c.data.one_source_batches = True
     c.data.max_length = 128
     c.data.query_max_length = 48  # Prompted questions and premises fit; saves a quarter of the compute.

@@ -72,8 +72,17 @@ def get_config(arg: str = ""):
 
     c.total_steps = 20_000
     c.batch_size = 512
-    c.data.mixture = ("squad:3", "snli:2", "wikiqa:1", "trecqa:0.5", "banking77:1", "trec:1", "mr:1",
-                      "stsb:1", "sick:1")
+    c.data.mixture = (
+        "squad:3",
+        "snli:2",
+        "wikiqa:1",
+        "trecqa:0.5",
+        "banking77:1",
+        "trec:1",
+        "mr:1",
+        "stsb:1",
+        "sick:1",
+    )
     c.data.one_source_batches = True
     c.optimizer.learning_rate = 2e-5
     if stage == "runlocal":

@@ -51,8 +51,10 @@ def _parse(arg: str) -> tuple[int, bool]:
     if stage == "runlocal" and not rest:
         return 1, True
     if stage not in ("stage1", "stage2", "stage3") or rest not in ("", "runlocal"):
-        raise ValueError(f"unknown config argument {arg!r}; use stage1|stage2|stage3, optionally "
-                         "with _runlocal, or runlocal")
+        raise ValueError(
+            f"unknown config argument {arg!r}; use stage1|stage2|stage3, optionally "
+            "with _runlocal, or runlocal"
+        )
     return int(stage[-1]), rest == "runlocal"
 
 
@@ -81,8 +83,9 @@ def get_config(arg: str = ""):
     c.data.mixture = ("squad", "snli")
     c.data.format = "plain"  # Student and teachers embed the same raw text.
     c.data.max_length = 64
-    c.data.teachers = (_TEACHERS if stage == 1 else
-                       tuple(f"runs/jasper_stage1/teachers/{t}" for t in _TEACHERS))
+    c.data.teachers = (
+        _TEACHERS if stage == 1 else tuple(f"runs/jasper_stage1/teachers/{t}" for t in _TEACHERS)
+    )
 
     c.loss.name = "jasper_distill"
     c.loss.mrl_dims = _STAGE3_DIMS if stage == 3 else ()
@@ -94,8 +97,7 @@ def get_config(arg: str = ""):
     # STS-B dev Spearman (`evals.sts.spearman`, and `@512`, `@256` in stage 3); the
     # runlocal variants train on the tiny set and skip it.
     if not runlocal:
-        c.evals.sts = evaluator("sts", "stsb/sts-dev.csv",
-                                dims=_STAGE3_DIMS[1:] if stage == 3 else ())
+        c.evals.sts = evaluator("sts", "stsb/sts-dev.csv", dims=_STAGE3_DIMS[1:] if stage == 3 else ())
 
     if runlocal:
         c.total_steps = 3
@@ -103,14 +105,12 @@ def get_config(arg: str = ""):
         c.log_every = 1
         c.checkpoint_every = 0
         c.model.init = ""
-        c.model.update(hidden_size=64, num_layers=4, num_heads=4, intermediate_size=128,
-                       projection_dim=384)
+        c.model.update(hidden_size=64, num_layers=4, num_heads=4, intermediate_size=128, projection_dim=384)
         c.data.mixture = ("tiny",)
         c.data.max_length = 32
         c.data.teachers = ("minilm",)
         c.loss.mrl_dims = (384, 128) if stage == 3 else ()
         c.optimizer.learning_rate = 1e-3
         c.optimizer.warmup_steps = 1
-        c.optimizer.trainable = {1: ("projection/",), 2: ("projection/", _last_layers(4)),
-                                 3: ()}[stage]
+        c.optimizer.trainable = {1: ("projection/",), 2: ("projection/", _last_layers(4)), 3: ()}[stage]
     return c

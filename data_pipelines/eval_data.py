@@ -34,12 +34,15 @@ def main(argv):
         raise UserError(f"--data_dir={_DATA_DIR.value}: no such folder")
     data_dir, output = _DATA_DIR.value, _OUTPUT.value
     os.makedirs(output, exist_ok=True)
-    bundled_data.squad_to_beir(os.path.join(data_dir, "squad", "dev-a.json"),
-                               os.path.join(output, "squad-dev-a"))
-    bundled_data.split_train_test(os.path.join(data_dir, "banking77", "train.csv"),
-                                  os.path.join(output, "banking77"))
-    bundled_data.stackoverflow_to_csv(os.path.join(data_dir, "stackoverflow"),
-                                      os.path.join(output, "stackoverflow.csv"))
+    bundled_data.squad_to_beir(
+        os.path.join(data_dir, "squad", "dev-a.json"), os.path.join(output, "squad-dev-a")
+    )
+    bundled_data.split_train_test(
+        os.path.join(data_dir, "banking77", "train.csv"), os.path.join(output, "banking77")
+    )
+    bundled_data.stackoverflow_to_csv(
+        os.path.join(data_dir, "stackoverflow"), os.path.join(output, "stackoverflow.csv")
+    )
     print(f"wrote squad-dev-a/, banking77/ and stackoverflow.csv under {output}")
 
 

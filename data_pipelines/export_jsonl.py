@@ -26,7 +26,9 @@ from gecko_jax.data import mixtures
 
 _SOURCES = flags.DEFINE_list("sources", ["squad", "snli"], f"Any of {mixtures.SOURCE_NAMES}.")
 _DATA_DIR = flags.DEFINE_string("data_dir", "", "Folder laid out like ../shared/data (squad/, snli/, ...).")
-_TFDS_DIR = flags.DEFINE_string("tfds_dir", "", "Where TFDS keeps prepared datasets ('' = ~/tensorflow_datasets).")
+_TFDS_DIR = flags.DEFINE_string(
+    "tfds_dir", "", "Where TFDS keeps prepared datasets ('' = ~/tensorflow_datasets)."
+)
 _OUTPUT = flags.DEFINE_string("output", None, "Output prefix; shards get -SSSSS-of-NNNNN.jsonl.")
 _NUM_SHARDS = flags.DEFINE_integer("num_shards", 1, "Output files (0 lets the runner choose).")
 # The plain DirectRunner of Beam 2.77 first tries to download the Prism runner
@@ -59,20 +61,29 @@ def main(argv):
     with beam.Pipeline(options=options) as pipeline:
         for name in _SOURCES.value:
             examples = mixtures.load_source(name, data_config)
-            lines = (pipeline
-                     | f"Read {name}" >> beam.Create(examples)
-                     | f"Encode {name}" >> beam.Map(lambda e, n=name: _to_line(n, e)))
-            _ = lines | f"Count {name}" >> beam.combiners.Count.Globally() | (
-                f"Report {name}" >> beam.Map(lambda c, n=name: print(f"{n}: {c} examples")))
+            lines = (
+                pipeline
+                | f"Read {name}" >> beam.Create(examples)
+                | f"Encode {name}" >> beam.Map(lambda e, n=name: _to_line(n, e))
+            )
+            _ = (
+                lines
+                | f"Count {name}" >> beam.combiners.Count.Globally()
+                | (f"Report {name}" >> beam.Map(lambda c, n=name: print(f"{n}: {c} examples")))
+            )
             if name == _SOURCES.value[0]:
                 merged = lines
             else:
                 merged = (merged, lines) | f"Merge {name}" >> beam.Flatten()
         _ = merged | "Write" >> beam.io.WriteToText(
-            _OUTPUT.value, file_name_suffix=".jsonl", num_shards=_NUM_SHARDS.value,
-            shard_name_template="-SSSSS-of-NNNNN")
+            _OUTPUT.value,
+            file_name_suffix=".jsonl",
+            num_shards=_NUM_SHARDS.value,
+            shard_name_template="-SSSSS-of-NNNNN",
+        )
 
 
 if __name__ == "__main__":
     from gecko_jax import cli  # pylint: disable=g-import-not-at-top
+
     cli.run(main)

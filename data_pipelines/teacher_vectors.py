@@ -29,10 +29,12 @@ from gecko_jax.errors import UserError
 from gecko_jax.training.teacher_embedding import write_store
 
 _MODEL = flags.DEFINE_string("model", None, "Encoder spec: minilm, st:PATH, gguf:PATH, hf:PATH, a workdir.")
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Training config whose data to embed: "
-                                          "configs/NAME.py[:ARG].", lock_config=True)
-_FILES = flags.DEFINE_list("train_files", None, "Training JSONL files (as data.train_files), "
-                           "instead of --config.")
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Training config whose data to embed: configs/NAME.py[:ARG].", lock_config=True
+)
+_FILES = flags.DEFINE_list(
+    "train_files", None, "Training JSONL files (as data.train_files), instead of --config."
+)
 _OUTPUT = flags.DEFINE_string("output", None, "Folder to write the store to.")
 _PROMPT = flags.DEFINE_string("prompt", None, "Prompt prepended to every text.")
 _BATCH = flags.DEFINE_integer("batch_size", 64, "Texts per forward pass.")
@@ -42,8 +44,10 @@ flags.mark_flags_as_required(["model", "output"])
 def _training_config():
     """The config whose data is embedded: --config, or the base one reading --train_files."""
     if (_CONFIG.value is None) == (not _FILES.value):
-        raise UserError("give the training data with exactly one of --config=configs/NAME.py[:ARG] "
-                        "and --train_files=A.jsonl,B.jsonl")
+        raise UserError(
+            "give the training data with exactly one of --config=configs/NAME.py[:ARG] "
+            "and --train_files=A.jsonl,B.jsonl"
+        )
     if _CONFIG.value is not None:
         return _CONFIG.value
     config = base_config()
@@ -55,11 +59,13 @@ def main(argv):
     del argv
     config = _training_config()
     keys, queries = teacher_store.training_queries(config.data)
-    store = write_store(_OUTPUT.value, _MODEL.value, keys, queries, prompt=_PROMPT.value,
-                        batch_size=_BATCH.value)
+    store = write_store(
+        _OUTPUT.value, _MODEL.value, keys, queries, prompt=_PROMPT.value, batch_size=_BATCH.value
+    )
     print(f"wrote {len(keys)} x {store.dim} teacher vectors from {_MODEL.value} to {_OUTPUT.value}")
 
 
 if __name__ == "__main__":
     from gecko_jax import cli  # pylint: disable=g-import-not-at-top
+
     cli.run(main)

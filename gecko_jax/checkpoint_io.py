@@ -59,17 +59,16 @@ def create_manager(workdir: str, keep: int, async_save: bool) -> ocp.CheckpointM
         create=True,
         cleanup_tmp_directories=True,
     )
-    return ocp.CheckpointManager(checkpoint_dir(workdir), options=options,
-                                 item_names=("state", "data"))
+    return ocp.CheckpointManager(checkpoint_dir(workdir), options=options, item_names=("state", "data"))
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any, data_state: dict) -> None:
-    manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)))
+    manager.save(
+        step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state))
+    )
 
 
-def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any
-                   ) -> Optional[tuple[int, Any, dict]]:
+def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any) -> Optional[tuple[int, Any, dict]]:
     """Restores the newest step that reads back intact.
 
     Newer steps that fail to read are moved to WORKDIR/damaged_checkpoints/
@@ -98,11 +97,16 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any
         if difference:
             raise UserError(
                 f"checkpoint step {step} in {manager.directory} does not fit the config: "
-                f"{difference}; resume with the workdir's {CONFIG_FILE} or pick a new --workdir")
+                f"{difference}; resume with the workdir's {CONFIG_FILE} or pick a new --workdir"
+            )
         try:
             with _pending_reads_finish_on_error():
-                restored = manager.restore(step, args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
+                restored = manager.restore(
+                    step,
+                    args=ocp.args.Composite(
+                        state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()
+                    ),
+                )
         except Exception as err:  # pylint: disable=broad-except
             # Any read failure means this step is unusable; an older one may be fine.
             damaged[step] = _read_error(err)
@@ -110,14 +114,19 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any
         _move_aside(manager, list(damaged))
         aside = epath.Path(manager.directory).parent / DAMAGED_DIR
         for bad_step, reason in damaged.items():
-            print(f"warning: checkpoint step {bad_step} in {manager.directory} could not be read "
-                  f"({reason}); resuming from step {step} instead, and moved step {bad_step} "
-                  f"to {aside}", flush=True)
+            print(
+                f"warning: checkpoint step {bad_step} in {manager.directory} could not be read "
+                f"({reason}); resuming from step {step} instead, and moved step {bad_step} "
+                f"to {aside}",
+                flush=True,
+            )
         return step, restored.state, restored.data
     if steps:
         reasons = "; ".join(f"step {step}: {reason}" for step, reason in damaged.items())
-        raise UserError(f"none of the checkpoints {steps} in {manager.directory} could be read "
-                        f"({reasons}); move the folder away to start from scratch")
+        raise UserError(
+            f"none of the checkpoints {steps} in {manager.directory} could be read "
+            f"({reasons}); move the folder away to start from scratch"
+        )
     return None
 
 
@@ -182,23 +191,19 @@ def _pending_reads_finish_on_error() -> Iterator[None]:
         setattr(orbax_asyncio, name, original)
 
 
-def _params_difference(manager: ocp.CheckpointManager, step: int, abstract_state: Any
-                       ) -> Optional[str]:
+def _params_difference(manager: ocp.CheckpointManager, step: int, abstract_state: Any) -> Optional[str]:
     """How the stored parameters differ from `abstract_state`'s; None if alike or unreadable."""
     path = epath.Path(manager.directory) / str(step) / "state"
     try:
         stored = ocp.PyTreeCheckpointHandler().metadata(path).tree["params"]
     except Exception:  # pylint: disable=broad-except
         return None  # No readable layout: damage, not another model.
-    expected = (abstract_state["params"] if isinstance(abstract_state, dict)
-                else abstract_state.params)
+    expected = abstract_state["params"] if isinstance(abstract_state, dict) else abstract_state.params
     stored = {"/".join(k): tuple(v.shape) for k, v in traverse_util.flatten_dict(stored).items()}
-    expected = {"/".join(k): tuple(v.shape)
-                for k, v in traverse_util.flatten_dict(expected).items()}
+    expected = {"/".join(k): tuple(v.shape) for k, v in traverse_util.flatten_dict(expected).items()}
     for name in sorted(stored.keys() & expected.keys()):
         if stored[name] != expected[name]:
-            return (f"parameter {name} has shape {stored[name]} there and {expected[name]} "
-                    "in the config")
+            return f"parameter {name} has shape {stored[name]} there and {expected[name]} in the config"
     if stored.keys() != expected.keys():
         only = sorted(stored.keys() ^ expected.keys())[0]
         where = "the checkpoint" if only in stored else "the config"
@@ -225,9 +230,11 @@ def _rename_steps(directory: epath.Path, steps: list[int]) -> None:
         try:
             (directory / str(step)).rename(target)
         except Exception as err:  # pylint: disable=broad-except
-            raise UserError(f"could not move the unreadable checkpoint {directory / str(step)} "
-                            f"to {aside} ({type(err).__name__}); move or delete it, then "
-                            "rerun") from err
+            raise UserError(
+                f"could not move the unreadable checkpoint {directory / str(step)} "
+                f"to {aside} ({type(err).__name__}); move or delete it, then "
+                "rerun"
+            ) from err
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
@@ -247,16 +254,20 @@ def config_changes(workdir: str, config: ml_collections.ConfigDict) -> list[str]
         return []
     old = _flatten(stored)
     new = _flatten(json.loads(config.to_json_best_effort()))
-    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
-            if old.get(k) != new.get(k)]
+    return [
+        f"{k}: {old.get(k)!r} -> {new.get(k)!r}"
+        for k in sorted(set(old) | set(new))
+        if old.get(k) != new.get(k)
+    ]
 
 
 def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
     """Stores the run's config beside its checkpoints (process 0 only)."""
     if jax.process_index() != 0:
         return
-    workdir_files.write_text_atomic(epath.Path(workdir) / CONFIG_FILE,
-                                    config.to_json_best_effort(indent=2, sort_keys=True))
+    workdir_files.write_text_atomic(
+        epath.Path(workdir) / CONFIG_FILE, config.to_json_best_effort(indent=2, sort_keys=True)
+    )
 
 
 def write_gin_config(workdir: str) -> None:
@@ -271,8 +282,9 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
     """The config a workdir was trained with, with the current schema's defaults."""
     stored = workdir_files.read_json(epath.Path(workdir) / CONFIG_FILE)
     if stored is None:
-        raise UserError(f"{workdir} is not a training workdir (no {CONFIG_FILE}); "
-                        "pass the --workdir of a train.py run")
+        raise UserError(
+            f"{workdir} is not a training workdir (no {CONFIG_FILE}); pass the --workdir of a train.py run"
+        )
     config = base_config()
     _update_locked(config, stored)
     gin_path = epath.Path(workdir) / GIN_FILE
@@ -303,8 +315,7 @@ def _finished_steps(directory: str) -> list[int]:
     directory = epath.Path(directory)
     if not directory.is_dir():
         return []
-    return sorted((int(entry.name) for entry in directory.iterdir() if entry.name.isdigit()),
-                  reverse=True)
+    return sorted((int(entry.name) for entry in directory.iterdir() if entry.name.isdigit()), reverse=True)
 
 
 def restore_params(workdir: str) -> tuple[ml_collections.ConfigDict, Any]:
@@ -313,8 +324,9 @@ def restore_params(workdir: str) -> tuple[ml_collections.ConfigDict, Any]:
     return config, params
 
 
-def restore_step_params(workdir: str, step: Optional[int] = None
-                        ) -> tuple[ml_collections.ConfigDict, int, Any]:
+def restore_step_params(
+    workdir: str, step: Optional[int] = None
+) -> tuple[ml_collections.ConfigDict, int, Any]:
     """The config, a checkpoint's step and its parameters, as host numpy arrays.
 
     Args:
@@ -334,8 +346,7 @@ def restore_step_params(workdir: str, step: Optional[int] = None
         raise UserError(f"{workdir} has no checkpoints yet; train longer or set checkpoint_every")
     if step is not None:
         if step not in steps:
-            raise UserError(f"{workdir} has no checkpoint at step {step}; it has steps "
-                            f"{sorted(steps)}")
+            raise UserError(f"{workdir} has no checkpoint at step {step}; it has steps {sorted(steps)}")
         steps = [step]
     checkpointer = ocp.PyTreeCheckpointer()
     for candidate in steps:
@@ -344,11 +355,11 @@ def restore_step_params(workdir: str, step: Optional[int] = None
             tree = checkpointer.metadata(path).item_metadata.tree
             as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
             with _pending_reads_finish_on_error():
-                state = checkpointer.restore(
-                    path, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
+                state = checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
         except Exception as err:  # pylint: disable=broad-except
-            logging.error("Checkpoint step %d unreadable (%s); trying an earlier one.",
-                          candidate, _read_error(err))
+            logging.error(
+                "Checkpoint step %d unreadable (%s); trying an earlier one.", candidate, _read_error(err)
+            )
             continue
         return config, candidate, state["params"]
     raise UserError(f"no readable checkpoint among steps {steps} in {directory}")

@@ -30,8 +30,10 @@ def _parse_flags(argv: list[str]) -> list[str]:
         # ml_collections raises these for `--config.FIELD=` when FIELD does not exist.
         overrides = [a.split("=", 1)[0] for a in argv[1:] if a.startswith("--config.")]
         detail = str(err).strip("'\"").replace("\\n", " ").replace("\n", " ").replace("\\'", "")
-        _fail(f"unknown config field ({detail}) among {', '.join(overrides)}; the fields are "
-              "listed in gecko_jax/config_base.py")
+        _fail(
+            f"unknown config field ({detail}) among {', '.join(overrides)}; the fields are "
+            "listed in gecko_jax/config_base.py"
+        )
 
 
 def _refused_config_arg(err: flags.Error) -> Optional[str]:
@@ -77,8 +79,10 @@ def check_config_file(holder: flags.FlagHolder) -> None:
     # The flag's value is PATH[:ARG], split at the first colon as ml_collections does.
     path = config_flags.get_config_filename(flags.FLAGS[holder.name]).split(":", 1)[0]
     if not os.path.isfile(path):
-        raise UserError(f"--{holder.name}={path}: no such file; pass a recipe such as "
-                        "configs/gecko_minilm.py, optionally with :ARG")
+        raise UserError(
+            f"--{holder.name}={path}: no such file; pass a recipe such as "
+            "configs/gecko_minilm.py, optionally with :ARG"
+        )
 
 
 def progress_printer(tool: str) -> Callable[[str], None]:
@@ -114,8 +118,9 @@ def use_compilation_cache() -> None:
         jax.config.update("jax_compilation_cache_max_size", _CACHE_MAX_BYTES)
 
 
-def run(main: Callable[[list[str]], None],
-        flags_parser: Optional[Callable[[list[str]], list[str]]] = None) -> None:
+def run(
+    main: Callable[[list[str]], None], flags_parser: Optional[Callable[[list[str]], list[str]]] = None
+) -> None:
     """`absl.app.run(main)`, turning a `UserError` into one line and exit code 2.
 
     Args:

@@ -29,7 +29,8 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "bert"  # Backbone family (models.registry).
-    c.model.init = ""  # Pretrained weights: '' (random), 'minilm', 'st:PATH', 'gguf:PATH', 'hf:PATH', 'gemma3-270m', a workdir.
+    # Pretrained weights: '' (random), 'minilm', 'st:PATH', 'gguf:PATH', 'hf:PATH', 'gemma3-270m', a workdir.
+    c.model.init = ""
     c.model.vocab = "minilm"  # Vocabulary spec (data.vocabularies.get_vocabulary).
     c.model.vocab_size = 30522  # Rows of the token embedding.
     c.model.hidden_size = 384  # Width of the residual stream.
@@ -53,7 +54,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.salience_iterations = 100  # Unrolled iterations of the gate's solver.
     c.model.normalize = True  # L2-normalise the embedding.
     c.model.dtype = "float32"  # Compute dtype (float32 | bfloat16); parameters stay float32.
-    c.model.attention_impl = "xla"  # Attention: xla | splash (TPU kernel) | cudnn (NVIDIA GPU kernel); models.attention.
+    c.model.attention_impl = (
+        "xla"  # Attention: xla | splash (TPU kernel) | cudnn (NVIDIA GPU kernel); models.attention.
+    )
     # Gemma backbones (model.name = 'gemma'; layer_norm_eps is the RMSNorm epsilon).
     c.model.gemma_version = 3  # Gemma generation 1 | 2 | 3 (norm layout, QK-norm, local/global pattern).
     c.model.num_kv_heads = 1  # Key/value heads (1 = multi-query; num_heads = multi-head).
@@ -69,7 +72,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.attention = "bidirectional"  # Gemma attention mode: bidirectional (towers) | causal.
     c.model.remat = False  # Recompute each layer in the backward pass (less memory; BERT: scanned only).
     c.model.remat_policy = "full"  # Scanned layers: what remat keeps, full (nothing) | dots (matmul outputs).
-    c.model.scan_layers = False  # Run the layers as one loop over stacked weights: fast compiles of deep towers.
+    c.model.scan_layers = (
+        False  # Run the layers as one loop over stacked weights: fast compiles of deep towers.
+    )
 
     c.data = ml_collections.ConfigDict()
     c.data.data_dir = ""  # Folder with the bundled real data (squad/, snli/, stsb/ ...).
@@ -103,7 +108,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.loss.jasper_weights = (10.0, 200.0, 20.0)  # Jasper: cosine, similarity-MSE, hinge weights.
     c.loss.jasper_margin = 0.015  # Margin of Jasper's relative-similarity hinge.
     c.loss.jasper_chunk_size = 1024  # Pair rows per chunk of that hinge; smaller saves memory.
-    c.loss.jasper_teacher_dims = ()  # Widths of the teachers in batch['teacher']; () = one (or data.teachers).
+    # Widths of the teachers in batch['teacher']; () = one (or data.teachers).
+    c.loss.jasper_teacher_dims = ()
     c.loss.xtr_k_train = 128  # Batch tokens each XTR query token retrieves (paper: 32 to 320).
     c.loss.aligner_alignment = "top1"  # AligneR's training alignment: top1 | topk:K | topp:P (P in %).
 
@@ -143,9 +149,16 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
-def evaluator(task: str, data: str, every: int = 0, dims: tuple[int, ...] = (),
-              split: str = "", prompt: str = "", doc_prompt: str = "",
-              doc_format: str = "") -> ml_collections.ConfigDict:
+def evaluator(
+    task: str,
+    data: str,
+    every: int = 0,
+    dims: tuple[int, ...] = (),
+    split: str = "",
+    prompt: str = "",
+    doc_prompt: str = "",
+    doc_format: str = "",
+) -> ml_collections.ConfigDict:
     """One entry of `config.evals`: a task of `gecko_jax.evaluation.tasks` on some data.
 
     Training turns it into an `evaluation.eval_spec.EvalSpec` named by its key
@@ -164,9 +177,18 @@ def evaluator(task: str, data: str, every: int = 0, dims: tuple[int, ...] = (),
     Returns:
       A locked ConfigDict with those fields.
     """
-    entry = ml_collections.ConfigDict(dict(
-        task=task, data=data, every=every, dims=tuple(dims), split=split, prompt=prompt,
-        doc_prompt=doc_prompt, doc_format=doc_format))
+    entry = ml_collections.ConfigDict(
+        dict(
+            task=task,
+            data=data,
+            every=every,
+            dims=tuple(dims),
+            split=split,
+            prompt=prompt,
+            doc_prompt=doc_prompt,
+            doc_format=doc_format,
+        )
+    )
     entry.lock()
     return entry
 

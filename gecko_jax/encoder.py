@@ -35,8 +35,7 @@ from gecko_jax.export.source import folder_input_format
 from gecko_jax.models import gemma_import
 from gecko_jax.models import salience
 from gecko_jax.models import specs
-from gecko_jax.models.bert_import import (ImportedModel, load_bert_folder,
-                                          resolve_pretrained)
+from gecko_jax.models.bert_import import ImportedModel, load_bert_folder, resolve_pretrained
 from gecko_jax.models.registry import build_tower
 from gecko_jax.models.tower import truncate_and_normalize
 from gecko_jax.text_inputs import check_texts
@@ -61,9 +60,16 @@ class Encoder:
         evaluation picks its default prompts by it.
     """
 
-    def __init__(self, tower: nn.Module, params: Any,
-                 vocabulary: Any, max_length: int, batch_size: int = 64,
-                 input_format: str = "plain", mesh: jax.sharding.Mesh | None = None):
+    def __init__(
+        self,
+        tower: nn.Module,
+        params: Any,
+        vocabulary: Any,
+        max_length: int,
+        batch_size: int = 64,
+        input_format: str = "plain",
+        mesh: jax.sharding.Mesh | None = None,
+    ):
         """Wraps a tower.
 
         Args:
@@ -86,11 +92,10 @@ class Encoder:
         self.batch_size = batch_size
         self.input_format = input_format
         self._buckets = packing.length_buckets(max_length)
-        replicated = None if mesh is None else jax.sharding.NamedSharding(
-            mesh, jax.sharding.PartitionSpec())
+        replicated = None if mesh is None else jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
         self._apply = jax.jit(
-            lambda p, ids, mask: tower.apply({"params": p}, ids, mask),
-            out_shardings=replicated)
+            lambda p, ids, mask: tower.apply({"params": p}, ids, mask), out_shardings=replicated
+        )
 
     @classmethod
     def load(cls, spec: str, batch_size: int = 64) -> "Encoder":
@@ -114,19 +119,25 @@ class Encoder:
         if model.kind == specs.SENTENCE_TRANSFORMERS:
             return cls._from_imported(resolve_pretrained(model.spec), batch_size, model.folder)
         if model.kind == specs.GEMMA:
-            return cls._from_imported(gemma_import.to_imported_model(
-                gemma_import.load_checkpoint(model.spec)), batch_size, model.folder)
+            return cls._from_imported(
+                gemma_import.to_imported_model(gemma_import.load_checkpoint(model.spec)),
+                batch_size,
+                model.folder,
+            )
         if model.kind == specs.BERT_FOLDER:
             return cls._from_imported(load_bert_folder(model.folder), batch_size, model.folder)
         config, params = checkpoint_io.restore_params(model.folder)
-        return cls(build_tower(config.model), params,
-                   get_vocabulary(config.model.vocab),
-                   max_length=config.data.max_length, batch_size=batch_size,
-                   input_format=config.data.get("format", "plain"))
+        return cls(
+            build_tower(config.model),
+            params,
+            get_vocabulary(config.model.vocab),
+            max_length=config.data.max_length,
+            batch_size=batch_size,
+            input_format=config.data.get("format", "plain"),
+        )
 
     @classmethod
-    def _from_imported(cls, imported: ImportedModel, batch_size: int,
-                       folder: str) -> "Encoder":
+    def _from_imported(cls, imported: ImportedModel, batch_size: int, folder: str) -> "Encoder":
         """An imported model; `folder` (if a folder) tells its input format.
 
         A folder exported from a run in Gecko's format keeps that format, so
@@ -134,9 +145,14 @@ class Encoder:
         """
         config = imported.model_config
         input_format = folder_input_format(folder) if os.path.isdir(folder) else "plain"
-        return cls(build_tower(config), imported.params,
-                   get_vocabulary(config.vocab), imported.max_length,
-                   batch_size=batch_size, input_format=input_format)
+        return cls(
+            build_tower(config),
+            imported.params,
+            get_vocabulary(config.vocab),
+            imported.max_length,
+            batch_size=batch_size,
+            input_format=input_format,
+        )
 
     @functools.cached_property
     def embedding_dim(self) -> int:
@@ -183,12 +199,13 @@ class Encoder:
             the tower is multi-vector.
         """
         if self.multi_vector_dim:
-            raise UserError(f"this model gives token vectors (model.multi_vector_dim="
-                            f"{self.multi_vector_dim}); embed with Encoder.encode_tokens")
+            raise UserError(
+                f"this model gives token vectors (model.multi_vector_dim="
+                f"{self.multi_vector_dim}); embed with Encoder.encode_tokens"
+            )
         texts = self._check(texts, prompt, dim, batch_size)
         out = np.zeros((len(texts), self.embedding_dim), np.float32)
-        for rows, vectors, _ in self._batches(texts, prompt, batch_size,
-                                              show_progress):
+        for rows, vectors, _ in self._batches(texts, prompt, batch_size, show_progress):
             out[rows] = vectors
         if dim:
             out = out[:, :dim]
@@ -241,8 +258,9 @@ class Encoder:
           UserError: as `encode_tokens`, or the tower has no salience heads.
         """
         if not self.has_saliences:
-            raise UserError("this model has no salience heads (model.salience_heads); embed "
-                            "with Encoder.encode_tokens")
+            raise UserError(
+                "this model has no salience heads (model.salience_heads); embed with Encoder.encode_tokens"
+            )
         if side not in ("query", "document"):
             raise ValueError(f"side must be 'query' or 'document', got {side!r}")
         vectors, rest = self._token_outputs(texts, prompt, dim, batch_size, show_progress)
@@ -256,28 +274,28 @@ class Encoder:
         texts = self._check(texts, prompt, dim, batch_size)
         width = self.multi_vector_dim
         vectors, rest = [None] * len(texts), [None] * len(texts)
-        for rows, outputs, mask in self._batches(texts, prompt, batch_size,
-                                                 show_progress):
+        for rows, outputs, mask in self._batches(texts, prompt, batch_size, show_progress):
             for row, row_outputs, row_mask in zip(rows, outputs, mask):
                 real = row_outputs[row_mask.astype(bool)]
-                vectors[row], rest[row] = real[:, :dim or width], real[:, width:]
+                vectors[row], rest[row] = real[:, : dim or width], real[:, width:]
         if dim and getattr(self.tower, "normalize", False):
             vectors = [np.asarray(truncate_and_normalize(v, None)) for v in vectors]
         return vectors, rest
 
-    def _check(self, texts: Sequence[str], prompt: str | None, dim: int | None,
-               batch_size: int | None) -> list[str]:
+    def _check(
+        self, texts: Sequence[str], prompt: str | None, dim: int | None, batch_size: int | None
+    ) -> list[str]:
         texts = check_texts(texts)
         if prompt is not None and not isinstance(prompt, str):
             raise UserError(f"prompt must be a string or None; got {type(prompt).__name__}.")
         # A salience tower's output has two channels after its token vectors.
         width = self.multi_vector_dim or self.embedding_dim
         if dim is not None and (not _is_int(dim) or not 0 <= dim <= width):
-            raise UserError(f"dim must be an integer between 1 and {width} "
-                            f"(or None for all); got {dim!r}.")
+            raise UserError(f"dim must be an integer between 1 and {width} (or None for all); got {dim!r}.")
         if batch_size is not None and (not _is_int(batch_size) or batch_size < 1):
-            raise UserError(f"batch_size must be a positive integer (or None for "
-                            f"{self.batch_size}); got {batch_size!r}.")
+            raise UserError(
+                f"batch_size must be a positive integer (or None for {self.batch_size}); got {batch_size!r}."
+            )
         return texts
 
     def _batches(self, texts, prompt, batch_size, show_progress):
@@ -286,24 +304,23 @@ class Encoder:
         prompt = prompt or ""
         vocab = self.vocabulary
         # Cut now so that the bucket reflects the packed length.
-        tokens = [list(vocab.encode(prompt + t))[:self.max_length - 2]
-                  for t in texts]
+        tokens = [list(vocab.encode(prompt + t))[: self.max_length - 2] for t in texts]
         # Longest first, so that a batch too big for memory fails at once.
         order = sorted(range(len(texts)), key=lambda i: -len(tokens[i]))
         starts = range(0, len(texts), batch_size)
         if show_progress is None:
             show_progress = len(starts) >= _PROGRESS_MIN_BATCHES
-        for start in tqdm.tqdm(starts, desc="Encoding", unit="batch",
-                               file=sys.stderr, disable=not show_progress):
-            rows = order[start:start + batch_size]
+        for start in tqdm.tqdm(
+            starts, desc="Encoding", unit="batch", file=sys.stderr, disable=not show_progress
+        ):
+            rows = order[start : start + batch_size]
             longest = len(tokens[rows[0]]) + 2
             length = packing.bucket_length(longest, self._buckets)
             # Empty filler rows keep the batch shape, and the compilation, fixed.
             batch = [tokens[i] for i in rows] + [[]] * (batch_size - len(rows))
-            ids, mask = packing.pack(batch, length, vocab.bos_id, vocab.eos_id,
-                                     vocab.pad_id)
+            ids, mask = packing.pack(batch, length, vocab.bos_id, vocab.eos_id, vocab.pad_id)
             outputs = np.asarray(self._apply(self.params, ids, mask))
-            yield rows, outputs[:len(rows)], mask[:len(rows)]
+            yield rows, outputs[: len(rows)], mask[: len(rows)]
 
 
 def _is_int(value) -> bool:

@@ -23,9 +23,19 @@ from gecko_jax.errors import UserError
 _MAGIC = b"GGUF"
 _DEFAULT_ALIGNMENT = 32
 # GGUF value type -> numpy dtype; 8 is a string, 9 an array.
-_SCALARS = {0: np.uint8, 1: np.int8, 2: np.uint16, 3: np.int16, 4: np.uint32,
-            5: np.int32, 6: np.float32, 7: np.bool_, 10: np.uint64,
-            11: np.int64, 12: np.float64}
+_SCALARS = {
+    0: np.uint8,
+    1: np.int8,
+    2: np.uint16,
+    3: np.int16,
+    4: np.uint32,
+    5: np.int32,
+    6: np.float32,
+    7: np.bool_,
+    10: np.uint64,
+    11: np.int64,
+    12: np.float64,
+}
 _STRING, _ARRAY = 8, 9
 
 
@@ -58,14 +68,13 @@ class GgufFile:
         try:
             self._parse_header()
         except (IndexError, ValueError, UnicodeDecodeError) as e:
-            raise UserError(f"{path} is not a readable GGUF file ({e}); "
-                            "re-download it.") from e
+            raise UserError(f"{path} is not a readable GGUF file ({e}); re-download it.") from e
 
     def _read(self, dtype, count: int = 1) -> np.ndarray:
         size = np.dtype(dtype).itemsize * count
         if self._pos + size > len(self._data):
             raise ValueError("unexpected end of file")
-        out = self._data[self._pos:self._pos + size].view(dtype)
+        out = self._data[self._pos : self._pos + size].view(dtype)
         self._pos += size
         return out
 
@@ -78,8 +87,8 @@ class GgufFile:
         buf = memoryview(self._data)
         pos, out = self._pos, []
         for _ in range(count):
-            length = int.from_bytes(buf[pos:pos + 8], "little")
-            out.append(bytes(buf[pos + 8:pos + 8 + length]).decode("utf-8"))
+            length = int.from_bytes(buf[pos : pos + 8], "little")
+            out.append(bytes(buf[pos + 8 : pos + 8 + length]).decode("utf-8"))
             pos += 8 + length
         if pos > len(self._data):
             raise ValueError("unexpected end of file")
@@ -133,12 +142,10 @@ class GgufFile:
         qtype = GGMLQuantizationType(info.qtype)
         byte_shape = quants.quant_shape_to_byte_shape(info.shape, qtype)
         start = self._data_start + info.offset
-        raw = self._data[start:start + int(np.prod(byte_shape))]
+        raw = self._data[start : start + int(np.prod(byte_shape))]
         if raw.size != int(np.prod(byte_shape)):
-            raise UserError(f"{self.path} is truncated (tensor {name}); "
-                            "re-download it.")
+            raise UserError(f"{self.path} is truncated (tensor {name}); re-download it.")
         if qtype in (GGMLQuantizationType.F32, GGMLQuantizationType.F16):
             dtype = np.float32 if qtype == GGMLQuantizationType.F32 else np.float16
             return raw.view(dtype).reshape(info.shape).astype(np.float32)
-        return np.asarray(quants.dequantize(raw.reshape(byte_shape), qtype),
-                          np.float32)
+        return np.asarray(quants.dequantize(raw.reshape(byte_shape), qtype), np.float32)

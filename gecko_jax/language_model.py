@@ -60,8 +60,7 @@ class LanguageModel:
       batch_size: default rows per forward pass.
     """
 
-    def __init__(self, config: GemmaConfig, params: Any, vocabulary: Any,
-                 batch_size: int = 8):
+    def __init__(self, config: GemmaConfig, params: Any, vocabulary: Any, batch_size: int = 8):
         """Wraps a model.
 
         Args:
@@ -77,8 +76,7 @@ class LanguageModel:
         self.batch_size = batch_size
 
     @classmethod
-    def load(cls, spec: str, batch_size: int = 8, dtype: str = "float32"
-             ) -> "LanguageModel":
+    def load(cls, spec: str, batch_size: int = 8, dtype: str = "float32") -> "LanguageModel":
         """Loads a pretrained Gemma.
 
         Args:
@@ -100,9 +98,12 @@ class LanguageModel:
         if dtype not in dtypes:
             raise UserError(f"Unknown dtype {dtype!r}; use one of {sorted(dtypes)}.")
         checkpoint = gemma_import.load_checkpoint(specs.resolve_gemma(spec).spec)
-        return cls(checkpoint.config.replace(dtype=dtypes[dtype]),
-                   checkpoint.params, get_vocabulary(checkpoint.vocab),
-                   batch_size=batch_size)
+        return cls(
+            checkpoint.config.replace(dtype=dtypes[dtype]),
+            checkpoint.params,
+            get_vocabulary(checkpoint.vocab),
+            batch_size=batch_size,
+        )
 
     def tokens(self, text: str) -> list[int]:
         """The token ids of `text`, without bos or eos."""
@@ -111,8 +112,9 @@ class LanguageModel:
     # Scoring.
 
     @functools.partial(jax.jit, static_argnums=0)
-    def _log_probs_at(self, params, ids: jax.Array, mask: jax.Array,
-                      positions: jax.Array, targets: jax.Array) -> jax.Array:
+    def _log_probs_at(
+        self, params, ids: jax.Array, mask: jax.Array, positions: jax.Array, targets: jax.Array
+    ) -> jax.Array:
         """log p(targets[b, c, k] | ids[b, :positions[b, c] + 1]), [B, C, K].
 
         Only the C read positions go through the [vocab]-wide output layer,
@@ -130,18 +132,20 @@ class LanguageModel:
 
         return jax.lax.map(row, (picked, targets))
 
-    def _right_padded(self, prefixes: list[list[int]], length: int,
-                      batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    def _right_padded(
+        self, prefixes: list[list[int]], length: int, batch_size: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         """[batch_size, length] ids and mask of right-padded token lists."""
         ids = np.full((batch_size, length), self.vocabulary.pad_id, np.int32)
         mask = np.zeros((batch_size, length), np.int32)
         for r, tokens in enumerate(prefixes):
-            ids[r, :len(tokens)] = tokens
-            mask[r, :len(tokens)] = 1
+            ids[r, : len(tokens)] = tokens
+            mask[r, : len(tokens)] = 1
         return ids, mask
 
-    def score(self, prompts: Sequence[str], continuations: Sequence[str],
-              batch_size: Optional[int] = None) -> np.ndarray:
+    def score(
+        self, prompts: Sequence[str], continuations: Sequence[str], batch_size: Optional[int] = None
+    ) -> np.ndarray:
         """Total log-probability of each continuation given its prompt.
 
         Args:
@@ -158,8 +162,7 @@ class LanguageModel:
         prompts = check_texts(prompts, "prompts", allow_empty=True)
         continuations = check_texts(continuations, "continuations", allow_empty=True)
         if len(prompts) != len(continuations):
-            raise UserError(f"score() got {len(prompts)} prompts but "
-                            f"{len(continuations)} continuations.")
+            raise UserError(f"score() got {len(prompts)} prompts but {len(continuations)} continuations.")
         rows = []
         for i, (prompt, continuation) in enumerate(zip(prompts, continuations)):
             cont = self.tokens(continuation)
@@ -170,11 +173,10 @@ class LanguageModel:
         out = np.zeros(len(rows), np.float64)
         order = sorted(range(len(rows)), key=lambda i: -sum(map(len, rows[i])))
         for start in range(0, len(rows), batch_size):
-            chunk = order[start:start + batch_size]
+            chunk = order[start : start + batch_size]
             length = _bucket(sum(map(len, rows[chunk[0]])))
             cont_length = _bucket(max(len(rows[i][1]) for i in chunk))
-            ids, mask = self._right_padded([rows[i][0] + rows[i][1] for i in chunk],
-                                           length, batch_size)
+            ids, mask = self._right_padded([rows[i][0] + rows[i][1] for i in chunk], length, batch_size)
             # Position t predicts token t + 1; rows past a continuation's end
             # read position 0 and are masked out below.
             positions = np.zeros((batch_size, cont_length), np.int32)
@@ -182,16 +184,18 @@ class LanguageModel:
             wanted = np.zeros((batch_size, cont_length), bool)
             for r, i in enumerate(chunk):
                 prefix, cont = rows[i]
-                positions[r, :len(cont)] = len(prefix) - 1 + np.arange(len(cont))
-                targets[r, :len(cont), 0] = cont
-                wanted[r, :len(cont)] = True
-            log_probs = np.asarray(self._log_probs_at(
-                self.params, ids, mask, positions, targets)[..., 0], np.float64)
-            out[chunk] = np.where(wanted, log_probs, 0.0).sum(1)[:len(chunk)]
+                positions[r, : len(cont)] = len(prefix) - 1 + np.arange(len(cont))
+                targets[r, : len(cont), 0] = cont
+                wanted[r, : len(cont)] = True
+            log_probs = np.asarray(
+                self._log_probs_at(self.params, ids, mask, positions, targets)[..., 0], np.float64
+            )
+            out[chunk] = np.where(wanted, log_probs, 0.0).sum(1)[: len(chunk)]
         return out
 
-    def next_token_log_probs(self, prompts: Sequence[str], token_ids: Sequence[int],
-                             batch_size: Optional[int] = None) -> np.ndarray:
+    def next_token_log_probs(
+        self, prompts: Sequence[str], token_ids: Sequence[int], batch_size: Optional[int] = None
+    ) -> np.ndarray:
         """log p(token | prompt) of a few candidate next tokens, in one pass.
 
         Args:
@@ -209,44 +213,45 @@ class LanguageModel:
         out = np.zeros((len(rows), len(candidates)), np.float64)
         order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
         for start in range(0, len(rows), batch_size):
-            chunk = order[start:start + batch_size]
-            ids, mask = self._right_padded([rows[i] for i in chunk],
-                                           _bucket(len(rows[chunk[0]])), batch_size)
+            chunk = order[start : start + batch_size]
+            ids, mask = self._right_padded([rows[i] for i in chunk], _bucket(len(rows[chunk[0]])), batch_size)
             positions = np.zeros((batch_size, 1), np.int32)
-            positions[:len(chunk), 0] = [len(rows[i]) - 1 for i in chunk]
+            positions[: len(chunk), 0] = [len(rows[i]) - 1 for i in chunk]
             targets = np.broadcast_to(candidates, (batch_size, 1, len(candidates)))
-            log_probs = self._log_probs_at(self.params, ids, mask, positions,
-                                           np.ascontiguousarray(targets))
-            out[chunk] = np.asarray(log_probs, np.float64)[:len(chunk), 0]
+            log_probs = self._log_probs_at(self.params, ids, mask, positions, np.ascontiguousarray(targets))
+            out[chunk] = np.asarray(log_probs, np.float64)[: len(chunk), 0]
         return out
 
     # Generation.
 
     @functools.partial(jax.jit, static_argnums=(0, 4))
-    def _generate_ids(self, params, ids: jax.Array, mask: jax.Array,
-                      max_new_tokens: int, temperature: jax.Array,
-                      rng: jax.Array, stop_ids: jax.Array) -> jax.Array:
+    def _generate_ids(
+        self,
+        params,
+        ids: jax.Array,
+        mask: jax.Array,
+        max_new_tokens: int,
+        temperature: jax.Array,
+        rng: jax.Array,
+        stop_ids: jax.Array,
+    ) -> jax.Array:
         """Decodes [B, max_new_tokens] ids after left-padded prompts.
 
         A row ends at eos or at one of `stop_ids` (kept in its output);
         decoding ends when every row has.
         """
         batch, prompt_len = ids.shape
-        cache = init_cache(self.config, batch, prompt_len + max_new_tokens,
-                           self.config.dtype)
+        cache = init_cache(self.config, batch, prompt_len + max_new_tokens, self.config.dtype)
         positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
         hidden, cache = self.model.apply(
-            {"params": params}, ids, mask, positions, cache, 0,
-            method=Gemma.decode)
+            {"params": params}, ids, mask, positions, cache, 0, method=Gemma.decode
+        )
         eos = self.vocabulary.eos_id
 
         def pick(hidden_last, key):
-            logits = self.model.apply({"params": params}, hidden_last,
-                                      method=Gemma.logits)
-            sampled = jax.random.categorical(
-                key, logits / jnp.maximum(temperature, 1e-6))
-            return jnp.where(temperature > 0, sampled,
-                             jnp.argmax(logits, axis=-1)).astype(jnp.int32)
+            logits = self.model.apply({"params": params}, hidden_last, method=Gemma.logits)
+            sampled = jax.random.categorical(key, logits / jnp.maximum(temperature, 1e-6))
+            return jnp.where(temperature > 0, sampled, jnp.argmax(logits, axis=-1)).astype(jnp.int32)
 
         rng, key = jax.random.split(rng)
         first = pick(hidden[:, -1], key)
@@ -260,28 +265,37 @@ class LanguageModel:
         def body(state):
             step, token, position, done, cache, out, rng = state
             hidden, cache = self.model.apply(
-                {"params": params}, token[:, None], jnp.ones((batch, 1), jnp.int32),
-                position[:, None], cache, prompt_len + step - 1,
-                method=Gemma.decode)
+                {"params": params},
+                token[:, None],
+                jnp.ones((batch, 1), jnp.int32),
+                position[:, None],
+                cache,
+                prompt_len + step - 1,
+                method=Gemma.decode,
+            )
             rng, key = jax.random.split(rng)
             token = jnp.where(done, eos, pick(hidden[:, 0], key))
             out = out.at[:, step].set(token)
-            return (step + 1, token, position + 1, done | jnp.isin(token, stop_ids), cache,
-                    out, rng)
+            return (step + 1, token, position + 1, done | jnp.isin(token, stop_ids), cache, out, rng)
 
         return jax.lax.while_loop(cond, body, state)[5]
 
-    def generate_ids(self, prompts: Sequence[str], max_new_tokens: int,
-                     temperature: float = 0.0, batch_size: Optional[int] = None,
-                     seed: int = 0, stop_token_ids: Sequence[int] = ()) -> list[list[int]]:
+    def generate_ids(
+        self,
+        prompts: Sequence[str],
+        max_new_tokens: int,
+        temperature: float = 0.0,
+        batch_size: Optional[int] = None,
+        seed: int = 0,
+        stop_token_ids: Sequence[int] = (),
+    ) -> list[list[int]]:
         """Like `generate`, but returns the new token ids (up to eos).
 
         A row also ends after any of `stop_token_ids`, which stays in its ids.
         """
         prompts = check_texts(prompts, "prompts", allow_empty=True)
         if max_new_tokens < 1:
-            raise UserError(f"max_new_tokens must be at least 1; got "
-                            f"{max_new_tokens}.")
+            raise UserError(f"max_new_tokens must be at least 1; got {max_new_tokens}.")
         if temperature < 0:
             raise UserError(f"temperature must be >= 0; got {temperature}.")
         vocab = self.vocabulary
@@ -292,25 +306,33 @@ class LanguageModel:
         results: list[list[int]] = [[] for _ in prompts]
         order = sorted(range(len(prompts)), key=lambda i: -len(tokens[i]))
         for start in range(0, len(prompts), batch_size):
-            chunk = order[start:start + batch_size]
+            chunk = order[start : start + batch_size]
             length = _bucket(len(tokens[chunk[0]]))
             ids = np.full((batch_size, length), vocab.pad_id, np.int32)
             mask = np.zeros((batch_size, length), np.int32)
             for r, i in enumerate(chunk):
-                ids[r, length - len(tokens[i]):] = tokens[i]
-                mask[r, length - len(tokens[i]):] = 1
+                ids[r, length - len(tokens[i]) :] = tokens[i]
+                mask[r, length - len(tokens[i]) :] = 1
             rng, key = jax.random.split(rng)
-            new = np.asarray(self._generate_ids(
-                self.params, ids, mask, max_new_tokens,
-                jnp.float32(temperature), key, stop_ids))
+            new = np.asarray(
+                self._generate_ids(
+                    self.params, ids, mask, max_new_tokens, jnp.float32(temperature), key, stop_ids
+                )
+            )
             for r, i in enumerate(chunk):
                 row = new[r].tolist()
-                results[i] = row[:row.index(vocab.eos_id)] if vocab.eos_id in row else row
+                results[i] = row[: row.index(vocab.eos_id)] if vocab.eos_id in row else row
         return results
 
-    def generate(self, prompts: Sequence[str], max_new_tokens: int,
-                 temperature: float = 0.0, stop: Optional[Sequence[str]] = None,
-                 batch_size: Optional[int] = None, seed: int = 0) -> list[str]:
+    def generate(
+        self,
+        prompts: Sequence[str],
+        max_new_tokens: int,
+        temperature: float = 0.0,
+        stop: Optional[Sequence[str]] = None,
+        batch_size: Optional[int] = None,
+        seed: int = 0,
+    ) -> list[str]:
         """Continues each prompt.
 
         Args:
@@ -333,8 +355,12 @@ class LanguageModel:
             stop = [stop]
         single_tokens = [self.tokens(s) for s in stop or ()]
         stop_token_ids = [t[0] for t in single_tokens if len(t) == 1]
-        texts = [self.vocabulary.decode(ids) for ids in self.generate_ids(
-            prompts, max_new_tokens, temperature, batch_size, seed, stop_token_ids)]
+        texts = [
+            self.vocabulary.decode(ids)
+            for ids in self.generate_ids(
+                prompts, max_new_tokens, temperature, batch_size, seed, stop_token_ids
+            )
+        ]
         for s in stop or ():
             texts = [t.split(s, 1)[0] for t in texts]
         return texts

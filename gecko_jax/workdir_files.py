@@ -74,8 +74,10 @@ def read_json(source: epath.PathLike) -> Optional[Any]:
     try:
         return json.loads(source.read_text())
     except ValueError as err:
-        raise UserError(f"{source} is damaged, not valid JSON ({err}); restore it from a copy, "
-                        "or delete it and rerun the command that wrote it") from err
+        raise UserError(
+            f"{source} is damaged, not valid JSON ({err}); restore it from a copy, "
+            "or delete it and rerun the command that wrote it"
+        ) from err
 
 
 def remove_tree(target: epath.PathLike) -> None:

@@ -41,17 +41,23 @@ def _mesh_dims(argv: list[str]) -> list[int]:
     except ValueError:
         dims = []
     if len(dims) != 3 or min(dims) < 1:
-        print(f"error: --mesh={text} must be three positive sizes data,fsdp,tensor "
-              "such as 2,4,1", file=sys.stderr)
+        print(
+            f"error: --mesh={text} must be three positive sizes data,fsdp,tensor such as 2,4,1",
+            file=sys.stderr,
+        )
         sys.exit(2)
     return dims
 
 
 _DIMS = _mesh_dims(sys.argv)
 os.environ["XLA_FLAGS"] = " ".join(
-    [flag for flag in os.environ.get("XLA_FLAGS", "").split()
-     if not flag.startswith("--xla_force_host_platform_device_count")]
-    + [f"--xla_force_host_platform_device_count={_DIMS[0] * _DIMS[1] * _DIMS[2]}"])
+    [
+        flag
+        for flag in os.environ.get("XLA_FLAGS", "").split()
+        if not flag.startswith("--xla_force_host_platform_device_count")
+    ]
+    + [f"--xla_force_host_platform_device_count={_DIMS[0] * _DIMS[1] * _DIMS[2]}"]
+)
 # Also with --topology: nothing runs on a TPU, only libtpu's compiler is used.
 os.environ["JAX_PLATFORMS"] = "cpu"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -61,12 +67,14 @@ from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-posit
 from absl import logging  # pylint: disable=g-import-not-at-top,wrong-import-position
 from ml_collections import config_flags  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Recipe: configs/NAME.py[:ARG].",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Recipe: configs/NAME.py[:ARG].", lock_config=True)
 flags.DEFINE_string("mesh", "1,1,1", "Mesh sizes data,fsdp,tensor, e.g. 2,4,1.")
 _TOPOLOGY = flags.DEFINE_string(
-    "topology", None, "A Cloud TPU slice to compile for instead of --mesh, e.g. v5e:4x4 "
-    "(v4:AxBxC, v5p:AxBxC, v5e:AxB, v6e:AxB); needs pip install -e .[tpu-aot].")
+    "topology",
+    None,
+    "A Cloud TPU slice to compile for instead of --mesh, e.g. v5e:4x4 "
+    "(v4:AxBxC, v5p:AxBxC, v5e:AxB, v6e:AxB); needs pip install -e .[tpu-aot].",
+)
 flags.mark_flags_as_required(["config"])
 
 
@@ -83,8 +91,10 @@ def main(argv):
         logging.set_verbosity(logging.WARNING)
     if _TOPOLOGY.value is not None:
         if flags.FLAGS["mesh"].present:
-            raise UserError("--mesh and --topology exclude each other: --mesh simulates CPU "
-                            "devices, --topology compiles for a TPU slice")
+            raise UserError(
+                "--mesh and --topology exclude each other: --mesh simulates CPU "
+                "devices, --topology compiles for a TPU slice"
+            )
         # Checked before the config loads, so a typo costs no time.
         tpu_topology.check_libtpu()
         tpu_topology.parse_topology(_TOPOLOGY.value)
@@ -92,17 +102,24 @@ def main(argv):
     config = _CONFIG.value
     recipe = config_flags.get_config_filename(flags.FLAGS["config"])
     if _TOPOLOGY.value is not None:
-        print(f"Compiling the train step of {recipe} (sharding={config.sharding}, batch "
-              f"{config.batch_size}) for TPU {_TOPOLOGY.value} with XLA:TPU...", flush=True)
+        print(
+            f"Compiling the train step of {recipe} (sharding={config.sharding}, batch "
+            f"{config.batch_size}) for TPU {_TOPOLOGY.value} with XLA:TPU...",
+            flush=True,
+        )
         report = tpu_topology.compile_for_topology(config, _TOPOLOGY.value)
         print(tpu_topology.format_report(report), flush=True)
         sys.exit(0 if report.fits else 1)
     mesh = sharding.create_mesh(dict(zip(sharding.MESH_AXES, _DIMS)))
-    print(f"Compiling the train step of {recipe} (sharding={config.sharding}, batch "
-          f"{config.batch_size}) for mesh {','.join(map(str, _DIMS))}...", flush=True)
+    print(
+        f"Compiling the train step of {recipe} (sharding={config.sharding}, batch "
+        f"{config.batch_size}) for mesh {','.join(map(str, _DIMS))}...",
+        flush=True,
+    )
     print(aot.format_report(aot.compile_train_step(config, mesh)), flush=True)
 
 
 if __name__ == "__main__":
     from gecko_jax import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
+
     cli.run(main)

@@ -54,57 +54,64 @@ from gecko_jax.evaluation import tasks  # pylint: disable=g-import-not-at-top
 from gecko_jax.evaluation.eval_spec import EvalSpec, check_dim, read_suite  # pylint: disable=g-import-not-at-top
 from gecko_jax.losses import alignment as alignment_lib  # pylint: disable=g-import-not-at-top
 
-_MODEL = flags.DEFINE_string(
-    "model", None, "Model SPEC: a training workdir, st:PATH, minilm, ...")
+_MODEL = flags.DEFINE_string("model", None, "Model SPEC: a training workdir, st:PATH, minilm, ...")
 _TASK = flags.DEFINE_string("task", None, f"One of: {', '.join(tasks.TASKS)}.")
 _DATA = flags.DEFINE_string("data", None, "Dataset file or folder.")
-_SUITE = flags.DEFINE_string(
-    "suite", None, "JSON list of evaluations to run instead of --task/--data.")
+_SUITE = flags.DEFINE_string("suite", None, "JSON list of evaluations to run instead of --task/--data.")
 _SPLIT = flags.DEFINE_string(
-    "split", None,
-    "Split of a folder (default test); a single-split file ignores it.")
-_DIM = flags.DEFINE_integer(
-    "dim", None, "Matryoshka prefix width; default the full width.")
-_OUTPUT = flags.DEFINE_string(
-    "output", None, "Also write the results as JSON to this file.")
+    "split", None, "Split of a folder (default test); a single-split file ignores it."
+)
+_DIM = flags.DEFINE_integer("dim", None, "Matryoshka prefix width; default the full width.")
+_OUTPUT = flags.DEFINE_string("output", None, "Also write the results as JSON to this file.")
 _PROMPT = flags.DEFINE_string(
-    "prompt", None,
-    "Prompt for queries and symmetric tasks; default the model's own.")
-_DOC_PROMPT = flags.DEFINE_string(
-    "doc_prompt", None, "Prompt for retrieval documents; default none.")
+    "prompt", None, "Prompt for queries and symmetric tasks; default the model's own."
+)
+_DOC_PROMPT = flags.DEFINE_string("doc_prompt", None, "Prompt for retrieval documents; default none.")
 _DOC_FORMAT = flags.DEFINE_string(
-    "doc_format", None,
+    "doc_format",
+    None,
     "Template over {title} and {text} for retrieval documents; default the"
-    " model's own ('{title} {text}' for sentence-transformers models).")
-_BATCH_SIZE = flags.DEFINE_integer(
-    "batch_size", None, "Texts per encoder batch; default the encoder's.")
+    " model's own ('{title} {text}' for sentence-transformers models).",
+)
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", None, "Texts per encoder batch; default the encoder's.")
 _TOKEN_K = flags.DEFINE_integer(
-    "token_k", None,
+    "token_k",
+    None,
     "Multi-vector retrieval: document tokens each query token retrieves (k');"
     f" default {multi_vector.DEFAULT_TOKEN_K} (XTR), {aligner_retrieval.DEFAULT_TOKEN_K}"
-    " (AligneR).")
+    " (AligneR).",
+)
 _ALIGNMENT = flags.DEFINE_string(
-    "alignment", None,
+    "alignment",
+    None,
     "AligneR retrieval: pairwise alignment of refinement, top1 | topk:K | topp:P"
-    " (P in percent of the document's tokens); default top1.")
+    " (P in percent of the document's tokens); default top1.",
+)
 _PRUNE_DOC = flags.DEFINE_float(
-    "prune_doc", None,
-    "AligneR retrieval: fraction of each document's tokens indexed, most salient"
-    " first (beta^d); default 1.")
+    "prune_doc",
+    None,
+    "AligneR retrieval: fraction of each document's tokens indexed, most salient first (beta^d); default 1.",
+)
 _PRUNE_QUERY = flags.DEFINE_float(
-    "prune_query", None,
+    "prune_query",
+    None,
     "AligneR retrieval: fraction of each query's tokens searched with, most"
-    " salient first (beta^q); default 1.")
+    " salient first (beta^q); default 1.",
+)
 _ADAPT_ALIGNMENT = flags.DEFINE_integer(
-    "adapt_alignment", None,
+    "adapt_alignment",
+    None,
     "AligneR retrieval: pick the alignment from the paper's grid on this many"
-    " labelled queries (the metrics are over the others).")
+    " labelled queries (the metrics are over the others).",
+)
 # Flags that only AligneR retrieval reads.
 _ALIGNER_FLAGS = (_ALIGNMENT, _PRUNE_DOC, _PRUNE_QUERY, _ADAPT_ALIGNMENT)
 _IGNORE_IDENTICAL_IDS = flags.DEFINE_boolean(
-    "ignore_identical_ids", True,
+    "ignore_identical_ids",
+    True,
     "Retrieval: never retrieve for a query the document with its id, as BEIR"
-    " does by default; --noignore_identical_ids lets it.")
+    " does by default; --noignore_identical_ids lets it.",
+)
 
 
 def _from_flags() -> EvalSpec:
@@ -113,17 +120,25 @@ def _from_flags() -> EvalSpec:
             raise UserError(f"--{flag.name} is required (or pass --suite=FILE)")
     tasks.check_task(_TASK.value)
     check_dim(_DIM.value, "--dim")
-    return EvalSpec(_TASK.value, _TASK.value, _DATA.value, split=_SPLIT.value,
-                    full=_DIM.value is None, dims=() if _DIM.value is None else (_DIM.value,),
-                    prompt=_PROMPT.value, doc_prompt=_DOC_PROMPT.value,
-                    doc_format=_DOC_FORMAT.value,
-                    ignore_identical_ids=_IGNORE_IDENTICAL_IDS.value)
+    return EvalSpec(
+        _TASK.value,
+        _TASK.value,
+        _DATA.value,
+        split=_SPLIT.value,
+        full=_DIM.value is None,
+        dims=() if _DIM.value is None else (_DIM.value,),
+        prompt=_PROMPT.value,
+        doc_prompt=_DOC_PROMPT.value,
+        doc_format=_DOC_FORMAT.value,
+        ignore_identical_ids=_IGNORE_IDENTICAL_IDS.value,
+    )
 
 
 def _from_suite(path: str) -> list[EvalSpec]:
     """The specs of a suite file; raises UserError for a flag the suite sets itself."""
-    clashing = [f.name for f in (_TASK, _DATA, _SPLIT, _DIM, _PROMPT,
-                                 _DOC_PROMPT, _DOC_FORMAT) if f.value is not None]
+    clashing = [
+        f.name for f in (_TASK, _DATA, _SPLIT, _DIM, _PROMPT, _DOC_PROMPT, _DOC_FORMAT) if f.value is not None
+    ]
     if _IGNORE_IDENTICAL_IDS.present:  # Its default is not None.
         clashing.append(_IGNORE_IDENTICAL_IDS.name)
     if clashing:
@@ -153,7 +168,8 @@ def _aligner_search() -> aligner_retrieval.SearchOptions:
         prune_doc=1.0 if _PRUNE_DOC.value is None else _PRUNE_DOC.value,
         prune_query=1.0 if _PRUNE_QUERY.value is None else _PRUNE_QUERY.value,
         token_k=_TOKEN_K.value or aligner_retrieval.DEFAULT_TOKEN_K,
-        adapt_queries=_ADAPT_ALIGNMENT.value or 0)
+        adapt_queries=_ADAPT_ALIGNMENT.value or 0,
+    )
     options.check()
     return options
 
@@ -162,8 +178,10 @@ def _check_aligner_flags(encoder) -> None:
     """Refuses AligneR's flags for a model without salience heads."""
     given = [flag.name for flag in _ALIGNER_FLAGS if flag.value is not None]
     if given and not getattr(encoder, "has_saliences", False):
-        raise UserError(f"--{given[0]} is for AligneR models (trained with loss.name=aligner,"
-                        f" with salience heads); {_MODEL.value} has none, so drop it")
+        raise UserError(
+            f"--{given[0]} is for AligneR models (trained with loss.name=aligner,"
+            f" with salience heads); {_MODEL.value} has none, so drop it"
+        )
 
 
 def _finite_or_none(value):
@@ -173,18 +191,25 @@ def _finite_or_none(value):
     return value
 
 
-def _run(encoder, spec: EvalSpec, dataset, dim: int | None,
-         aligner_search: aligner_retrieval.SearchOptions) -> dict:
+def _run(
+    encoder, spec: EvalSpec, dataset, dim: int | None, aligner_search: aligner_retrieval.SearchOptions
+) -> dict:
     metrics = tasks.score_task(
-        encoder, spec.task, dataset,
+        encoder,
+        spec.task,
+        dataset,
         spec.prompts(getattr(encoder, "input_format", "plain")),
-        dim=dim, batch_size=_BATCH_SIZE.value, show_progress=None,
+        dim=dim,
+        batch_size=_BATCH_SIZE.value,
+        show_progress=None,
         token_k=_TOKEN_K.value or multi_vector.DEFAULT_TOKEN_K,
         ignore_identical_ids=spec.ignore_identical_ids,
-        aligner_search=aligner_search)
+        aligner_search=aligner_search,
+    )
     result = {key: _finite_or_none(value) for key, value in metrics.items()}
-    result.update(model=_MODEL.value, task=spec.task, data=spec.data,
-                  split=tasks.dataset_split(dataset), dim=dim)
+    result.update(
+        model=_MODEL.value, task=spec.task, data=spec.data, split=tasks.dataset_split(dataset), dim=dim
+    )
     return result
 
 
@@ -194,9 +219,9 @@ def _table(results: list[tuple[EvalSpec, dict]]) -> str:
     for spec, result in results:
         shown = ", ".join(
             f"{name} {result[name]:.4f}" if result[name] is not None else f"{name} n/a"
-            for name in tasks.HEADLINE_METRICS[spec.task])
-        lines.append(f"| {spec.name} | {spec.task} |"
-                     f" {result['dim'] or 'full'} | {shown} |")
+            for name in tasks.HEADLINE_METRICS[spec.task]
+        )
+        lines.append(f"| {spec.name} | {spec.task} | {result['dim'] or 'full'} | {shown} |")
     return "\n".join(lines)
 
 
@@ -213,6 +238,7 @@ def main(argv):
         # Imported late: JAX and TensorFlow take seconds to start, and bad
         # flags or data should not wait for them.
         from gecko_jax.encoder import Encoder  # pylint: disable=g-import-not-at-top
+
         load_kwargs = {}
         if _BATCH_SIZE.value is not None:
             load_kwargs["batch_size"] = _BATCH_SIZE.value
@@ -225,8 +251,7 @@ def main(argv):
             if _SUITE.value:
                 print(f"done: {spec.name}", flush=True)
     if _SUITE.value:
-        text = json.dumps([dict(result, name=spec.name) for spec, result in results],
-                          sort_keys=True)
+        text = json.dumps([dict(result, name=spec.name) for spec, result in results], sort_keys=True)
         print(_table(results), flush=True)
     else:
         text = json.dumps(results[0][1], sort_keys=True)

@@ -26,6 +26,7 @@ def main(argv):
     # Imported late: JAX and TensorFlow take seconds to start, and bad flags
     # should not wait for them.
     from gecko_jax.export.sentence_transformers import export_model  # pylint: disable=g-import-not-at-top
+
     export_model(_MODEL.value, _OUTPUT.value, progress=cli.progress_printer("export"))
     print(os.path.abspath(_OUTPUT.value), flush=True)
 

@@ -17,10 +17,8 @@ from absl import flags  # pylint: disable=g-import-not-at-top
 
 from gecko_jax import cli  # pylint: disable=g-import-not-at-top
 
-_INPUTS = flags.DEFINE_string(
-    "inputs", None, "Comma-separated WORKDIR or WORKDIR@STEP entries.")
-_WEIGHTS = flags.DEFINE_string(
-    "weights", None, "Comma-separated weights, one per input; default uniform.")
+_INPUTS = flags.DEFINE_string("inputs", None, "Comma-separated WORKDIR or WORKDIR@STEP entries.")
+_WEIGHTS = flags.DEFINE_string("weights", None, "Comma-separated weights, one per input; default uniform.")
 _OUTPUT = flags.DEFINE_string("output", None, "Folder to create.")
 
 
@@ -28,9 +26,9 @@ def main(argv):
     cli.check_args(argv, _INPUTS, _OUTPUT)
     # Imported late: orbax and JAX take seconds to start.
     from gecko_jax.training import soup  # pylint: disable=g-import-not-at-top
+
     inputs = soup.parse_inputs(_INPUTS.value)
-    weights = (soup.parse_weights(_WEIGHTS.value, len(inputs))
-               if _WEIGHTS.value else None)
+    weights = soup.parse_weights(_WEIGHTS.value, len(inputs)) if _WEIGHTS.value else None
     record = soup.make_soup(inputs, weights, _OUTPUT.value, progress=cli.progress_printer("soup"))
     print(json.dumps(record), flush=True)
 

@@ -27,10 +27,15 @@ def _parse(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True, help="configs/NAME.py[:ARG].")
     parser.add_argument("--sweep", required=True, help="Python file defining get_sweep().")
-    parser.add_argument("--mode", choices=("local", "print"), default="print",
-                        help="local: train each point here; print: print the commands.")
-    parser.add_argument("--workdir", default="",
-                        help="Folder of the points' workdirs (default runs/sweeps/SWEEP_NAME).")
+    parser.add_argument(
+        "--mode",
+        choices=("local", "print"),
+        default="print",
+        help="local: train each point here; print: print the commands.",
+    )
+    parser.add_argument(
+        "--workdir", default="", help="Folder of the points' workdirs (default runs/sweeps/SWEEP_NAME)."
+    )
     parser.add_argument("--parallel", type=int, default=1, help="Points trained at once (local).")
     parser.add_argument("--tpu", default="", help="With --mode=print: TPU VM to run each point on.")
     parser.add_argument("--zone", default="", help="Zone of --tpu (default: gcloud's).")
@@ -63,8 +68,11 @@ def main(argv):
     print(f"Results: {results}", flush=True)
     failed = [row["name"] for row in rows if row["status"] != "ok"]
     if failed:
-        print(f"{len(failed)} of {len(rows)} points failed: {', '.join(failed)}; "
-              f"their logs are WORKDIR/NAME/{sweep.LOG_FILE}", flush=True)
+        print(
+            f"{len(failed)} of {len(rows)} points failed: {', '.join(failed)}; "
+            f"their logs are WORKDIR/NAME/{sweep.LOG_FILE}",
+            flush=True,
+        )
         sys.exit(1)
 
 

@@ -21,8 +21,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Recipe: configs/NAME.py[:ARG].",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Recipe: configs/NAME.py[:ARG].", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
 _GIN_FILES = flags.DEFINE_multi_string("gin_file", [], "Gin files that swap components.")
 _GIN_BINDINGS = flags.DEFINE_multi_string("gin_bindings", [], "Gin bindings, e.g. 'f.x = 1'.")
@@ -33,6 +32,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     from gecko_jax import cli  # pylint: disable=g-import-not-at-top
+
     cli.check_config_file(_CONFIG)
     import gin  # pylint: disable=g-import-not-at-top
     import jax  # pylint: disable=g-import-not-at-top
@@ -56,14 +56,17 @@ def main(argv):
         if not distributed.is_peer_failure(err):
             raise
         from gecko_jax import checkpoint_io  # pylint: disable=g-import-not-at-top
+
         steps = checkpoint_io.finished_steps(_WORKDIR.value)
         resume = f"from checkpoint step {steps[0]}" if steps else "from the start"
         distributed.leave_broken_job(
             f"process {jax.process_index()}: another process of this job stopped "
             f"({str(err).splitlines()[0][:160]}); rerun the same command on every host to "
-            f"resume {resume}")
+            f"resume {resume}"
+        )
 
 
 if __name__ == "__main__":
     from gecko_jax import cli  # pylint: disable=g-import-not-at-top
+
     cli.run(main)

@@ -35,7 +35,7 @@ def numpy_sim(q, q_mask, q_sal, d, d_mask, d_sal, kind, value):
         if not q_mask[i] or not tokens:
             continue
         sims = {j: float(np.dot(q[i], d[j])) for j in tokens}
-        aligned = sorted(tokens, key=lambda j: -sims[j])[:numpy_count(kind, value, len(tokens))]
+        aligned = sorted(tokens, key=lambda j: -sims[j])[: numpy_count(kind, value, len(tokens))]
         for j in aligned:
             numerator += q_sal[i] * d_sal[j] * sims[j]
             z += q_sal[i] * d_sal[j]
@@ -43,19 +43,24 @@ def numpy_sim(q, q_mask, q_sal, d, d_mask, d_sal, kind, value):
 
 
 def numpy_scores(q, q_mask, q_sal, d, d_mask, d_sal, kind, value):
-    return np.array([[numpy_sim(q[a], q_mask[a], q_sal[a], d[b], d_mask[b], d_sal[b], kind,
-                                value) for b in range(len(d))] for a in range(len(q))])
+    return np.array(
+        [
+            [
+                numpy_sim(q[a], q_mask[a], q_sal[a], d[b], d_mask[b], d_sal[b], kind, value)
+                for b in range(len(d))
+            ]
+            for a in range(len(q))
+        ]
+    )
 
 
-def numpy_loss(q, q_mask, q_sal, p, p_mask, p_sal, n, n_mask, n_sal, has_negative, kind,
-               value, temperature):
+def numpy_loss(q, q_mask, q_sal, p, p_mask, p_sal, n, n_mask, n_sal, has_negative, kind, value, temperature):
     batch = len(q)
     docs, masks = np.concatenate([p, n]), np.concatenate([p_mask, n_mask])
     saliences = np.concatenate([p_sal, n_sal])
     scores = numpy_scores(q, q_mask, q_sal, docs, masks, saliences, kind, value) / temperature
     valid = np.concatenate([np.ones(batch, bool), has_negative > 0])
-    return np.mean([np.log(np.sum(np.exp(scores[a][valid]))) - scores[a, a]
-                    for a in range(batch)])
+    return np.mean([np.log(np.sum(np.exp(scores[a][valid]))) - scores[a, a] for a in range(batch)])
 
 
 def _unit(x):
@@ -80,15 +85,20 @@ def _example(seed, batch=3, n=4, m=9, dim=6):
 _jit_scores = jax.jit(aligner_scores, static_argnames="alignment")
 _jit_loss = jax.jit(aligner_loss, static_argnames=("alignment", "temperature"))
 
-ALIGNMENTS = [TOP1, Alignment("topk", 3), Alignment("topk", 20), Alignment("topp", 0.5),
-              Alignment("topp", 25), Alignment("topp", 50)]
+ALIGNMENTS = [
+    TOP1,
+    Alignment("topk", 3),
+    Alignment("topk", 20),
+    Alignment("topp", 0.5),
+    Alignment("topp", 25),
+    Alignment("topp", 50),
+]
 
 
 @pytest.mark.parametrize("alignment", ALIGNMENTS, ids=lambda a: a.name)
 def test_scores_match_numpy(alignment):
     q, q_mask, q_sal, p, p_mask, p_sal, *_ = _example(0)
-    got = _jit_scores(*(jnp.asarray(x) for x in (q, q_mask, q_sal, p, p_mask, p_sal)),
-                      alignment=alignment)
+    got = _jit_scores(*(jnp.asarray(x) for x in (q, q_mask, q_sal, p, p_mask, p_sal)), alignment=alignment)
     expected = numpy_scores(q, q_mask, q_sal, p, p_mask, p_sal, alignment.kind, alignment.value)
     np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5, atol=1e-6)
 
@@ -96,8 +106,16 @@ def test_scores_match_numpy(alignment):
 def test_top1_with_uniform_saliences_is_colbert_maxsim():
     q, q_mask, _, p, p_mask, *_ = _example(1)
     ones = [np.full(x.shape, 0.7) for x in (q_mask, p_mask)]
-    got = np.asarray(_jit_scores(jnp.asarray(q), jnp.asarray(q_mask), jnp.asarray(ones[0]),
-                                 jnp.asarray(p), jnp.asarray(p_mask), jnp.asarray(ones[1])))
+    got = np.asarray(
+        _jit_scores(
+            jnp.asarray(q),
+            jnp.asarray(q_mask),
+            jnp.asarray(ones[0]),
+            jnp.asarray(p),
+            jnp.asarray(p_mask),
+            jnp.asarray(ones[1]),
+        )
+    )
     # MaxSim: the mean over real query tokens of the best real document token.
     sims = np.einsum("qid,bjd->qibj", q, p)
     sims = np.where(p_mask[None, None] > 0, sims, -np.inf).max(axis=-1)
@@ -114,9 +132,15 @@ def test_top_p_count_grows_with_the_document():
     d = _unit(sims[:, None] * e[0] + np.sqrt(1 - sims[:, None] ** 2) * e[1:9])[None]
     ones = np.ones((1, 1)), np.ones((1, 8))
     for percent, expected in ((25, np.mean(sims[:2])), (50, np.mean(sims[:4])), (1, sims[0])):
-        got = _jit_scores(jnp.asarray(q), jnp.asarray(ones[0]), jnp.asarray(ones[0]),
-                          jnp.asarray(d), jnp.asarray(ones[1]), jnp.asarray(ones[1]),
-                          alignment=Alignment("topp", percent))
+        got = _jit_scores(
+            jnp.asarray(q),
+            jnp.asarray(ones[0]),
+            jnp.asarray(ones[0]),
+            jnp.asarray(d),
+            jnp.asarray(ones[1]),
+            jnp.asarray(ones[1]),
+            alignment=Alignment("topp", percent),
+        )
         np.testing.assert_allclose(float(got[0, 0]), expected, rtol=1e-5)
 
 
@@ -127,10 +151,11 @@ def test_padding_content_and_empty_documents():
     for x, mask in zip(noisy, (q_mask, q_mask, p_mask, p_mask)):
         x[mask == 0] = 5.0  # Would win every top-k and weigh most if it were not masked.
     alignment = Alignment("topk", 2)
-    clean = _jit_scores(*(jnp.asarray(x) for x in (q, q_mask, q_sal, p, p_mask, p_sal)),
-                        alignment=alignment)
-    dirty = _jit_scores(*(jnp.asarray(x) for x in (noisy[0], q_mask, noisy[1], noisy[2], p_mask,
-                                                  noisy[3])), alignment=alignment)
+    clean = _jit_scores(*(jnp.asarray(x) for x in (q, q_mask, q_sal, p, p_mask, p_sal)), alignment=alignment)
+    dirty = _jit_scores(
+        *(jnp.asarray(x) for x in (noisy[0], q_mask, noisy[1], noisy[2], p_mask, noisy[3])),
+        alignment=alignment,
+    )
     np.testing.assert_allclose(np.asarray(dirty), np.asarray(clean), rtol=1e-6)
     np.testing.assert_array_equal(np.asarray(clean)[:, 1], 0.0)
 
@@ -155,14 +180,24 @@ def test_gradient_matches_finite_differences():
 
     def reference(x):
         qq, qs, pp, ps, nn_, ns = split(x, np)
-        return numpy_loss(qq, q_mask, qs, pp, p_mask, ps, nn_, n_mask, ns, has_negative,
-                          "topk", 2, 0.2)
+        return numpy_loss(qq, q_mask, qs, pp, p_mask, ps, nn_, n_mask, ns, has_negative, "topk", 2, 0.2)
 
     def jax_loss(x):
         qq, qs, pp, ps, nn_, ns = split(x, jnp)
-        return aligner_loss(qq, jnp.asarray(q_mask), qs, pp, jnp.asarray(p_mask), ps, nn_,
-                            jnp.asarray(n_mask), ns, jnp.asarray(has_negative),
-                            alignment=Alignment("topk", 2), temperature=0.2)
+        return aligner_loss(
+            qq,
+            jnp.asarray(q_mask),
+            qs,
+            pp,
+            jnp.asarray(p_mask),
+            ps,
+            nn_,
+            jnp.asarray(n_mask),
+            ns,
+            jnp.asarray(has_negative),
+            alignment=Alignment("topk", 2),
+            temperature=0.2,
+        )
 
     check_gradient(jax_loss, reference, flat, seed=4, samples=24)
 
@@ -172,8 +207,16 @@ def test_parse_alignment():
     assert parse_alignment("topk:4") == Alignment("topk", 4)
     assert parse_alignment("topp:1.5") == Alignment("topp", 1.5)
     assert [a.name for a in ADAPTATION_GRID] == [
-        "top1", "topk:2", "topk:4", "topk:6", "topk:8", "topp:0.5", "topp:1", "topp:1.5",
-        "topp:2"]
+        "top1",
+        "topk:2",
+        "topk:4",
+        "topk:6",
+        "topk:8",
+        "topp:0.5",
+        "topp:1",
+        "topp:1.5",
+        "topp:2",
+    ]
     for bad in ("top2", "topk:0", "topk:1.5", "topp:0", "topp:101", "topp:x", "colbert", ""):
         with pytest.raises(UserError, match="use top1, topk:K"):
             parse_alignment(bad)
@@ -200,8 +243,10 @@ def _tower_outputs(seed, batch=16, n=5, m=7, dim=6):
     embeddings = {}
     for field, width in (("query", n), ("positive", m), ("negative", m)):
         mask = _mask(rng.integers(1, width + 1, size=batch), width)
-        tokens = np.concatenate([_unit(rng.normal(size=(batch, width, dim))),
-                                 rng.uniform(0.1, 1.0, size=(batch, width, 2))], axis=-1)
+        tokens = np.concatenate(
+            [_unit(rng.normal(size=(batch, width, dim))), rng.uniform(0.1, 1.0, size=(batch, width, 2))],
+            axis=-1,
+        )
         embeddings[field] = (tokens * mask[..., None]).astype(np.float32)
         batch_dict[f"{field}_mask"] = mask
     return embeddings, batch_dict
@@ -217,13 +262,24 @@ def test_registered_loss_reads_the_query_and_document_heads_and_sums_prefixes():
         fields = {}
         for field, tokens in embeddings.items():
             vectors = tokens[..., :dim] / np.maximum(
-                np.linalg.norm(tokens[..., :dim], axis=-1, keepdims=True), 1e-12)
+                np.linalg.norm(tokens[..., :dim], axis=-1, keepdims=True), 1e-12
+            )
             fields[field] = vectors, tokens[..., 6 if field == "query" else 7]
         expected += numpy_loss(
-            fields["query"][0], batch["query_mask"], fields["query"][1],
-            fields["positive"][0], batch["positive_mask"], fields["positive"][1],
-            fields["negative"][0], batch["negative_mask"] * batch["has_negative"][:, None],
-            fields["negative"][1], batch["has_negative"], "topk", 2, 0.1)
+            fields["query"][0],
+            batch["query_mask"],
+            fields["query"][1],
+            fields["positive"][0],
+            batch["positive_mask"],
+            fields["positive"][1],
+            fields["negative"][0],
+            batch["negative_mask"] * batch["has_negative"][:, None],
+            fields["negative"][1],
+            batch["has_negative"],
+            "topk",
+            2,
+            0.1,
+        )
     np.testing.assert_allclose(got, expected, rtol=1e-5)
 
 
@@ -240,8 +296,7 @@ def test_loss_and_gradient_on_eight_devices_equal_one():
     assert len(jax.tree.leaves(sharded[1])[0].sharding.device_set) == 8
     np.testing.assert_allclose(float(sharded[0]), float(single[0]), rtol=1e-6)
     # The sums run in another order on 8 devices: float32 rounding, not a change of terms.
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
-                 sharded[1], single[1])
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), sharded[1], single[1])
 
 
 def test_top_p_counts_are_exact_where_float32_is_not():
@@ -249,7 +304,13 @@ def test_top_p_counts_are_exact_where_float32_is_not():
     e = np.eye(376)
     sims = np.linspace(0.9, 0.1, 375)
     d = (sims[:, None] * e[0] + np.sqrt(1 - sims[:, None] ** 2) * e[1:])[None]
-    got = _jit_scores(jnp.asarray(e[None, :1]), jnp.ones((1, 1)), jnp.ones((1, 1)),
-                      jnp.asarray(d), jnp.ones((1, 375)), jnp.ones((1, 375)),
-                      alignment=Alignment("topp", 7.2))
+    got = _jit_scores(
+        jnp.asarray(e[None, :1]),
+        jnp.ones((1, 1)),
+        jnp.ones((1, 1)),
+        jnp.asarray(d),
+        jnp.ones((1, 375)),
+        jnp.ones((1, 375)),
+        alignment=Alignment("topp", 7.2),
+    )
     np.testing.assert_allclose(float(got[0, 0]), np.mean(sims[:27]), rtol=1e-5)

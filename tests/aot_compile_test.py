@@ -15,17 +15,30 @@ from gecko_jax.training import aot
 from gecko_jax.training import sharding
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-TINY_OVERRIDES = ("--config.model.num_layers=1", "--config.model.hidden_size=32",
-                  "--config.model.intermediate_size=64", "--config.model.num_heads=2",
-                  "--config.batch_size=8", "--config.data.max_length=16",
-                  "--config.data.query_max_length=8", "--config.loss.mrl_dims=(32,16)")
+TINY_OVERRIDES = (
+    "--config.model.num_layers=1",
+    "--config.model.hidden_size=32",
+    "--config.model.intermediate_size=64",
+    "--config.model.num_heads=2",
+    "--config.batch_size=8",
+    "--config.data.max_length=16",
+    "--config.data.query_max_length=8",
+    "--config.loss.mrl_dims=(32,16)",
+)
 
 
 def _tiny_config():
     c = base_config()
     # Dropout's random bits triple XLA:CPU's compile time and change no shapes.
-    c.model.update(vocab_size=128, hidden_size=32, num_layers=1, num_heads=2,
-                   intermediate_size=64, dropout_rate=0.0, attention_dropout_rate=0.0)
+    c.model.update(
+        vocab_size=128,
+        hidden_size=32,
+        num_layers=1,
+        num_heads=2,
+        intermediate_size=64,
+        dropout_rate=0.0,
+        attention_dropout_rate=0.0,
+    )
     c.batch_size = 8
     c.data.max_length = 16
     c.data.query_max_length = 8
@@ -65,22 +78,28 @@ def test_batch_must_divide_over_the_mesh():
 
 def _compile_cli(*args):
     env = dict(os.environ, XLA_FLAGS="")
-    return subprocess.run([sys.executable, str(REPO / "launch" / "compile.py"), *args],
-                          env=env, capture_output=True, text=True, timeout=600, check=False)
+    return subprocess.run(
+        [sys.executable, str(REPO / "launch" / "compile.py"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
 
 
 def test_cli_rejects_a_malformed_mesh():
     result = _compile_cli(f"--config={REPO}/configs/gecko_minilm.py", "--mesh=2,4")
     assert result.returncode == 2
-    assert result.stderr.strip() == ("error: --mesh=2,4 must be three positive sizes "
-                                     "data,fsdp,tensor such as 2,4,1")
+    assert result.stderr.strip() == (
+        "error: --mesh=2,4 must be three positive sizes data,fsdp,tensor such as 2,4,1"
+    )
 
 
 @pytest.mark.slow
 def test_cli_compiles_for_a_simulated_mesh():
     # gecko_minilm names pretrained weights; compiling must not need them.
-    result = _compile_cli(f"--config={REPO}/configs/gecko_minilm.py", "--mesh=2,4,1",
-                          *TINY_OVERRIDES)
+    result = _compile_cli(f"--config={REPO}/configs/gecko_minilm.py", "--mesh=2,4,1", *TINY_OVERRIDES)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "mesh: data=2, fsdp=4, tensor=1 (8 devices)" in result.stdout
     assert "peak" in result.stdout

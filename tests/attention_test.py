@@ -27,8 +27,7 @@ def _reference(query, key, value, key_valid, *, scale, causal, window, softcap=0
     length = query.shape[1]
     groups = query.shape[2] // key.shape[2]
     key, value = (jnp.repeat(t, groups, axis=2) for t in (key, value))
-    scores = jnp.einsum("bqhd,bkhd->bhqk", query * scale, key,
-                        precision=jax.lax.Precision.HIGHEST)
+    scores = jnp.einsum("bqhd,bkhd->bhqk", query * scale, key, precision=jax.lax.Precision.HIGHEST)
     if softcap:
         scores = softcap * jnp.tanh(scores / softcap)
     distance = np.arange(length)[:, None] - np.arange(length)[None, :]
@@ -63,15 +62,15 @@ def _check_against_reference(impl, kv_heads, causal, window, softcap):
         return jnp.sum(jnp.where(real, fn(q, k, v) * cotangent, 0.0))
 
     def fused(q, k, v):
-        return attention.fused_attention(impl, q, k, v, key_valid, xla_attention=None,
-                                         **options)
+        return attention.fused_attention(impl, q, k, v, key_valid, xla_attention=None, **options)
 
     def reference(q, k, v):
         return _reference(q, k, v, key_valid, **options)
 
     with attention.emulate_fused_kernels():
-        out, grads = jax.jit(lambda *a: (fused(*a), jax.grad(
-            lambda *b: loss(fused, *b), argnums=(0, 1, 2))(*a)))(query, key, value)
+        out, grads = jax.jit(
+            lambda *a: (fused(*a), jax.grad(lambda *b: loss(fused, *b), argnums=(0, 1, 2))(*a))
+        )(query, key, value)
     want = reference(query, key, value)
     want_grads = jax.grad(lambda *b: loss(reference, *b), argnums=(0, 1, 2))(query, key, value)
     assert np.isfinite(np.asarray(out)).all()
@@ -80,11 +79,14 @@ def _check_against_reference(impl, kv_heads, causal, window, softcap):
         np.testing.assert_allclose(got, expected, atol=5e-5)
 
 
-@pytest.mark.parametrize("kv_heads, causal, window, softcap", [
-    (2, False, 0, 0.0),  # Bidirectional global layer, grouped-query attention.
-    (1, False, 8, 5.0),  # Bidirectional local layer, multi-query, Gemma 2's soft-cap.
-    (2, True, 8, 0.0),  # Causal local layer.
-])
+@pytest.mark.parametrize(
+    "kv_heads, causal, window, softcap",
+    [
+        (2, False, 0, 0.0),  # Bidirectional global layer, grouped-query attention.
+        (1, False, 8, 5.0),  # Bidirectional local layer, multi-query, Gemma 2's soft-cap.
+        (2, True, 8, 0.0),  # Causal local layer.
+    ],
+)
 def test_splash_matches_the_reference_forward_and_backward(kv_heads, causal, window, softcap):
     _check_against_reference("splash", kv_heads, causal, window, softcap)
 
@@ -96,11 +98,26 @@ def test_cudnn_call_matches_the_reference(causal, window):
 
 def test_cudnn_refuses_a_bidirectional_window_shorter_than_the_text():
     query, key, value, key_valid, _ = _operands()
-    with attention.emulate_fused_kernels(), pytest.raises(
-            UserError, match=r"cannot mask a bidirectional sliding window of 8 tokens on "
-                             r"40-token texts .*keep data.max_length <= 8"):
-        attention.fused_attention("cudnn", query, key, value, key_valid, scale=1.0,
-                                  causal=False, window=8, softcap=0.0, xla_attention=None)
+    with (
+        attention.emulate_fused_kernels(),
+        pytest.raises(
+            UserError,
+            match=r"cannot mask a bidirectional sliding window of 8 tokens on "
+            r"40-token texts .*keep data.max_length <= 8",
+        ),
+    ):
+        attention.fused_attention(
+            "cudnn",
+            query,
+            key,
+            value,
+            key_valid,
+            scale=1.0,
+            causal=False,
+            window=8,
+            softcap=0.0,
+            xla_attention=None,
+        )
 
 
 def _model_config(name: str, impl: str):
@@ -129,8 +146,7 @@ def _params(model_config, ids, mask):
     tower = build_tower(model_config)
     shapes = jax.eval_shape(lambda: nn.unbox(tower.init(jax.random.key(0), ids[:1], mask[:1])))
     rng = np.random.default_rng(1)
-    return jax.tree.map(lambda x: rng.normal(0, 0.1, x.shape).astype(np.float32),
-                        shapes["params"])
+    return jax.tree.map(lambda x: rng.normal(0, 0.1, x.shape).astype(np.float32), shapes["params"])
 
 
 def _embed(model_config, params, ids, mask):
@@ -168,8 +184,7 @@ def test_gemma_tower_with_splash_has_the_gradients_of_xla():
     grads = _grads(_model_config("gemma", "xla"), params, ids, mask)
     with attention.emulate_fused_kernels():
         grads_splash = _grads(_model_config("gemma", "splash"), params, ids, mask)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
-                 grads_splash, grads)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), grads_splash, grads)
 
 
 def test_gemma_tower_with_cudnn_call_matches_xla_in_bfloat16():
@@ -209,16 +224,29 @@ def test_splash_runs_per_device_under_the_mesh():
     np.testing.assert_allclose(sharded, single, atol=2e-6)
 
 
-@pytest.mark.parametrize("changes, message", [
-    (dict(attention_impl="flash"), r"unknown model.attention_impl 'flash'; use one of "
-                                   r"\('xla', 'splash', 'cudnn'\)"),
-    (dict(attention_impl="cudnn"), r"'cudnn' needs 16-bit compute; set "
-                                   r"--config.model.dtype=bfloat16"),
-    (dict(attention_impl="cudnn", dtype="bfloat16", attn_logit_softcap=50.0),
-     r"'cudnn' cannot soft-cap attention logits"),
-    (dict(attention_impl="cudnn", dtype="bfloat16", head_dim=260),
-     r"head dimension that is a multiple of 8 and at most 256, not 260"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (
+            dict(attention_impl="flash"),
+            r"unknown model.attention_impl 'flash'; use one of "
+            r"\('xla', 'splash', 'cudnn'\)",
+        ),
+        (
+            dict(attention_impl="cudnn"),
+            r"'cudnn' needs 16-bit compute; set "
+            r"--config.model.dtype=bfloat16",
+        ),
+        (
+            dict(attention_impl="cudnn", dtype="bfloat16", attn_logit_softcap=50.0),
+            r"'cudnn' cannot soft-cap attention logits",
+        ),
+        (
+            dict(attention_impl="cudnn", dtype="bfloat16", head_dim=260),
+            r"head dimension that is a multiple of 8 and at most 256, not 260",
+        ),
+    ],
+)
 def test_gemma_configs_a_kernel_cannot_run_are_refused(changes, message):
     model_config = _model_config("gemma", "xla")
     model_config.update(**changes)
@@ -229,28 +257,41 @@ def test_gemma_configs_a_kernel_cannot_run_are_refused(changes, message):
 def test_bert_attention_dropout_is_refused_with_a_kernel():
     model_config = _model_config("bert", "splash")
     model_config.attention_dropout_rate = 0.1
-    with pytest.raises(UserError, match=r"'splash' has no dropout on attention probabilities; "
-                                        r"set --config.model.attention_dropout_rate=0"):
+    with pytest.raises(
+        UserError,
+        match=r"'splash' has no dropout on attention probabilities; "
+        r"set --config.model.attention_dropout_rate=0",
+    ):
         build_tower(model_config)
 
 
-@pytest.mark.skipif(jax.default_backend() != "gpu",
-                    reason="cuDNN flash attention needs an NVIDIA GPU and this host has none "
-                    "(tests pin JAX_PLATFORMS=cpu unless set: run JAX_PLATFORMS=cuda pytest ... "
-                    "on a GPU); test_cudnn_call_matches_the_reference checks the same call "
-                    "with XLA's implementation")
+@pytest.mark.skipif(
+    jax.default_backend() != "gpu",
+    reason="cuDNN flash attention needs an NVIDIA GPU and this host has none "
+    "(tests pin JAX_PLATFORMS=cpu unless set: run JAX_PLATFORMS=cuda pytest ... "
+    "on a GPU); test_cudnn_call_matches_the_reference checks the same call "
+    "with XLA's implementation",
+)
 def test_cudnn_on_gpu_matches_xla_attention():
     query, key, value, key_valid, _ = _operands(head_dim=64)
     query, key, value = (t.astype(jnp.bfloat16) for t in (query, key, value))
     real = key_valid.astype(bool)[:, :, None, None]
     for causal, window in ((False, 0), (True, 0), (True, 8)):
-        got = jax.jit(lambda q, k, v, c=causal, w=window: attention.fused_attention(
-            "cudnn", q, k, v, key_valid, scale=0.125, causal=c, window=w, softcap=0.0,
-            xla_attention=None))(query, key, value)
-        want = _reference(*(t.astype(jnp.float32) for t in (query, key, value)), key_valid,
-                          scale=0.125, causal=causal, window=window)
-        np.testing.assert_allclose(np.where(real, got.astype(np.float32), 0),
-                                   np.where(real, want, 0), atol=2e-2)
+        got = jax.jit(
+            lambda q, k, v, c=causal, w=window: attention.fused_attention(
+                "cudnn", q, k, v, key_valid, scale=0.125, causal=c, window=w, softcap=0.0, xla_attention=None
+            )
+        )(query, key, value)
+        want = _reference(
+            *(t.astype(jnp.float32) for t in (query, key, value)),
+            key_valid,
+            scale=0.125,
+            causal=causal,
+            window=window,
+        )
+        np.testing.assert_allclose(
+            np.where(real, got.astype(np.float32), 0), np.where(real, want, 0), atol=2e-2
+        )
 
 
 @pytest.mark.slow
@@ -260,12 +301,12 @@ def test_splash_compiles_for_a_tpu_slice():
     pytest.importorskip("libtpu")
     from gecko_jax.training import aot  # pylint: disable=g-import-not-at-top
     from gecko_jax.training import tpu_topology  # pylint: disable=g-import-not-at-top
+
     config = get_config("gecko_768", "runlocal")
     config.mesh_shape.update(data=1, fsdp=-1)
     config.model.attention_impl = "splash"
     devices = tpu_topology.topology_devices(tpu_topology.parse_topology("v5e:2x2"))
-    _, lowered = aot.lower_train_step(config, tpu_topology.create_mesh(devices,
-                                                                      config.mesh_shape))
+    _, lowered = aot.lower_train_step(config, tpu_topology.create_mesh(devices, config.mesh_shape))
     text = lowered.as_text()
     # The Mosaic kernel, on each chip's 2 of the 8 rows, 4 heads, texts padded to 128.
     assert "@tpu_custom_call" in text

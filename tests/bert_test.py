@@ -13,9 +13,16 @@ PARAM_AXES = {"vocab", "embed", "mlp", "heads", "kv", None}
 
 
 def tiny_bert(**overrides):
-    kwargs = dict(vocab_size=50, hidden_size=32, num_layers=2, num_heads=4,
-                  intermediate_size=64, max_position_embeddings=16,
-                  dropout_rate=0.1, attention_dropout_rate=0.1)
+    kwargs = dict(
+        vocab_size=50,
+        hidden_size=32,
+        num_layers=2,
+        num_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=16,
+        dropout_rate=0.1,
+        attention_dropout_rate=0.1,
+    )
     kwargs.update(overrides)
     return BertEncoder(**kwargs)
 
@@ -53,8 +60,7 @@ def test_output_shape_and_dtype(model_and_params):
 
 def test_every_param_has_logical_axes(model_and_params):
     _, boxed = model_and_params
-    leaves = jax.tree.leaves(
-        boxed, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
+    leaves = jax.tree.leaves(boxed, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
     assert len(leaves) == 5 + 2 * 16
     for leaf in leaves:
         assert isinstance(leaf, nn.LogicallyPartitioned), leaf
@@ -64,7 +70,9 @@ def test_every_param_has_logical_axes(model_and_params):
     names = {
         "/".join(str(k.key) for k in path): leaf.names
         for path, leaf in jax.tree_util.tree_leaves_with_path(
-            boxed, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))}
+            boxed, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned)
+        )
+    }
     assert names["token_embed/embedding"] == ("vocab", "embed")
     assert names["position_embed"] == (None, "embed")
     assert names["layer_0/attention/query_kernel"] == ("embed", "heads", "kv")
@@ -101,12 +109,10 @@ def test_dropout_only_when_not_deterministic(model_and_params):
     a = _apply(model, params, ids, mask)
     b = _apply(model, params, ids, mask, deterministic=True)
     np.testing.assert_array_equal(a, b)
-    c = _apply(model, params, ids, mask, deterministic=False,
-                    rngs={"dropout": jax.random.key(1)})
+    c = _apply(model, params, ids, mask, deterministic=False, rngs={"dropout": jax.random.key(1)})
     assert not np.allclose(a, c)
     no_dropout = tiny_bert(dropout_rate=0.0, attention_dropout_rate=0.0)
-    d = _apply(no_dropout, params, ids, mask, deterministic=False,
-                         rngs={"dropout": jax.random.key(1)})
+    d = _apply(no_dropout, params, ids, mask, deterministic=False, rngs={"dropout": jax.random.key(1)})
     np.testing.assert_allclose(a, d, atol=1e-6)
 
 

@@ -101,10 +101,13 @@ def test_orbax_reads_a_damaged_step_through_that_loop(tmp_path, monkeypatch):
     for step in (1, 2):
         # Random values, so that the array is stored in a data file of its own size.
         weights = np.random.default_rng(step).normal(size=(128, 128)).astype(np.float32)
-        checkpoint_io.save(manager, step, {"params": {"w": jnp.asarray(weights)},
-                                           "step": jnp.int32(step)}, {"next_batch": step})
-    files = [path for path in (tmp_path / "checkpoints" / "2" / "state").rglob("*")
-             if path.is_file()]
+        checkpoint_io.save(
+            manager,
+            step,
+            {"params": {"w": jnp.asarray(weights)}, "step": jnp.int32(step)},
+            {"next_batch": step},
+        )
+    files = [path for path in (tmp_path / "checkpoints" / "2" / "state").rglob("*") if path.is_file()]
     largest = max(files, key=lambda path: path.stat().st_size)
     os.truncate(largest, largest.stat().st_size // 2)
     abstract = _abstract({"params": {"w": jnp.zeros((128, 128))}, "step": jnp.int32(0)})

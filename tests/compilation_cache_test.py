@@ -17,23 +17,36 @@ _HIT = "Persistent compilation cache hit"
 
 def _evaluate(data: pathlib.Path, cache_home: pathlib.Path, **env_overrides: str):
     env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
-    env.update(PYTHONPATH=os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p),
-               XDG_CACHE_HOME=str(cache_home),
-               # Every program is cached, however fast it compiled, and each
-               # load is logged, so the test sees the encoder's programs.
-               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_LOGGING_LEVEL="DEBUG",
-               **env_overrides)
+    env.update(
+        PYTHONPATH=os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p),
+        XDG_CACHE_HOME=str(cache_home),
+        # Every program is cached, however fast it compiled, and each
+        # load is logged, so the test sees the encoder's programs.
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+        JAX_LOGGING_LEVEL="DEBUG",
+        **env_overrides,
+    )
     result = subprocess.run(
-        [sys.executable, str(REPO / "launch" / "evaluate.py"), "--model=minilm", "--task=sts",
-         f"--data={data}"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
+        [
+            sys.executable,
+            str(REPO / "launch" / "evaluate.py"),
+            "--model=minilm",
+            "--task=sts",
+            f"--data={data}",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout), result.stderr
 
 
 def _sts_sample(shared_data: pathlib.Path, tmp_path: pathlib.Path) -> pathlib.Path:
-    lines = (shared_data / "stsb" / "sts-dev.csv").read_text(encoding="utf-8").splitlines(
-        keepends=True)
+    lines = (shared_data / "stsb" / "sts-dev.csv").read_text(encoding="utf-8").splitlines(keepends=True)
     data = tmp_path / "sts-dev-40.csv"
     data.write_text("".join(lines[:40]), encoding="utf-8")
     return data

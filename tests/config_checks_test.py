@@ -16,10 +16,18 @@ from gecko_jax.training import trainer
 from recipe_configs import get_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-RECIPES = [("gecko_270m", ""), ("gecko_768", ""), ("gecko_768", "runlocal"), ("gecko_minilm", ""),
-           ("gemini_embedding", "prefinetune"), ("gemini_embedding", "runlocal"),
-           ("jasper_distill", "stage1"), ("jasper_distill", "stage3_runlocal"), ("xtr", ""),
-           ("xtr", "runlocal")]
+RECIPES = [
+    ("gecko_270m", ""),
+    ("gecko_768", ""),
+    ("gecko_768", "runlocal"),
+    ("gecko_minilm", ""),
+    ("gemini_embedding", "prefinetune"),
+    ("gemini_embedding", "runlocal"),
+    ("jasper_distill", "stage1"),
+    ("jasper_distill", "stage3_runlocal"),
+    ("xtr", ""),
+    ("xtr", "runlocal"),
+]
 
 
 @pytest.mark.parametrize("name,arg", RECIPES)
@@ -27,14 +35,29 @@ def test_every_recipe_is_in_range(name, arg):
     config_checks.check_config(get_config(name, arg))
 
 
-@pytest.mark.parametrize("field,value", [
-    ("log_every", 0), ("keep_checkpoints", 0), ("checkpoint_every", -1), ("eval_every", -1),
-    ("batch_size", 0), ("total_steps", 0), ("seed", -1), ("optimizer.learning_rate", 0.0),
-    ("optimizer.learning_rate", float("nan")), ("optimizer.learning_rate", float("inf")),
-    ("optimizer.b2", 1.0), ("optimizer.end_lr_fraction", 1.5), ("model.dropout_rate", 1.0),
-    ("loss.temperature", -0.05), ("loss.mrl_dims", (64, 0)), ("eval_batch_size", 0),
-    ("optimizer.decay", "cosine_restarts"), ("best_mode", "maximum"),
-])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("log_every", 0),
+        ("keep_checkpoints", 0),
+        ("checkpoint_every", -1),
+        ("eval_every", -1),
+        ("batch_size", 0),
+        ("total_steps", 0),
+        ("seed", -1),
+        ("optimizer.learning_rate", 0.0),
+        ("optimizer.learning_rate", float("nan")),
+        ("optimizer.learning_rate", float("inf")),
+        ("optimizer.b2", 1.0),
+        ("optimizer.end_lr_fraction", 1.5),
+        ("model.dropout_rate", 1.0),
+        ("loss.temperature", -0.05),
+        ("loss.mrl_dims", (64, 0)),
+        ("eval_batch_size", 0),
+        ("optimizer.decay", "cosine_restarts"),
+        ("best_mode", "maximum"),
+    ],
+)
 def test_a_value_out_of_range_names_its_flag(field, value):
     config = base_config()
     *sections, leaf = field.split(".")
@@ -75,11 +98,20 @@ def test_keep_checkpoints_zero_is_refused_before_the_workdir_is_made(tmp_path):
 
 def test_a_config_arg_the_recipe_refuses_is_one_line(tmp_path):
     result = subprocess.run(
-        [sys.executable, str(REPO / "launch" / "train.py"),
-         f"--config={REPO}/configs/gecko_768.py:bogus", f"--workdir={tmp_path / 'run'}"],
-        capture_output=True, text=True, timeout=300, check=False)
+        [
+            sys.executable,
+            str(REPO / "launch" / "train.py"),
+            f"--config={REPO}/configs/gecko_768.py:bogus",
+            f"--workdir={tmp_path / 'run'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert result.returncode == 2
     assert result.stderr.strip() == (
         f"error: --config={REPO}/configs/gecko_768.py:bogus: unknown config argument 'bogus'; "
-        "use configs/gecko_768.py or :runlocal")
+        "use configs/gecko_768.py or :runlocal"
+    )
     assert not (tmp_path / "run").exists()

@@ -21,10 +21,20 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 def _train(workdir):
     env = dict(os.environ, XLA_FLAGS="")  # One CPU device.
     return subprocess.run(
-        [sys.executable, str(REPO / "launch" / "train.py"),
-         f"--config={REPO}/configs/gecko_768.py:runlocal", f"--workdir={workdir}",
-         "--config.total_steps=4", "--config.checkpoint_every=2"],
-        env=env, capture_output=True, text=True, timeout=600, check=False)
+        [
+            sys.executable,
+            str(REPO / "launch" / "train.py"),
+            f"--config={REPO}/configs/gecko_768.py:runlocal",
+            f"--workdir={workdir}",
+            "--config.total_steps=4",
+            "--config.checkpoint_every=2",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
 
 
 def _truncate_largest_array_file(step_dir: pathlib.Path) -> None:

@@ -7,8 +7,14 @@ from gecko_jax.errors import UserError
 
 
 def test_asymmetric_gecko_format():
-    example = {"query": "who wrote it?", "positive": "She wrote it.", "negative": "He read it.",
-               "task": "question answering", "title": "Books", "negative_title": "Reading"}
+    example = {
+        "query": "who wrote it?",
+        "positive": "She wrote it.",
+        "negative": "He read it.",
+        "task": "question answering",
+        "title": "Books",
+        "negative_title": "Reading",
+    }
     assert formats.format_example(example, "gecko") == {
         "query": "task: question answering | query: who wrote it?",
         "positive": "title: Books | text: She wrote it.",
@@ -26,8 +32,13 @@ def test_missing_title_and_task_are_written_none():
 
 
 def test_symmetric_targets_are_written_like_queries():
-    example = {"query": "A dog runs.", "positive": "A dog is running.", "negative": "A dog sleeps.",
-               "task": "semantic similarity", "title": "ignored"}
+    example = {
+        "query": "A dog runs.",
+        "positive": "A dog is running.",
+        "negative": "A dog sleeps.",
+        "task": "semantic similarity",
+        "title": "ignored",
+    }
     assert formats.format_example(example, "gecko") == {
         "query": "task: semantic similarity | query: A dog runs.",
         "positive": "task: semantic similarity | query: A dog is running.",

@@ -18,8 +18,16 @@ def _write(tmp_path, content, name="train.jsonl"):
 def test_reads_valid_lines_and_skips_blank_ones(tmp_path):
     lines = [
         {"query": "q1", "positive": "p1"},
-        {"query": "q2", "positive": "p2", "negative": "n2", "task": "fact checking", "title": "T",
-         "negative_title": "NT", "symmetric": False, "id": 7},
+        {
+            "query": "q2",
+            "positive": "p2",
+            "negative": "n2",
+            "task": "fact checking",
+            "title": "T",
+            "negative_title": "NT",
+            "symmetric": False,
+            "id": 7,
+        },
         {"query": "q3", "positive": "p3", "negative": None, "id": "x"},
     ]
     text = "\ufeff" + json.dumps(lines[0]) + "\n\n  \n" + json.dumps(lines[1]) + "\r\n" + json.dumps(lines[2])
@@ -27,19 +35,25 @@ def test_reads_valid_lines_and_skips_blank_ones(tmp_path):
     assert examples == [lines[0], lines[1], {"query": "q3", "positive": "p3", "id": "x"}]
 
 
-@pytest.mark.parametrize("line, expected", [
-    ('{"query": "q", "positive": ', "not valid JSON (Expecting value at column 28)"),
-    ('["q", "p"]', "expected a JSON object"),
-    ('{"positive": "p"}', 'missing required field "query"'),
-    ('{"query": "q"}', 'missing required field "positive"'),
-    ('{"query": 3, "positive": "p"}', 'field "query" must be a string'),
-    ('{"query": "q", "positive": "p", "task": ["qa"]}', 'field "task" must be a string'),
-    ('{"query": "q", "positive": "p", "query": "again"}', "duplicate key 'query'"),
-    ('{"query": "q", "positive": "p", "id": true}', 'field "id" must be a string or an integer'),
-    ('{"query": "q", "positive": "p", "id": 1.5}', 'field "id" must be a string or an integer'),
-    ('{"query": "q", "positive": "p", "symmetric": "yes"}', 'field "symmetric" must be true or false'),
-    ('{"query": "q", "positive": "p", "negative_title": "t"}', '"negative_title" is set but there is no "negative"'),
-])
+@pytest.mark.parametrize(
+    "line, expected",
+    [
+        ('{"query": "q", "positive": ', "not valid JSON (Expecting value at column 28)"),
+        ('["q", "p"]', "expected a JSON object"),
+        ('{"positive": "p"}', 'missing required field "query"'),
+        ('{"query": "q"}', 'missing required field "positive"'),
+        ('{"query": 3, "positive": "p"}', 'field "query" must be a string'),
+        ('{"query": "q", "positive": "p", "task": ["qa"]}', 'field "task" must be a string'),
+        ('{"query": "q", "positive": "p", "query": "again"}', "duplicate key 'query'"),
+        ('{"query": "q", "positive": "p", "id": true}', 'field "id" must be a string or an integer'),
+        ('{"query": "q", "positive": "p", "id": 1.5}', 'field "id" must be a string or an integer'),
+        ('{"query": "q", "positive": "p", "symmetric": "yes"}', 'field "symmetric" must be true or false'),
+        (
+            '{"query": "q", "positive": "p", "negative_title": "t"}',
+            '"negative_title" is set but there is no "negative"',
+        ),
+    ],
+)
 def test_malformed_line_names_file_and_line(tmp_path, line, expected):
     path = _write(tmp_path, '{"query": "ok", "positive": "fine"}\n\n' + line + "\n")
     with pytest.raises(UserError) as info:
@@ -57,10 +71,13 @@ def test_non_utf8_bytes(tmp_path):
 
 
 def test_empty_texts_are_dropped_and_counted_in_one_warning(tmp_path):
-    path = _write(tmp_path, '{"query": "q1", "positive": "p1"}\n'
-                            '{"query": "  ", "positive": "p2"}\n'
-                            '{"query": "q3", "positive": "p3", "negative": "", "negative_title": "t"}\n'
-                            '{"query": "q4", "positive": ""}\n')
+    path = _write(
+        tmp_path,
+        '{"query": "q1", "positive": "p1"}\n'
+        '{"query": "  ", "positive": "p2"}\n'
+        '{"query": "q3", "positive": "p3", "negative": "", "negative_title": "t"}\n'
+        '{"query": "q4", "positive": ""}\n',
+    )
     with mock.patch.object(jsonl.logging, "warning") as warning:
         examples = jsonl.read_jsonl(path)
     assert examples == [{"query": "q1", "positive": "p1"}, {"query": "q3", "positive": "p3"}]
@@ -90,8 +107,11 @@ def test_validate_example_returns_a_clean_copy():
 
 
 def test_unknown_keys_are_ignored_with_one_warning(tmp_path):
-    path = _write(tmp_path, '{"query": "q", "positive": "p", "label": 3}\n'
-                            '{"query": "r", "positive": "s", "negatve": "n", "label": 1}\n')
+    path = _write(
+        tmp_path,
+        '{"query": "q", "positive": "p", "label": 3}\n'
+        '{"query": "r", "positive": "s", "negatve": "n", "label": 1}\n',
+    )
     with mock.patch.object(jsonl.logging, "warning") as warning:
         examples = jsonl.read_jsonl(path)
     assert examples == [{"query": "q", "positive": "p"}, {"query": "r", "positive": "s"}]
@@ -101,8 +121,11 @@ def test_unknown_keys_are_ignored_with_one_warning(tmp_path):
 
 
 def test_fret_provenance_keys_are_read_past_without_a_warning(tmp_path):
-    path = _write(tmp_path, '{"query": "q", "positive": "p", "task": "t", "positive_id": "7", '
-                            '"negative_id": "9", "positive_changed": true}\n')
+    path = _write(
+        tmp_path,
+        '{"query": "q", "positive": "p", "task": "t", "positive_id": "7", '
+        '"negative_id": "9", "positive_changed": true}\n',
+    )
     with mock.patch.object(jsonl.logging, "warning") as warning:
         examples = jsonl.read_jsonl(path)
     assert examples == [{"query": "q", "positive": "p", "task": "t"}]

@@ -19,7 +19,9 @@ from gecko_jax.errors import UserError
 from recipe_configs import CONFIGS
 
 SHARED_DATA = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
-needs_shared_data = pytest.mark.skipif(not os.path.isdir(SHARED_DATA), reason="shared data folder not present")
+needs_shared_data = pytest.mark.skipif(
+    not os.path.isdir(SHARED_DATA), reason="shared data folder not present"
+)
 
 
 def _data_config(**fields):
@@ -35,8 +37,17 @@ def _read(name):
 
 # Counts on the shared data: pairs scoring >= 4, one triplet per input, one
 # pair per title, one example per correct answer sentence.
-_EXPECTED_COUNTS = {"stsb": 1406, "sick": 1683, "banking77": 10003, "trec": 5452, "mr": 10662,
-                    "stackoverflow": 20000, "wikiqa": 1040, "trecqa": 348, "snli": 2943}
+_EXPECTED_COUNTS = {
+    "stsb": 1406,
+    "sick": 1683,
+    "banking77": 10003,
+    "trec": 5452,
+    "mr": 10662,
+    "stackoverflow": 20000,
+    "wikiqa": 1040,
+    "trecqa": 348,
+    "snli": 2943,
+}
 
 
 @needs_shared_data
@@ -62,7 +73,7 @@ def test_classification_triplets_follow_labels_and_share_an_id_suffix():
     for row, example in enumerate(_read("trec")[:500]):
         suffix = f" [{row}]"
         assert all(example[k].endswith(suffix) for k in ("query", "positive", "negative"))
-        query, positive, negative = (example[k][:-len(suffix)] for k in ("query", "positive", "negative"))
+        query, positive, negative = (example[k][: -len(suffix)] for k in ("query", "positive", "negative"))
         assert query == texts[row] and label_of[positive] & {labels[row]}
         assert labels[row] not in label_of[negative] or len(label_of[negative]) > 1
         assert example["task"] == "classification" and example["symmetric"] is True
@@ -74,19 +85,30 @@ def test_similarity_pairs_use_the_documented_threshold():
     scores = [float(line.split("\t")[4]) for line in lines]
     assert sum(score >= academic.SIMILAR_SCORE for score in scores) == _EXPECTED_COUNTS["stsb"]
     first = _read("stsb")[0]
-    assert first == {"query": "A plane is taking off.", "positive": "An air plane is taking off.",
-                     "task": "semantic similarity", "symmetric": True, "id": "stsb-1"}
+    assert first == {
+        "query": "A plane is taking off.",
+        "positive": "An air plane is taking off.",
+        "task": "semantic similarity",
+        "symmetric": True,
+        "id": "stsb-1",
+    }
 
 
 @needs_shared_data
 def test_answer_selection_negatives_are_wrong_candidates_of_the_same_question():
-    rows = [line.split("\t") for line in academic.read_lines(os.path.join(SHARED_DATA, "wikiqa", "train.txt"))]
+    rows = [
+        line.split("\t") for line in academic.read_lines(os.path.join(SHARED_DATA, "wikiqa", "train.txt"))
+    ]
     wrong = collections.defaultdict(set)
     for question, sentence, label in rows:
         if label.strip() == "0":
             wrong[question.strip()].add(sentence.strip())
     for example in _read("wikiqa"):
-        assert example["negative"] in wrong[example["query"]] if "negative" in example else not wrong[example["query"]]
+        assert (
+            example["negative"] in wrong[example["query"]]
+            if "negative" in example
+            else not wrong[example["query"]]
+        )
 
 
 @needs_shared_data
@@ -94,7 +116,9 @@ def test_tfds_builder_equals_the_reader_offline(tmp_path):
     via_tfds = tfds_builder.load("sick", SHARED_DATA, str(tmp_path))
     assert via_tfds == _read("sick")
     assert os.path.isdir(tmp_path / "gecko_academic" / "sick")
-    assert tfds_builder.load("sick", "", str(tmp_path)) == via_tfds  # Prepared once, read again without data_dir.
+    assert (
+        tfds_builder.load("sick", "", str(tmp_path)) == via_tfds
+    )  # Prepared once, read again without data_dir.
 
 
 def test_missing_files_fail_fast_without_download(tmp_path):
@@ -112,8 +136,13 @@ def test_every_dataset_has_official_urls_for_each_file():
 def test_parse_mixture():
     assert mixtures.parse_mixture(("squad:2", "snli:0.5")) == [("squad", 2.0), ("snli", 0.5)]
     assert mixtures.parse_mixture("tiny, fret") == [("tiny", None), ("fret", None)]
-    for bad, message in [("squad:2,snli", "only some entries"), ("squad:-1", "positive number"),
-                         ("squad:x", "positive number"), ("nq", "unknown data source 'nq'"), ("", "no training data")]:
+    for bad, message in [
+        ("squad:2,snli", "only some entries"),
+        ("squad:-1", "positive number"),
+        ("squad:x", "positive number"),
+        ("nq", "unknown data source 'nq'"),
+        ("", "no training data"),
+    ]:
         with pytest.raises(UserError, match=message):
             mixtures.parse_mixture(bad)
 
@@ -129,13 +158,18 @@ def test_mixture_from_the_command_line(value):
 
 
 def test_train_files_replace_the_mixture_and_read_tfrecord(tmp_path):
-    rows = [{"query": "q", "positive": "p", "task": "t", "symmetric": True, "id": "a"},
-            {"query": "r", "positive": "s", "negative": "n", "negative_title": "nt"}]
+    rows = [
+        {"query": "q", "positive": "p", "task": "t", "symmetric": True, "id": "a"},
+        {"query": "r", "positive": "s", "negative": "n", "negative_title": "nt"},
+    ]
     tfrecord.write_tfrecord(str(tmp_path / "a.tfrecord"), rows)
     (tmp_path / "b.jsonl").write_text('{"query": "x", "positive": "y"}\n', encoding="utf-8")
-    loaded = mixtures.load_mixture(_data_config(train_files=f"{tmp_path}/a.tfrecord, {tmp_path}/b.jsonl",
-                                                mixture=("squad",)))
-    assert [(s.name, s.examples) for s in loaded] == [("train_files", rows + [{"query": "x", "positive": "y"}])]
+    loaded = mixtures.load_mixture(
+        _data_config(train_files=f"{tmp_path}/a.tfrecord, {tmp_path}/b.jsonl", mixture=("squad",))
+    )
+    assert [(s.name, s.examples) for s in loaded] == [
+        ("train_files", rows + [{"query": "x", "positive": "y"}])
+    ]
     assert [s.name for s in mixtures.load_mixture(_data_config(mixture=("tiny", "tiny")))] == ["tiny", "tiny"]
 
 
@@ -143,10 +177,16 @@ def test_bad_tfrecord_names_file_and_record(tmp_path):
     path = str(tmp_path / "bad.tfrecord")
     tfrecord.write_tfrecord(path, [{"query": "q", "positive": "p"}, {"query": "q2", "positive": "p2"}])
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
     with tf.io.TFRecordWriter(path) as writer:
         writer.write(tfrecord.to_proto({"query": "q", "positive": "p"}))
-        writer.write(tf.train.Example(features=tf.train.Features(feature={
-            "query": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"q"]))})).SerializeToString())
+        writer.write(
+            tf.train.Example(
+                features=tf.train.Features(
+                    feature={"query": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"q"]))}
+                )
+            ).SerializeToString()
+        )
     with pytest.raises(UserError, match=rf"^{path}: record 2: missing required field \"positive\""):
         tfrecord.read_tfrecord(path)
     (tmp_path / "junk.tfrecord").write_bytes(b"not a record at all")
@@ -156,8 +196,10 @@ def test_bad_tfrecord_names_file_and_record(tmp_path):
 
 def test_fret_rows_need_their_task(tmp_path):
     path = tmp_path / "fret.jsonl"
-    path.write_text('{"query": "q", "positive": "p", "task": "search result"}\n{"query": "r", "positive": "s"}\n',
-                    encoding="utf-8")
+    path.write_text(
+        '{"query": "q", "positive": "p", "task": "search result"}\n{"query": "r", "positive": "s"}\n',
+        encoding="utf-8",
+    )
     with pytest.raises(UserError, match=rf'^{path}:2: missing required field "task"'):
         mixtures.load_mixture(_data_config(mixture=("fret",), fret_files=str(path)))
     with pytest.raises(UserError, match="fret_files is empty"):
@@ -166,7 +208,9 @@ def test_fret_rows_need_their_task(tmp_path):
 
 def test_file_lists_expand_glob_patterns_in_sorted_order(tmp_path):
     for name in ("b", "a"):
-        (tmp_path / f"train-{name}.jsonl").write_text(f'{{"query": "{name}", "positive": "p"}}\n', encoding="utf-8")
+        (tmp_path / f"train-{name}.jsonl").write_text(
+            f'{{"query": "{name}", "positive": "p"}}\n', encoding="utf-8"
+        )
     rows = mixtures.read_files(f"{tmp_path}/train-*.jsonl", "train_files")
     assert [r["query"] for r in rows] == ["a", "b"]
     with pytest.raises(UserError, match=r"fret_files: the pattern .*nothing-\*.jsonl' matches no file"):

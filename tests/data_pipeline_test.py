@@ -62,7 +62,7 @@ def test_batch_shapes_and_contents(reference, vocab):
             ids, mask = batch[f"{key}_ids"][row], batch[f"{key}_mask"][row]
             np.testing.assert_array_equal(mask, ids != vocab.pad_id)
             assert ids[0] == vocab.bos_id and ids[mask.sum() - 1] == vocab.eos_id
-            assert texts[key].encode("utf-8").startswith(bytes(int(i) - 3 for i in ids[1:mask.sum() - 1]))
+            assert texts[key].encode("utf-8").startswith(bytes(int(i) - 3 for i in ids[1 : mask.sum() - 1]))
         assert batch["has_negative"][row] == ("negative" in examples[index])
         if not batch["has_negative"][row]:
             assert not batch["negative_mask"][row].any() and not batch["negative_ids"][row].any()
@@ -71,7 +71,7 @@ def test_batch_shapes_and_contents(reference, vocab):
 def test_every_epoch_is_a_permutation(reference):
     stream = np.concatenate([reference.example_indices(k) for k in range(16)])  # 192 = 3 epochs.
     for epoch in range(3):
-        np.testing.assert_array_equal(np.sort(stream[64 * epoch:64 * (epoch + 1)]), np.arange(64))
+        np.testing.assert_array_equal(np.sort(stream[64 * epoch : 64 * (epoch + 1)]), np.arange(64))
     assert not np.array_equal(stream[:64], stream[64:128])
 
 
@@ -93,8 +93,10 @@ def test_deterministic_and_resume_equals_uninterrupted(reference, vocab):
 
 
 def test_host_shards_concatenate_to_the_global_batch(reference, vocab):
-    hosts = [pipeline.TrainData(_data_config(), vocab, GLOBAL_BATCH, SEED, process_index=p, process_count=2)
-             for p in range(2)]
+    hosts = [
+        pipeline.TrainData(_data_config(), vocab, GLOBAL_BATCH, SEED, process_index=p, process_count=2)
+        for p in range(2)
+    ]
     for k in range(8):
         parts = [next(host) for host in hosts]
         whole = reference.batch(k)
@@ -104,12 +106,15 @@ def test_host_shards_concatenate_to_the_global_batch(reference, vocab):
     assert hosts[0].get_state() == hosts[1].get_state()
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"seed": SEED + 1}, "data order changed"),
-    ({"num_examples": 65}, "training data changed"),
-    ({"global_batch_size": 24}, "global batch size"),
-    ({"next_batch": "3"}, "malformed"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"seed": SEED + 1}, "data order changed"),
+        ({"num_examples": 65}, "training data changed"),
+        ({"global_batch_size": 24}, "global batch size"),
+        ({"next_batch": "3"}, "malformed"),
+    ],
+)
 def test_set_state_rejects_a_different_run(reference, change, message):
     state = {**reference.get_state(), **change}
     with pytest.raises(UserError, match=message):
@@ -146,9 +151,20 @@ def test_missing_data_dir_says_how_to_fix(tmp_path, vocab):
 
 def test_with_the_minilm_vocabulary(tmp_path):
     path = tmp_path / "train.jsonl"
-    path.write_text("".join(json.dumps({"query": f"question {i}", "positive": f"answer number {i}",
-                                        **({"negative": "wrong"} if i % 2 else {})}) + "\n" for i in range(6)),
-                    encoding="utf-8")
+    path.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "query": f"question {i}",
+                    "positive": f"answer number {i}",
+                    **({"negative": "wrong"} if i % 2 else {}),
+                }
+            )
+            + "\n"
+            for i in range(6)
+        ),
+        encoding="utf-8",
+    )
     vocab = vocabularies.get_vocabulary("minilm")
     data = pipeline.TrainData(_data_config(train_files=str(path), format="plain", max_length=8), vocab, 4, 0)
     batch = next(data)
@@ -185,8 +201,14 @@ def test_identity_features_mark_equal_texts(vocab):
 def _two_source_config(tmp_path, **fields):
     """tiny (64 examples) plus a 10-example JSONL source read as FRet output."""
     path = tmp_path / "fret.jsonl"
-    path.write_text("".join(json.dumps({"query": f"fret query {i}", "positive": f"fret passage {i}",
-                                        "task": "search result"}) + "\n" for i in range(10)), encoding="utf-8")
+    path.write_text(
+        "".join(
+            json.dumps({"query": f"fret query {i}", "positive": f"fret passage {i}", "task": "search result"})
+            + "\n"
+            for i in range(10)
+        ),
+        encoding="utf-8",
+    )
     return _data_config(mixture=("tiny:1", "fret:1"), fret_files=str(path), **fields)
 
 
@@ -223,7 +245,7 @@ def test_one_source_batches_walk_each_source_as_permutations(tmp_path, vocab):
     np.testing.assert_array_equal(np.sort(tiny), np.arange(64))
     fret = np.concatenate(by_source["fret"])[:20]
     for epoch in range(2):
-        np.testing.assert_array_equal(np.sort(fret[10 * epoch:10 * (epoch + 1)]), np.arange(64, 74))
+        np.testing.assert_array_equal(np.sort(fret[10 * epoch : 10 * (epoch + 1)]), np.arange(64, 74))
 
 
 def test_rates_mix_rows_in_proportion_and_host_shards_agree(tmp_path, vocab):
@@ -233,8 +255,9 @@ def test_rates_mix_rows_in_proportion_and_host_shards_agree(tmp_path, vocab):
     assert 0.4 < names.count("fret") / len(names) < 0.6  # Rate 1:1, although tiny has 6x the examples.
     hosts = [pipeline.TrainData(config, vocab, 8, SEED, process_index=p, process_count=2) for p in range(2)]
     for k in range(5):
-        np.testing.assert_array_equal(np.concatenate([h.example_indices(k) for h in hosts]),
-                                      whole.example_indices(k))
+        np.testing.assert_array_equal(
+            np.concatenate([h.example_indices(k) for h in hosts]), whole.example_indices(k)
+        )
 
 
 def test_bucketed_batches_drop_only_padding(vocab):
@@ -264,8 +287,10 @@ def test_bucketed_batches_drop_only_padding(vocab):
 def test_bucketed_host_shards_share_the_global_lengths(vocab):
     config = _data_config(bucket_lengths=True)
     whole = pipeline.TrainData(config, vocab, GLOBAL_BATCH, SEED)
-    hosts = [pipeline.TrainData(config, vocab, GLOBAL_BATCH, SEED, process_index=p, process_count=2)
-             for p in range(2)]
+    hosts = [
+        pipeline.TrainData(config, vocab, GLOBAL_BATCH, SEED, process_index=p, process_count=2)
+        for p in range(2)
+    ]
     for k in range(8):
         parts = [host.batch(k) for host in hosts]
         for key, value in whole.batch(k).items():
@@ -274,21 +299,26 @@ def test_bucketed_host_shards_share_the_global_lengths(vocab):
 
 def test_length_limit_shares_count_negatives_over_examples_that_have_one(tmp_path, vocab, caplog):
     # max_length 4 holds bos, 2 bytes and eos: "abc" is cut, "a" is not.
-    rows = [{"query": "abc", "positive": "abc", "negative": "abc"}, {"query": "a", "positive": "abc"},
-            {"query": "a", "positive": "a"}, {"query": "a", "positive": "a"}]
+    rows = [
+        {"query": "abc", "positive": "abc", "negative": "abc"},
+        {"query": "a", "positive": "abc"},
+        {"query": "a", "positive": "a"},
+        {"query": "a", "positive": "a"},
+    ]
     path = tmp_path / "toy.jsonl"
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     with caplog.at_level("INFO"):
         pipeline.TrainData(_data_config(train_files=str(path), format="plain", max_length=4), vocab, 4, 0)
-    assert ("train_files: 4 examples, 1 with a hard negative; at the length limit (cut): query 25.0%, "
-            "positive 50.0%, negative 100.0%") in caplog.text
+    assert (
+        "train_files: 4 examples, 1 with a hard negative; at the length limit (cut): query 25.0%, "
+        "positive 50.0%, negative 100.0%"
+    ) in caplog.text
 
 
 def test_inspect_marks_texts_at_their_limit_not_at_a_bucket():
     vocabulary = vocabularies.get_vocabulary("minilm")
     tokens = vocabulary.encode("a cat sat")
-    ids, mask = pack([tokens], len(tokens) + 2, vocabulary.bos_id, vocabulary.eos_id,
-                     vocabulary.pad_id)
+    ids, mask = pack([tokens], len(tokens) + 2, vocabulary.bos_id, vocabulary.eos_id, vocabulary.pad_id)
     # The row fills its bucket; only a limit that short would have cut it.
     assert inspect.decode_row(vocabulary, ids[0], mask[0], limit=32) == "a cat sat"
     assert inspect.decode_row(vocabulary, ids[0], mask[0], limit=len(tokens) + 2) == "a cat sat ..."

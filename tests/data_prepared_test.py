@@ -20,8 +20,15 @@ from gecko_jax.errors import UserError
 
 from conftest import REPO
 
-ROWS = [{"query": f"question {i}", "positive": f"passage number {i} " * (i % 5 + 1), "id": f"q{i}",
-         **({"negative": f"other passage {i}"} if i % 3 else {})} for i in range(40)]
+ROWS = [
+    {
+        "query": f"question {i}",
+        "positive": f"passage number {i} " * (i % 5 + 1),
+        "id": f"q{i}",
+        **({"negative": f"other passage {i}"} if i % 3 else {}),
+    }
+    for i in range(40)
+]
 
 
 class _ByteVocabulary(seqio.ByteVocabulary):
@@ -40,8 +47,15 @@ def _write(path, rows) -> str:
 
 def _config(tmp_path, train_files, **fields):
     config = base_config().data
-    config.update({"train_files": train_files, "max_length": 32, "format": "plain",
-                   "cache_dir": str(tmp_path / "cache"), **fields})
+    config.update(
+        {
+            "train_files": train_files,
+            "max_length": 32,
+            "format": "plain",
+            "cache_dir": str(tmp_path / "cache"),
+            **fields,
+        }
+    )
     return config
 
 
@@ -61,8 +75,10 @@ def _preparations(monkeypatch):
 
 def _texts(data, batch_index):
     batch = data.batch(batch_index)
-    return [bytes(int(i) - 3 for i in ids[1:mask.sum() - 1]).decode()
-            for ids, mask in zip(batch["positive_ids"], batch["positive_mask"])]
+    return [
+        bytes(int(i) - 3 for i in ids[1 : mask.sum() - 1]).decode()
+        for ids, mask in zip(batch["positive_ids"], batch["positive_mask"])
+    ]
 
 
 def test_the_cache_is_reused_and_a_touched_file_is_not_prepared_again(tmp_path, vocab, preparations):
@@ -85,7 +101,9 @@ def test_a_changed_file_or_setting_is_prepared_again(tmp_path, vocab, preparatio
     changed = [dict(row, positive=row["positive"].upper()) for row in ROWS]  # Same size, same count.
     stat = os.stat(path)
     _write(path, changed)
-    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # Even with the old time, the size or hash differs.
+    os.utime(
+        path, ns=(stat.st_atime_ns, stat.st_mtime_ns)
+    )  # Even with the old time, the size or hash differs.
     after = pipeline.TrainData(_config(tmp_path, str(path)), vocab, 8, 0)
     assert len(preparations) == 2
     assert _texts(after, 0) == [t.upper() for t in _texts(before, 0)]
@@ -110,8 +128,11 @@ def test_each_host_reads_only_its_rows(tmp_path, vocab, monkeypatch):
     hosts = [pipeline.TrainData(config, vocab, 8, 0, process_index=p, process_count=2) for p in range(2)]
     read = []
     original = prepared.PreparedSource.read
-    monkeypatch.setattr(prepared.PreparedSource, "read",
-                        lambda self, rows, *args: read.append(list(rows)) or original(self, rows, *args))
+    monkeypatch.setattr(
+        prepared.PreparedSource,
+        "read",
+        lambda self, rows, *args: read.append(list(rows)) or original(self, rows, *args),
+    )
     for k in range(7):
         for host in hosts:
             read.clear()
@@ -124,14 +145,18 @@ def test_long_texts_are_cut_before_tokenizing_and_keep_their_tokens(tmp_path):
     text = " ".join(f"word{i} and more" for i in range(20000))  # About 300k characters.
     rows = [{"query": "short query", "positive": text}]
     lengths = {"query": 16, "positive": 24, "negative": 24}
-    (batch, _), = prepare.tokenized_batches(rows, "t", vocabulary, "plain", lengths)
+    ((batch, _),) = prepare.tokenized_batches(rows, "t", vocabulary, "plain", lengths)
     expected = [vocabulary.bos_id, *vocabulary.encode(text[:2000])[:22], vocabulary.eos_id]
     np.testing.assert_array_equal(batch["positive_ids"][0], expected)
     assert 24 * tasks.CHARS_PER_TOKEN_LIMIT < len(text)  # The text was cut, to far more than it needs.
 
 
 def test_records_round_trip_and_name_unnamed_examples_by_row():
-    sequences = {"query": np.array([2, 7, 3]), "positive": np.array([2, 8, 9, 3]), "negative": np.array([], int)}
+    sequences = {
+        "query": np.array([2, 7, 3]),
+        "positive": np.array([2, 8, 9, 3]),
+        "negative": np.array([], int),
+    }
     named = records.encode(sequences, 11, 12, 13)
     unnamed = records.encode(sequences, 11, 12, None)
     out = records.decode_batch([named, unnamed], [0, 5], "src", {"query": 4, "positive": 5, "negative": 5}, 0)
@@ -145,8 +170,14 @@ def test_records_round_trip_and_name_unnamed_examples_by_row():
 def test_beam_prepared_folder_equals_first_use_and_refuses_other_settings(tmp_path):
     files = [_write(tmp_path / "a.jsonl", ROWS[:25]), _write(tmp_path / "b.jsonl", ROWS[25:])]
     output = tmp_path / "prepared"
-    command = [sys.executable, str(REPO / "data_pipelines" / "prepare_data.py"), "--config=configs/gecko_minilm.py",
-               f"--input={tmp_path}/*.jsonl", f"--output={output}", "--beam_args=--direct_num_workers=1"]
+    command = [
+        sys.executable,
+        str(REPO / "data_pipelines" / "prepare_data.py"),
+        "--config=configs/gecko_minilm.py",
+        f"--input={tmp_path}/*.jsonl",
+        f"--output={output}",
+        "--beam_args=--direct_num_workers=1",
+    ]
     subprocess.run(command, check=True, capture_output=True, cwd=REPO)
     assert json.loads((output / prepare.META_FILE).read_text())["num_examples"] == len(ROWS)
     vocabulary = vocabularies.get_vocabulary("minilm")

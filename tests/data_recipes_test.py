@@ -18,7 +18,12 @@ def test_gemini_prefinetune_is_a_large_pooled_batch_without_hard_negatives():
     assert not c.data.one_source_batches
     assert not c.data.squad_hard_negatives
     assert not mixtures.has_rates(c.data.mixture)
-    assert {name for name, _ in mixtures.parse_mixture(c.data.mixture)} == {"squad", "stackoverflow", "stsb", "sick"}
+    assert {name for name, _ in mixtures.parse_mixture(c.data.mixture)} == {
+        "squad",
+        "stackoverflow",
+        "stsb",
+        "sick",
+    }
     assert tuple(c.loss.mrl_dims) == (768, 1536, 3072)
     assert c.loss.name == "gemini_nce" and not c.loss.same_tower
 
@@ -47,9 +52,20 @@ def test_gemini_runlocal_is_the_finetune_stage_shrunk_to_the_tiny_set():
 def test_inspect_prints_examples_as_the_model_sees_them(tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", JAX_PLATFORMS="cpu")
     result = subprocess.run(
-        [sys.executable, "-m", "gecko_jax.data.inspect", f"--config={CONFIGS / 'gemini_embedding.py'}:runlocal",
-         "--num_examples=2", "--speed_batches=2"],
-        capture_output=True, text=True, env=env, check=False, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "gecko_jax.data.inspect",
+            f"--config={CONFIGS / 'gemini_embedding.py'}:runlocal",
+            "--num_examples=2",
+            "--speed_batches=2",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()
     assert sum(line.startswith("[batch 0 row ") for line in lines) == 2

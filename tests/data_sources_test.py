@@ -11,16 +11,31 @@ from gecko_jax.data import sources
 from gecko_jax.errors import UserError
 
 SHARED_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
-needs_shared_data = pytest.mark.skipif(not os.path.isdir(SHARED_DATA), reason="shared data folder not present")
+needs_shared_data = pytest.mark.skipif(
+    not os.path.isdir(SHARED_DATA), reason="shared data folder not present"
+)
 
 
 def _write_squad(path, articles):
-    data = {"version": "1.1", "data": [
-        {"title": title, "paragraphs": [
-            {"context": context, "qas": [{"id": f"{title}-{i}-{j}", "question": q, "answers": []}
-                                         for j, q in enumerate(questions)]}
-            for i, (context, questions) in enumerate(paragraphs)]}
-        for title, paragraphs in articles]}
+    data = {
+        "version": "1.1",
+        "data": [
+            {
+                "title": title,
+                "paragraphs": [
+                    {
+                        "context": context,
+                        "qas": [
+                            {"id": f"{title}-{i}-{j}", "question": q, "answers": []}
+                            for j, q in enumerate(questions)
+                        ],
+                    }
+                    for i, (context, questions) in enumerate(paragraphs)
+                ],
+            }
+            for title, paragraphs in articles
+        ],
+    }
     path.write_text(json.dumps(data), encoding="utf-8")
     return str(path)
 
@@ -37,11 +52,16 @@ def test_bundled_tiny_set():
 
 
 def test_squad_pairs_titles_and_negatives(tmp_path):
-    path = _write_squad(tmp_path / "squad.json", [
-        ("Financial_crisis_of_2007%E2%80%9308", [("Para zero. ", ["Q0a ", "Q0b"]), ("Para one.", ["Q1"]),
-                                                 ("Para two.", ["Q2"])]),
-        ("Lonely", [("Only paragraph.", ["Q3"])]),
-    ])
+    path = _write_squad(
+        tmp_path / "squad.json",
+        [
+            (
+                "Financial_crisis_of_2007%E2%80%9308",
+                [("Para zero. ", ["Q0a ", "Q0b"]), ("Para one.", ["Q1"]), ("Para two.", ["Q2"])],
+            ),
+            ("Lonely", [("Only paragraph.", ["Q3"])]),
+        ],
+    )
     examples = sources.squad(path, seed=3)
     assert [ex["query"] for ex in examples] == ["Q0a", "Q0b", "Q1", "Q2", "Q3"]
     first = examples[0]
@@ -60,8 +80,10 @@ def test_squad_pairs_titles_and_negatives(tmp_path):
 
 
 def test_squad_negatives_change_with_seed(tmp_path):
-    path = _write_squad(tmp_path / "squad.json",
-                        [("Art", [(f"Paragraph {i}.", [f"Q{i}-{j}" for j in range(5)]) for i in range(10)])])
+    path = _write_squad(
+        tmp_path / "squad.json",
+        [("Art", [(f"Paragraph {i}.", [f"Q{i}-{j}" for j in range(5)]) for i in range(10)])],
+    )
     negatives = {seed: [ex["negative"] for ex in sources.squad(path, seed=seed)] for seed in (0, 1)}
     assert negatives[0] != negatives[1]
 
@@ -83,21 +105,36 @@ def _write_snli(folder, rows, split="dev"):
 
 
 def test_snli_groups_by_premise(tmp_path):
-    folder = _write_snli(tmp_path / "snli", [
-        ("A man sleeps .", "A person rests .", "entailment"),
-        ("A man sleeps .", "A man runs .", "contradiction"),
-        ("A man sleeps .", "A man is tired .", "neutral"),
-        ("A man sleeps .", "Someone naps .", "entailment"),
-        ("Two dogs play .", "Animals play .", "entailment"),  # No contradiction: dropped.
-        ("A girl sings .", "Nobody sings .", "contradiction"),
-        ("A girl sings .", "A child sings .", "entailment"),
-    ])
+    folder = _write_snli(
+        tmp_path / "snli",
+        [
+            ("A man sleeps .", "A person rests .", "entailment"),
+            ("A man sleeps .", "A man runs .", "contradiction"),
+            ("A man sleeps .", "A man is tired .", "neutral"),
+            ("A man sleeps .", "Someone naps .", "entailment"),
+            ("Two dogs play .", "Animals play .", "entailment"),  # No contradiction: dropped.
+            ("A girl sings .", "Nobody sings .", "contradiction"),
+            ("A girl sings .", "A child sings .", "entailment"),
+        ],
+    )
     examples = sources.snli(folder)
     assert examples == [
-        {"query": "A man sleeps .", "positive": "A person rests .", "negative": "A man runs .",
-         "task": "semantic similarity", "symmetric": True, "id": "snli-dev-0"},
-        {"query": "A girl sings .", "positive": "A child sings .", "negative": "Nobody sings .",
-         "task": "semantic similarity", "symmetric": True, "id": "snli-dev-2"},
+        {
+            "query": "A man sleeps .",
+            "positive": "A person rests .",
+            "negative": "A man runs .",
+            "task": "semantic similarity",
+            "symmetric": True,
+            "id": "snli-dev-0",
+        },
+        {
+            "query": "A girl sings .",
+            "positive": "A child sings .",
+            "negative": "Nobody sings .",
+            "task": "semantic similarity",
+            "symmetric": True,
+            "id": "snli-dev-2",
+        },
     ]
 
 

@@ -11,15 +11,37 @@ from gecko_jax.data import tasks
 from gecko_jax.data import vocabularies
 
 EXAMPLES = [
-    {"query": "Who built the bridge?", "positive": "Engineers built it in 1890.", "negative": "A ferry ran daily.",
-     "task": "question answering", "title": "Bridges", "negative_title": "Ferries"},
+    {
+        "query": "Who built the bridge?",
+        "positive": "Engineers built it in 1890.",
+        "negative": "A ferry ran daily.",
+        "task": "question answering",
+        "title": "Bridges",
+        "negative_title": "Ferries",
+    },
     {"query": "No task here", "positive": "Nor a title."},
-    {"query": "Un café à Zürich ☕", "positive": "Ein Kaffee in Zürich.", "negative": "Tea in Kyoto.",
-     "task": "semantic similarity", "title": "unused"},
-    {"query": "forced symmetric", "positive": "yes", "negative": "no", "task": "fact checking", "symmetric": True},
+    {
+        "query": "Un café à Zürich ☕",
+        "positive": "Ein Kaffee in Zürich.",
+        "negative": "Tea in Kyoto.",
+        "task": "semantic similarity",
+        "title": "unused",
+    },
+    {
+        "query": "forced symmetric",
+        "positive": "yes",
+        "negative": "no",
+        "task": "fact checking",
+        "symmetric": True,
+    },
     {"query": "forced asymmetric", "positive": "doc", "task": "classification", "symmetric": False},
-    {"query": " ".join(["long"] * 40), "positive": " ".join(["text"] * 13), "negative": "x",
-     "task": "search result", "title": "T"},
+    {
+        "query": " ".join(["long"] * 40),
+        "positive": " ".join(["text"] * 13),
+        "negative": "x",
+        "task": "search result",
+        "title": "T",
+    },
 ]
 
 
@@ -50,8 +72,9 @@ def test_task_output_equals_packing(vocab):
 
     texts = [formats.format_example(ex, fmt) for ex in EXAMPLES]
     for key in ("query", "positive", "negative"):
-        ids, mask = packing.pack([vocab.encode(t[key]) for t in texts], max_length, vocab.bos_id, vocab.eos_id,
-                                 vocab.pad_id)
+        ids, mask = packing.pack(
+            [vocab.encode(t[key]) for t in texts], max_length, vocab.bos_id, vocab.eos_id, vocab.pad_id
+        )
         if key == "negative":
             has = np.array([bool(t["negative"]) for t in texts])
             ids[~has], mask[~has] = vocab.pad_id, 0
@@ -75,7 +98,8 @@ def test_task_is_registered_and_replaceable(vocab):
 def test_converter_per_feature_lengths_and_specials():
     ds = tf.data.Dataset.from_generator(
         lambda: iter([{"query": [5, 6, 7], "positive": list(range(10, 30)), "negative": []}]),
-        output_signature={k: tf.TensorSpec([None], tf.int32) for k in ("query", "positive", "negative")})
+        output_signature={k: tf.TensorSpec([None], tf.int32) for k in ("query", "positive", "negative")},
+    )
     converter = tasks.DualEncoderFeatureConverter(bos_id=1, eos_id=2, pad_id=0)
     out = next(converter(ds, {"query": 6, "positive": 5, "negative": 4}).as_numpy_iterator())
     np.testing.assert_array_equal(out["query_ids"], [1, 5, 6, 7, 2, 0])

@@ -11,15 +11,18 @@ import pytest
 from gecko_jax.training import distributed
 
 
-@pytest.mark.parametrize("environ,on_tpu_vm,expected", [
-    ({}, False, None),
-    ({"TPU_WORKER_HOSTNAMES": "t1"}, False, None),
-    ({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "1"}, False, None),
-    ({}, True, "Cloud TPU VM"),
-    ({"TPU_WORKER_HOSTNAMES": "t1,t2"}, False, "TPU_WORKER_HOSTNAMES lists several hosts"),
-    ({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "4"}, False, "SLURM job with 4 tasks"),
-    ({"JAX_COORDINATOR_ADDRESS": "10.0.0.2:1234"}, False, "JAX_COORDINATOR_ADDRESS is set"),
-])
+@pytest.mark.parametrize(
+    "environ,on_tpu_vm,expected",
+    [
+        ({}, False, None),
+        ({"TPU_WORKER_HOSTNAMES": "t1"}, False, None),
+        ({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "1"}, False, None),
+        ({}, True, "Cloud TPU VM"),
+        ({"TPU_WORKER_HOSTNAMES": "t1,t2"}, False, "TPU_WORKER_HOSTNAMES lists several hosts"),
+        ({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "4"}, False, "SLURM job with 4 tasks"),
+        ({"JAX_COORDINATOR_ADDRESS": "10.0.0.2:1234"}, False, "JAX_COORDINATOR_ADDRESS is set"),
+    ],
+)
 def test_multihost_reason(environ, on_tpu_vm, expected):
     assert distributed.multihost_reason(environ, on_tpu_vm) == expected
 
@@ -29,8 +32,10 @@ def test_initialize_joins_only_when_there_is_a_reason(monkeypatch):
     monkeypatch.setattr(jax.distributed, "initialize", lambda **kw: calls.append(kw))
     assert not distributed.initialize({}, on_tpu_vm=lambda: False)
     assert not calls
-    assert distributed.initialize({"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "2",
-                                   "JAX_PROCESS_ID": "1"}, on_tpu_vm=lambda: False)
+    assert distributed.initialize(
+        {"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "1"},
+        on_tpu_vm=lambda: False,
+    )
     assert calls == [{"num_processes": 2, "process_id": 1}]
     assert distributed.initialize({}, on_tpu_vm=lambda: True)
     assert calls[-1] == {"num_processes": None, "process_id": None}
@@ -46,12 +51,15 @@ def _pci_devices(root, vendors):
     return str(root)
 
 
-@pytest.mark.parametrize("vendors,expected", [
-    ([], False),
-    (["0x8086", "0x10de"], False),  # Intel and NVIDIA devices: a GPU machine.
-    (["0x8086", "0x1ae0"], True),  # A Google device among others: a TPU VM host.
-    ([None, "0x1ae0"], True),  # A device without a vendor file is skipped.
-])
+@pytest.mark.parametrize(
+    "vendors,expected",
+    [
+        ([], False),
+        (["0x8086", "0x10de"], False),  # Intel and NVIDIA devices: a GPU machine.
+        (["0x8086", "0x1ae0"], True),  # A Google device among others: a TPU VM host.
+        ([None, "0x1ae0"], True),  # A device without a vendor file is skipped.
+    ],
+)
 def test_tpu_chips_are_found_by_the_google_pci_vendor(tmp_path, vendors, expected):
     assert distributed.tpu_chips_present(_pci_devices(tmp_path, vendors)) is expected
 
@@ -79,11 +87,23 @@ def test_two_processes_join_through_a_coordinator():
         port = probe.getsockname()[1]
     children = []
     for index in range(2):
-        env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
-                   JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(index),
-                   XLA_FLAGS="--xla_force_host_platform_device_count=2")
-        children.append(subprocess.Popen([sys.executable, "-c", _CHILD], env=env, text=True,
-                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+        env = dict(
+            os.environ,
+            JAX_PLATFORMS="cpu",
+            JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
+            JAX_NUM_PROCESSES="2",
+            JAX_PROCESS_ID=str(index),
+            XLA_FLAGS="--xla_force_host_platform_device_count=2",
+        )
+        children.append(
+            subprocess.Popen(
+                [sys.executable, "-c", _CHILD],
+                env=env,
+                text=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+        )
     outputs = [child.communicate(timeout=300) for child in children]
     for index, (child, (out, err)) in enumerate(zip(children, outputs)):
         assert child.returncode == 0, err[-2000:]

@@ -34,26 +34,27 @@ def encoder():
 @pytest.fixture(scope="module")
 def sentence_transformer():
     from sentence_transformers import SentenceTransformer  # pylint: disable=g-import-not-at-top
+
     return SentenceTransformer(minilm_folder(), device="cpu")
 
 
-def test_minilm_matches_sentence_transformers(encoder, sentence_transformer,
-                                              shared_data):
+def test_minilm_matches_sentence_transformers(encoder, sentence_transformer, shared_data):
     sentences = _stsb_dev_sentences(shared_data, 200)
     ours = encoder.encode(sentences)
     reference = sentence_transformer.encode(sentences)
     cosines = _cosines(ours, reference)
-    print(f"min cosine vs sentence-transformers over {len(sentences)} STS-B "
-          f"dev sentences: {cosines.min():.8f}; max |diff| "
-          f"{np.abs(ours - reference).max():.2e}")
+    print(
+        f"min cosine vs sentence-transformers over {len(sentences)} STS-B "
+        f"dev sentences: {cosines.min():.8f}; max |diff| "
+        f"{np.abs(ours - reference).max():.2e}"
+    )
     assert ours.shape == (200, 384) and ours.dtype == np.float32
     assert cosines.min() >= 0.9999
 
 
 def test_prompt_dim_truncation_and_edge_text(encoder, sentence_transformer):
     texts = ["Crème brûlée, ΑΣ 北京大学 [SEP] x", "word " * 300, "a cat"]
-    ours = encoder.encode(texts, prompt="query: ", dim=128, batch_size=4,
-                          show_progress=True)
+    ours = encoder.encode(texts, prompt="query: ", dim=128, batch_size=4, show_progress=True)
     reference = sentence_transformer.encode(texts, prompt="query: ")[:, :128]
     reference /= np.linalg.norm(reference, axis=1, keepdims=True)
     assert ours.shape == (3, 128)
@@ -62,36 +63,39 @@ def test_prompt_dim_truncation_and_edge_text(encoder, sentence_transformer):
 
 
 def test_order_and_batching_do_not_change_results(encoder):
-    texts = ["short", "a somewhat longer sentence about cats and dogs", "mid one",
-             "x " * 40, "another"]
+    texts = ["short", "a somewhat longer sentence about cats and dogs", "mid one", "x " * 40, "another"]
     full = encoder.encode(texts, batch_size=32)
-    np.testing.assert_allclose(encoder.encode(texts, batch_size=2), full,
-                               atol=1e-5)
-    np.testing.assert_allclose(encoder.encode(texts[::-1])[::-1], full,
-                               atol=1e-5)
+    np.testing.assert_allclose(encoder.encode(texts, batch_size=2), full, atol=1e-5)
+    np.testing.assert_allclose(encoder.encode(texts[::-1])[::-1], full, atol=1e-5)
     assert encoder.encode([]).shape == (0, 384)
 
 
-@pytest.mark.parametrize("texts,match", [
-    (["ok", ""], r"texts\[1\] is empty"),
-    (["  \n"], r"texts\[0\] is empty"),
-    (["ok", b"bytes"], r"texts\[1\] is a bytes"),
-    ("a string", "not a single string"),
-    (None, "texts must be a list of strings; got NoneType"),
-])
+@pytest.mark.parametrize(
+    "texts,match",
+    [
+        (["ok", ""], r"texts\[1\] is empty"),
+        (["  \n"], r"texts\[0\] is empty"),
+        (["ok", b"bytes"], r"texts\[1\] is a bytes"),
+        ("a string", "not a single string"),
+        (None, "texts must be a list of strings; got NoneType"),
+    ],
+)
 def test_bad_texts(encoder, texts, match):
     with pytest.raises(UserError, match=match):
         encoder.encode(texts)
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"dim": 385}, "dim must be an integer between 1 and 384"),
-    ({"dim": 2.5}, "dim must be an integer"),
-    ({"dim": True}, "dim must be an integer"),
-    ({"batch_size": 0}, "batch_size must be a positive integer"),
-    ({"batch_size": -1}, "batch_size must be a positive integer"),
-    ({"prompt": 5}, "prompt must be a string or None; got int"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"dim": 385}, "dim must be an integer between 1 and 384"),
+        ({"dim": 2.5}, "dim must be an integer"),
+        ({"dim": True}, "dim must be an integer"),
+        ({"batch_size": 0}, "batch_size must be a positive integer"),
+        ({"batch_size": -1}, "batch_size must be a positive integer"),
+        ({"prompt": 5}, "prompt must be a string or None; got int"),
+    ],
+)
 def test_bad_arguments(encoder, kwargs, match):
     with pytest.raises(UserError, match=match):
         encoder.encode(["x"], **kwargs)
@@ -107,15 +111,12 @@ def test_bad_spec(tmp_path):
 def test_plain_folder_is_loaded_as_sentence_transformers(encoder):
     folder = Encoder.load(minilm_folder())
     assert folder.max_length == 256
-    np.testing.assert_allclose(folder.encode(["a cat"]), encoder.encode(["a cat"]),
-                               atol=1e-6)
+    np.testing.assert_allclose(folder.encode(["a cat"]), encoder.encode(["a cat"]), atol=1e-6)
 
 
 def test_training_workdir(tmp_path, monkeypatch):
     imported = bert_import.resolve_pretrained("minilm")
-    config = ml_collections.ConfigDict({
-        "model": imported.model_config.to_dict(),
-        "data": {"max_length": 16}})
+    config = ml_collections.ConfigDict({"model": imported.model_config.to_dict(), "data": {"max_length": 16}})
     (tmp_path / "config.json").write_text(json.dumps(config.to_dict()))
 
     def fake_restore(workdir):
@@ -129,8 +130,14 @@ def test_training_workdir(tmp_path, monkeypatch):
 
 
 def test_length_sorted_batches_equal_one_text_at_a_time(encoder):
-    texts = ["x " * 60, "a cat", "a somewhat longer sentence about cats and dogs",
-             "mid length text here", "y " * 30, "z"]
+    texts = [
+        "x " * 60,
+        "a cat",
+        "a somewhat longer sentence about cats and dogs",
+        "mid length text here",
+        "y " * 30,
+        "z",
+    ]
     batched = encoder.encode(texts, batch_size=4)
     one_by_one = np.concatenate([encoder.encode([t], batch_size=4) for t in texts])
     np.testing.assert_allclose(batched, one_by_one, atol=1e-5)

@@ -21,8 +21,9 @@ def test_a_config_entry_and_a_suite_entry_make_the_same_spec(tmp_path):
     config = base_config()
     config.evals.stsb = evaluator("sts", "stsb/sts-dev.csv", dims=(128,), prompt="p: ")
     suite = tmp_path / "suite.json"
-    suite.write_text(json.dumps([{"name": "stsb", "task": "sts", "data": "stsb/sts-dev.csv",
-                                  "prompt": "p: "}]))
+    suite.write_text(
+        json.dumps([{"name": "stsb", "task": "sts", "data": "stsb/sts-dev.csv", "prompt": "p: "}])
+    )
     (from_config,), (from_suite,) = config_specs(config), read_suite(str(suite))
     assert from_config == EvalSpec("stsb", "sts", "stsb/sts-dev.csv", dims=(128,), prompt="p: ")
     assert from_suite == EvalSpec("stsb", "sts", "stsb/sts-dev.csv", prompt="p: ")
@@ -42,8 +43,9 @@ def test_empty_config_fields_keep_the_defaults_and_none_keeps_the_model_prompts(
     config.evals.squad = evaluator("retrieval", "squad/dev-a.json", doc_format="{text}")
     (spec,) = config_specs(config)
     assert (spec.split, spec.prompt, spec.doc_prompt) == (None, None, None)
-    assert spec.prompts("gecko") == dataclasses.replace(default_prompts("gecko", "retrieval"),
-                                                        doc_format="{text}")
+    assert spec.prompts("gecko") == dataclasses.replace(
+        default_prompts("gecko", "retrieval"), doc_format="{text}"
+    )
     assert EvalSpec("s", "sts", "d", prompt="").prompts("gecko").query == ""
 
 
@@ -58,10 +60,18 @@ def test_an_entry_given_as_a_dict_takes_the_evaluator_defaults():
 
 def test_the_removed_eval_section_points_to_evals(tmp_path):
     result = subprocess.run(
-        [sys.executable, str(REPO / "launch" / "train.py"),
-         f"--config={REPO}/configs/gecko_768.py:runlocal", f"--workdir={tmp_path / 'run'}",
-         "--config.eval.sts_file=stsb/sts-dev.csv"],
-        capture_output=True, text=True, timeout=300, check=False)
+        [
+            sys.executable,
+            str(REPO / "launch" / "train.py"),
+            f"--config={REPO}/configs/gecko_768.py:runlocal",
+            f"--workdir={tmp_path / 'run'}",
+            "--config.eval.sts_file=stsb/sts-dev.csv",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert result.returncode == 2
     (line,) = [text for text in result.stderr.splitlines() if text.startswith("error: ")]
     assert '"evals"' in line and "--config.eval.sts_file" in line

@@ -66,8 +66,7 @@ def test_search_matches_numpy_reference(monkeypatch):
     token_k = 10
     index = multi_vector.build_token_index(docs)
     excluded = np.array([3] + [-1] * 8)
-    rankings = multi_vector.search(queries, index, token_k, k=100,
-                                   excluded=excluded)
+    rankings = multi_vector.search(queries, index, token_k, k=100, excluded=excluded)
     imputed = 0
     for i, (query, ranking) in enumerate(zip(queries, rankings)):
         expected = _reference_scores(query, docs, token_k)
@@ -91,43 +90,37 @@ class _OneTokenEncoder:
     def __init__(self, vectors):
         self.vectors = vectors
 
-    def encode_tokens(self, texts, prompt=None, dim=None, batch_size=None,
-                      show_progress=None):
+    def encode_tokens(self, texts, prompt=None, dim=None, batch_size=None, show_progress=None):
         return [np.array([self.vectors[t]], np.float32) for t in texts]
 
 
-@pytest.mark.parametrize("ignore_identical_ids, q2_reciprocal_rank",
-                         [(True, 1.0), (False, 1 / 2)])
-def test_evaluation_ranks_like_pytrec_eval(ignore_identical_ids,
-                                           q2_reciprocal_rank):
+@pytest.mark.parametrize("ignore_identical_ids, q2_reciprocal_rank", [(True, 1.0), (False, 1 / 2)])
+def test_evaluation_ranks_like_pytrec_eval(ignore_identical_ids, q2_reciprocal_rank):
     # One token a text, all retrieved: f_XTR' is the cosine. Documents "10"
     # and "9" are duplicates; pytrec_eval puts "9" first ("9" > "10").
-    corpus = {"10": {"text": "dup"}, "9": {"text": "dup"},
-              "x": {"text": "other"}, "q2": {"text": "q2 doc"}}
+    corpus = {"10": {"text": "dup"}, "9": {"text": "dup"}, "x": {"text": "other"}, "q2": {"text": "q2 doc"}}
     queries = {"q1": "dup", "q2": "near q2 doc", "q3": "other"}
-    qrels = {"q1": {"10": 1}, "q2": {"x": 1},
-             "q3": {"x": 0}}  # Judged, nothing relevant: 0, but averaged.
-    encoder = _OneTokenEncoder({"dup": [1, 0, 0], "other": [0, 1, 0],
-                                "q2 doc": [0, 0, 1], "near q2 doc": [0, 0.6, 0.8]})
+    qrels = {"q1": {"10": 1}, "q2": {"x": 1}, "q3": {"x": 0}}  # Judged, nothing relevant: 0, but averaged.
+    encoder = _OneTokenEncoder(
+        {"dup": [1, 0, 0], "other": [0, 1, 0], "q2 doc": [0, 0, 1], "near q2 doc": [0, 0.6, 0.8]}
+    )
     metrics = multi_vector.evaluate_multi_vector_retrieval(
-        encoder, corpus, queries, qrels, token_k=4,
-        ignore_identical_ids=ignore_identical_ids)
+        encoder, corpus, queries, qrels, token_k=4, ignore_identical_ids=ignore_identical_ids
+    )
     assert metrics["num_queries"] == 3
     assert metrics["mrr@10"] == pytest.approx((1 / 2 + q2_reciprocal_rank + 0) / 3)
-    assert metrics["recall@1"] == pytest.approx(
-        (0 + (q2_reciprocal_rank == 1) + 0) / 3)
+    assert metrics["recall@1"] == pytest.approx((0 + (q2_reciprocal_rank == 1) + 0) / 3)
     assert metrics["ndcg@10"] == pytest.approx(
-        (1 / np.log2(3) + 1 / np.log2(1 + 1 / q2_reciprocal_rank) + 0) / 3)
+        (1 / np.log2(3) + 1 / np.log2(1 + 1 / q2_reciprocal_rank) + 0) / 3
+    )
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     """A randomly initialised multi-vector tiny BERT that sees plain texts."""
-    config = tiny_bert_config(multi_vector_dim=TOKEN_DIM, dropout_rate=0.0,
-                              attention_dropout_rate=0.0)
+    config = tiny_bert_config(multi_vector_dim=TOKEN_DIM, dropout_rate=0.0, attention_dropout_rate=0.0)
     config.data.format = "plain"
-    return make_workdir(tmp_path_factory.mktemp("xtr"), config,
-                        {1: random_params(config)})
+    return make_workdir(tmp_path_factory.mktemp("xtr"), config, {1: random_params(config)})
 
 
 def test_encoder_gives_unit_token_vectors_without_padding(workdir):
@@ -139,8 +132,7 @@ def test_encoder_gives_unit_token_vectors_without_padding(workdir):
     for t in tokens:
         np.testing.assert_allclose(np.linalg.norm(t, axis=1), 1.0, rtol=1e-5)
     # Batching and padding do not change a text's vectors.
-    np.testing.assert_allclose(encoder.encode_tokens(["hi"])[0], tokens[2],
-                               atol=1e-5)
+    np.testing.assert_allclose(encoder.encode_tokens(["hi"])[0], tokens[2], atol=1e-5)
     prefix = encoder.encode_tokens(texts[:1], dim=4)[0]
     np.testing.assert_allclose(np.linalg.norm(prefix, axis=1), 1.0, rtol=1e-5)
     with pytest.raises(UserError, match="embed with Encoder.encode_tokens"):
@@ -153,16 +145,20 @@ def _write_beir_folder(folder):
     Every query token retrieves its own copy at similarity 1, so even random
     weights rank the document first.
     """
-    texts = {"d1": "Paris is the capital and largest city of France.",
-             "d2": "Salmon are fish that swim upstream to spawn.",
-             "d3": "Python is a programming language.",
-             "d4": "The moon orbits the earth every month."}
+    texts = {
+        "d1": "Paris is the capital and largest city of France.",
+        "d2": "Salmon are fish that swim upstream to spawn.",
+        "d3": "Python is a programming language.",
+        "d4": "The moon orbits the earth every month.",
+    }
     queries = {"q1": texts["d1"], "q2": texts["d3"]}
     folder.mkdir(exist_ok=True)
-    (folder / "corpus.jsonl").write_text("".join(
-        json.dumps({"_id": i, "text": x}) + "\n" for i, x in texts.items()))
-    (folder / "queries.jsonl").write_text("".join(
-        json.dumps({"_id": i, "text": x}) + "\n" for i, x in queries.items()))
+    (folder / "corpus.jsonl").write_text(
+        "".join(json.dumps({"_id": i, "text": x}) + "\n" for i, x in texts.items())
+    )
+    (folder / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": i, "text": x}) + "\n" for i, x in queries.items())
+    )
     (folder / "qrels").mkdir()
     (folder / "qrels" / "test.tsv").write_text("q1\td1\t1\nq2\td3\t1\n")
 
@@ -171,9 +167,21 @@ def test_evaluate_cli_scores_a_multi_vector_model(workdir, tmp_path):
     _write_beir_folder(tmp_path)
     env = dict(os.environ, PYTHONPATH=str(REPO))
     result = subprocess.run(
-        [sys.executable, str(REPO / "launch" / "evaluate.py"), f"--model={workdir}",
-         "--task=retrieval", f"--data={tmp_path}", "--token_k=3"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
+        [
+            sys.executable,
+            str(REPO / "launch" / "evaluate.py"),
+            f"--model={workdir}",
+            "--task=retrieval",
+            f"--data={tmp_path}",
+            "--token_k=3",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     metrics = json.loads(result.stdout)
     assert (metrics["num_queries"], metrics["num_docs"]) == (2, 4)
@@ -193,8 +201,9 @@ def test_in_training_evaluation_scores_retrieval_and_skips_the_rest(workdir, tmp
     config.evals.beir = evaluator("retrieval", "beir")
     config.evals.sts = evaluator("sts", "sts.tsv")
     (tmp_path / "sts.tsv").write_text("g\ts\t2012\t1\t5.0\ta b\ta b\ng\ts\t2012\t2\t1.0\ta\tc\n")
-    evaluators = Evaluators(config, build_tower(config.model), get_vocabulary(config.model.vocab),
-                            str(tmp_path / "run"))
+    evaluators = Evaluators(
+        config, build_tower(config.model), get_vocabulary(config.model.vocab), str(tmp_path / "run")
+    )
     assert "eval: skipping sts" in capsys.readouterr().out
     results = evaluators.run(0, params, _Writer())
     assert results["beir.ndcg@10"] == 1.0

@@ -29,15 +29,14 @@ def encoder():
 @pytest.fixture(scope="module")
 def reference():
     from sentence_transformers import SentenceTransformer  # pylint: disable=g-import-not-at-top
+
     model = SentenceTransformer(minilm_folder(), device="cpu")
-    return lambda texts: model.encode(list(texts), batch_size=32,
-                                      normalize_embeddings=True)
+    return lambda texts: model.encode(list(texts), batch_size=32, normalize_embeddings=True)
 
 
 def _score(encoder, task, path):
     dataset = tasks.load_task_data(task, str(path))
-    return tasks.score_task(encoder, task, dataset,
-                            default_prompts(encoder.input_format, task))
+    return tasks.score_task(encoder, task, dataset, default_prompts(encoder.input_format, task))
 
 
 def _reference_retrieval(query_vectors, doc_vectors, relevant_doc):
@@ -45,27 +44,28 @@ def _reference_retrieval(query_vectors, doc_vectors, relevant_doc):
     scores = query_vectors @ doc_vectors.T
     # Rank of the relevant document: 1 + documents scoring strictly higher.
     ranks = 1 + (scores > scores[np.arange(len(scores)), relevant_doc][:, None]).sum(1)
-    return {"ndcg@10": np.mean(np.where(ranks <= 10, 1 / np.log2(ranks + 1), 0)),
-            "recall@10": np.mean(ranks <= 10),
-            "recall@100": np.mean(ranks <= 100),
-            "mrr@10": np.mean(np.where(ranks <= 10, 1 / ranks, 0))}
+    return {
+        "ndcg@10": np.mean(np.where(ranks <= 10, 1 / np.log2(ranks + 1), 0)),
+        "recall@10": np.mean(ranks <= 10),
+        "recall@100": np.mean(ranks <= 100),
+        "mrr@10": np.mean(np.where(ranks <= 10, 1 / ranks, 0)),
+    }
 
 
 @pytest.mark.slow
 def test_retrieval_on_squad_as_beir(encoder, reference, shared_data, tmp_path):
     # 3 articles' paragraphs (161) and 100 of their questions.
-    bundled_data.squad_to_beir(str(shared_data / "squad" / "dev-a.json"),
-                               str(tmp_path), max_articles=3, max_queries=100)
+    bundled_data.squad_to_beir(
+        str(shared_data / "squad" / "dev-a.json"), str(tmp_path), max_articles=3, max_queries=100
+    )
     ours = _score(encoder, "retrieval", tmp_path)
     dataset = tasks.load_task_data("retrieval", str(tmp_path))
     doc_ids = list(dataset.corpus)
     query_ids = list(dataset.qrels)
     # BEIR's and MTEB's document text for models without prompts.
-    doc_vectors = reference(f"{d['title']} {d['text']}".strip()
-                            for d in dataset.corpus.values())
+    doc_vectors = reference(f"{d['title']} {d['text']}".strip() for d in dataset.corpus.values())
     query_vectors = reference(dataset.queries[q] for q in query_ids)
-    relevant = np.array([doc_ids.index(next(iter(dataset.qrels[q])))
-                         for q in query_ids])
+    relevant = np.array([doc_ids.index(next(iter(dataset.qrels[q]))) for q in query_ids])
     expected = _reference_retrieval(query_vectors, doc_vectors, relevant)
     print({name: (ours[name], float(value)) for name, value in expected.items()})
     assert ours["num_queries"] == 100 and ours["num_docs"] == len(doc_ids)
@@ -74,16 +74,20 @@ def test_retrieval_on_squad_as_beir(encoder, reference, shared_data, tmp_path):
 
 
 def test_sts_on_sick_test(encoder, reference, shared_data, tmp_path):
-    lines = (shared_data / "sick" / "SICK_test_annotated.txt").read_text(
-        encoding="utf-8").splitlines(keepends=True)
+    lines = (
+        (shared_data / "sick" / "SICK_test_annotated.txt")
+        .read_text(encoding="utf-8")
+        .splitlines(keepends=True)
+    )
     path = tmp_path / "SICK_test_annotated.txt"
     path.write_text("".join(lines[:201]), encoding="utf-8")  # Header + 200.
     ours = _score(encoder, "sts", path)
     rows = list(csv.DictReader(lines[:201], delimiter="\t"))
     first = reference(r["sentence_A"] for r in rows)
     second = reference(r["sentence_B"] for r in rows)
-    expected = stats.spearmanr((first * second).sum(1),
-                               [float(r["relatedness_score"]) for r in rows]).statistic
+    expected = stats.spearmanr(
+        (first * second).sum(1), [float(r["relatedness_score"]) for r in rows]
+    ).statistic
     print("spearman", ours["spearman"], expected)
     assert ours["num_pairs"] == 200
     assert ours["spearman"] == pytest.approx(expected, abs=1e-4)
@@ -105,8 +109,7 @@ def _mteb_draws(labels, n_experiments=10, per_label=8, seed=42):
 
 @pytest.mark.slow
 def test_classification_on_banking77(encoder, reference, shared_data, tmp_path):
-    bundled_data.split_train_test(str(shared_data / "banking77" / "train.csv"),
-                                  str(tmp_path), max_rows=480)
+    bundled_data.split_train_test(str(shared_data / "banking77" / "train.csv"), str(tmp_path), max_rows=480)
     ours = _score(encoder, "classification", tmp_path)
     train = list(csv.DictReader(open(tmp_path / "train.csv", encoding="utf-8")))
     test = list(csv.DictReader(open(tmp_path / "test.csv", encoding="utf-8")))
@@ -129,13 +132,13 @@ def test_classification_on_banking77(encoder, reference, shared_data, tmp_path):
 
 def test_clustering_on_stackoverflow(encoder, reference, shared_data, tmp_path):
     path = tmp_path / "stackoverflow.csv"
-    bundled_data.stackoverflow_to_csv(str(shared_data / "stackoverflow"),
-                                      str(path), max_rows=300)
+    bundled_data.stackoverflow_to_csv(str(shared_data / "stackoverflow"), str(path), max_rows=300)
     ours = _score(encoder, "clustering", path)
     rows = list(csv.DictReader(open(path, encoding="utf-8")))
     labels = [r["label"] for r in rows]
-    kmeans = cluster.MiniBatchKMeans(n_clusters=len(set(labels)), batch_size=500,
-                                     n_init="auto", random_state=42)
+    kmeans = cluster.MiniBatchKMeans(
+        n_clusters=len(set(labels)), batch_size=500, n_init="auto", random_state=42
+    )
     kmeans.fit(reference(r["text"] for r in rows))
     expected = metrics.v_measure_score(labels, kmeans.labels_)
     print("v_measure", ours["v_measure"], expected)

@@ -18,8 +18,7 @@ class LookupEncoder:
         self.vectors = vectors
         self.calls = []
 
-    def encode(self, texts, prompt=None, dim=None, batch_size=None,
-               show_progress=False):
+    def encode(self, texts, prompt=None, dim=None, batch_size=None, show_progress=False):
         self.calls.append((list(texts), prompt, dim))
         return np.array([self.vectors[t] for t in texts], np.float32)
 
@@ -53,8 +52,7 @@ def test_metrics_cutoffs():
     assert metrics["ndcg@10"] == metrics["mrr@10"] == metrics["recall@10"] == 0
     assert metrics["recall@100"] == 1
     # Half the relevant documents found within 1.
-    metrics = retrieval.retrieval_metrics(
-        {"q": ["a", "z", "b"]}, {"q": {"a": 1, "b": 1}})
+    metrics = retrieval.retrieval_metrics({"q": ["a", "z", "b"]}, {"q": {"a": 1, "b": 1}})
     assert metrics["recall@1"] == 0.5 and metrics["recall@5"] == 1
 
 
@@ -77,16 +75,14 @@ def test_top_k_matches_full_sort_across_blocks(monkeypatch):
     full[3, excluded[3]] = -np.inf
     expected = np.argsort(-full, axis=1, kind="stable")[:, :9]
     np.testing.assert_array_equal(indices, expected)
-    np.testing.assert_allclose(scores, np.take_along_axis(full, expected, 1),
-                               rtol=1e-5)
+    np.testing.assert_allclose(scores, np.take_along_axis(full, expected, 1), rtol=1e-5)
     # k beyond the corpus is capped.
     assert retrieval.top_k(queries, docs[:4], 9)[1].shape == (20, 4)
 
 
 def test_descending_id_order_compares_strings():
     # Descending: "b", "a", "9", "10" ("9" > "10" as strings).
-    np.testing.assert_array_equal(
-        retrieval.descending_id_order(["9", "10", "b", "a"]), [2, 3, 0, 1])
+    np.testing.assert_array_equal(retrieval.descending_id_order(["9", "10", "b", "a"]), [2, 3, 0, 1])
 
 
 def test_top_k_orders_equal_scores_by_tie_order():
@@ -98,23 +94,31 @@ def test_top_k_orders_equal_scores_by_tie_order():
     np.testing.assert_array_equal(indices, [[2, 3, 0, 1]])
 
 
-def _pytrec_eval_means(query_vectors, doc_vectors, query_ids, doc_ids, qrels,
-                       ignore_identical_ids):
+def _pytrec_eval_means(query_vectors, doc_vectors, query_ids, doc_ids, qrels, ignore_identical_ids):
     """BEIR's scoring: every document's cosine to pytrec_eval, mean per query."""
     pytrec_eval = pytest.importorskip("pytrec_eval")
-    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    def unit(x):
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
     scores = unit(query_vectors) @ unit(doc_vectors).T
-    run = {q: {d: float(s) for d, s in zip(doc_ids, row)
-               if not (ignore_identical_ids and d == q)}
-           for q, row in zip(query_ids, scores)}
+    run = {
+        q: {d: float(s) for d, s in zip(doc_ids, row) if not (ignore_identical_ids and d == q)}
+        for q, row in zip(query_ids, scores)
+    }
     per_query = pytrec_eval.RelevanceEvaluator(
-        qrels, {"ndcg_cut.10", "recall.1,5,10,100", "recip_rank"}).evaluate(run)
-    names = {"ndcg@10": "ndcg_cut_10", "recall@1": "recall_1",
-             "recall@5": "recall_5", "recall@10": "recall_10",
-             "recall@100": "recall_100", "mrr@10": "recip_rank"}
+        qrels, {"ndcg_cut.10", "recall.1,5,10,100", "recip_rank"}
+    ).evaluate(run)
+    names = {
+        "ndcg@10": "ndcg_cut_10",
+        "recall@1": "recall_1",
+        "recall@5": "recall_5",
+        "recall@10": "recall_10",
+        "recall@100": "recall_100",
+        "mrr@10": "recip_rank",
+    }
     assert set(per_query) == set(qrels)
-    return {ours: np.mean([m[theirs] for m in per_query.values()])
-            for ours, theirs in names.items()}
+    return {ours: np.mean([m[theirs] for m in per_query.values()]) for ours, theirs in names.items()}
 
 
 @pytest.mark.parametrize("ignore_identical_ids", [True, False])
@@ -130,23 +134,35 @@ def test_evaluate_retrieval_matches_pytrec_eval(ignore_identical_ids):
     query_ids = ["q1", "q2", "q3", "q4", "q5", "q6"]
     # q1 and q2 are near a duplicate pair; q3 nearest the document with its id.
     query_vectors = np.stack(
-        [vectors["dup1"] + 0.1 * rng.normal(size=6),
-         vectors["dup2"] + 0.1 * rng.normal(size=6),
-         vectors["text q3"] + 0.1 * rng.normal(size=6)]
-        + [rng.normal(size=6) for _ in range(3)])
-    qrels = {"q1": {"10": 1}, "q2": {"a": 2, "d1": 1}, "q3": {"d2": 1, "q3": 0},
-             "q4": {"d3": 1, "d4": 2, "d5": 1},
-             "q5": {"d1": 0, "d2": 0},  # Judged, nothing relevant.
-             "q6": {"9": 1}}
+        [
+            vectors["dup1"] + 0.1 * rng.normal(size=6),
+            vectors["dup2"] + 0.1 * rng.normal(size=6),
+            vectors["text q3"] + 0.1 * rng.normal(size=6),
+        ]
+        + [rng.normal(size=6) for _ in range(3)]
+    )
+    qrels = {
+        "q1": {"10": 1},
+        "q2": {"a": 2, "d1": 1},
+        "q3": {"d2": 1, "q3": 0},
+        "q4": {"d3": 1, "d4": 2, "d5": 1},
+        "q5": {"d1": 0, "d2": 0},  # Judged, nothing relevant.
+        "q6": {"9": 1},
+    }
     corpus = {d: {"title": "", "text": t} for d, t in zip(doc_ids, doc_texts)}
     queries = {q: f"query {q}" for q in query_ids}
-    encoder = LookupEncoder(
-        {**vectors, **{queries[q]: v for q, v in zip(query_ids, query_vectors)}})
+    encoder = LookupEncoder({**vectors, **{queries[q]: v for q, v in zip(query_ids, query_vectors)}})
     ours = retrieval.evaluate_retrieval(
-        encoder, corpus, queries, qrels, ignore_identical_ids=ignore_identical_ids)
+        encoder, corpus, queries, qrels, ignore_identical_ids=ignore_identical_ids
+    )
     expected = _pytrec_eval_means(
-        query_vectors, np.stack([vectors[t] for t in doc_texts]), query_ids,
-        doc_ids, qrels, ignore_identical_ids)
+        query_vectors,
+        np.stack([vectors[t] for t in doc_texts]),
+        query_ids,
+        doc_ids,
+        qrels,
+        ignore_identical_ids,
+    )
     assert ours["num_queries"] == 6
     for name, value in expected.items():
         assert ours[name] == pytest.approx(value, abs=1e-6), name
@@ -154,22 +170,25 @@ def test_evaluate_retrieval_matches_pytrec_eval(ignore_identical_ids):
 
 def _write_beir(folder, corpus, queries, qrels_lines, split="test"):
     folder.mkdir(exist_ok=True)
-    (folder / "corpus.jsonl").write_text(
-        "".join(json.dumps(d) + "\n" for d in corpus), encoding="utf-8")
-    (folder / "queries.jsonl").write_text(
-        "".join(json.dumps(q) + "\n" for q in queries), encoding="utf-8")
+    (folder / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in corpus), encoding="utf-8")
+    (folder / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries), encoding="utf-8")
     (folder / "qrels").mkdir(exist_ok=True)
     (folder / "qrels" / f"{split}.tsv").write_text(
-        "query-id\tcorpus-id\tscore\n" + "".join(l + "\n" for l in qrels_lines))
+        "query-id\tcorpus-id\tscore\n" + "".join(line + "\n" for line in qrels_lines)
+    )
 
 
 def test_beir_folder_end_to_end(tmp_path):
-    corpus = [{"_id": "d1", "title": "Paris", "text": "capital of France"},
-              {"_id": "d2", "title": "", "text": "a fish"},
-              {"_id": "q2", "title": "", "text": "same id as a query"}]
-    queries = [{"_id": "q1", "text": "french capital"},
-               {"_id": "q2", "text": "fish"},
-               {"_id": "q3", "text": "unjudged"}]
+    corpus = [
+        {"_id": "d1", "title": "Paris", "text": "capital of France"},
+        {"_id": "d2", "title": "", "text": "a fish"},
+        {"_id": "q2", "title": "", "text": "same id as a query"},
+    ]
+    queries = [
+        {"_id": "q1", "text": "french capital"},
+        {"_id": "q2", "text": "fish"},
+        {"_id": "q3", "text": "unjudged"},
+    ]
     _write_beir(tmp_path, corpus, queries, ["q1\td1\t1", "q2\td2\t1"])
     data = retrieval.load_retrieval(str(tmp_path))
     assert data.split == "test"
@@ -178,7 +197,8 @@ def test_beir_folder_end_to_end(tmp_path):
 
     fmt = "title: {title} | text: {text}"
     vectors = {
-        "french capital": [1, 0, 0], "fish": [0, 1, 0],
+        "french capital": [1, 0, 0],
+        "fish": [0, 1, 0],
         "title: Paris | text: capital of France": [1, 0.1, 0],
         "title:  | text: a fish": [0, 1, 0.5],
         # Would be q2's best match, but shares its id, so is never retrieved.
@@ -186,8 +206,8 @@ def test_beir_folder_end_to_end(tmp_path):
     }
     encoder = LookupEncoder(vectors)
     metrics = retrieval.evaluate_retrieval(
-        encoder, data.corpus, data.queries, data.qrels, query_prompt="q: ",
-        doc_format=fmt, dim=3)
+        encoder, data.corpus, data.queries, data.qrels, query_prompt="q: ", doc_format=fmt, dim=3
+    )
     assert metrics["ndcg@10"] == pytest.approx(1.0)
     assert metrics["mrr@10"] == pytest.approx(1.0)
     assert (metrics["num_queries"], metrics["num_docs"]) == (2, 3)
@@ -195,24 +215,31 @@ def test_beir_folder_end_to_end(tmp_path):
     assert encoder.calls[1][1:] == (None, 3)
     # Kept, the document sharing q2's id ranks first, above q2's relevant one.
     metrics = retrieval.evaluate_retrieval(
-        encoder, data.corpus, data.queries, data.qrels, doc_format=fmt,
-        ignore_identical_ids=False)
+        encoder, data.corpus, data.queries, data.qrels, doc_format=fmt, ignore_identical_ids=False
+    )
     assert metrics["mrr@10"] == pytest.approx((1 + 1 / 2) / 2)
 
 
-@pytest.mark.parametrize("corpus_text, qrels_lines, message", [
-    ('{"_id": "d1", "text": "x"}\n{"_id": "d2", "text": \n', ["q1\td1\t1"],
-     r"corpus\.jsonl:2: not valid JSON"),
-    ('{"_id": "d1"}\n', ["q1\td1\t1"], r"corpus\.jsonl:1: missing 'text'"),
-    ('{"_id": "d1", "text": "x"}\n{"_id": "d2", "title": " ", "text": "\\n"}\n',
-     ["q1\td1\t1"],
-     r"corpus\.jsonl:2: empty text \(id 'd2'\); drop the line or fill it in$"),
-    ('{"_id": "d1", "text": "x"}\n', ["q1\td1"], r"test\.tsv:2: 2 tab-separated"),
-    ('{"_id": "d1", "text": "x"}\n', ["q1\td1\thigh"], r"test\.tsv:2: score 'high'"),
-    ('{"_id": "d1", "text": "x"}\n', ["q9\td1\t1"], r"not in queries\.jsonl"),
-])
-def test_beir_errors_name_file_and_line(tmp_path, corpus_text, qrels_lines,
-                                        message):
+@pytest.mark.parametrize(
+    "corpus_text, qrels_lines, message",
+    [
+        (
+            '{"_id": "d1", "text": "x"}\n{"_id": "d2", "text": \n',
+            ["q1\td1\t1"],
+            r"corpus\.jsonl:2: not valid JSON",
+        ),
+        ('{"_id": "d1"}\n', ["q1\td1\t1"], r"corpus\.jsonl:1: missing 'text'"),
+        (
+            '{"_id": "d1", "text": "x"}\n{"_id": "d2", "title": " ", "text": "\\n"}\n',
+            ["q1\td1\t1"],
+            r"corpus\.jsonl:2: empty text \(id 'd2'\); drop the line or fill it in$",
+        ),
+        ('{"_id": "d1", "text": "x"}\n', ["q1\td1"], r"test\.tsv:2: 2 tab-separated"),
+        ('{"_id": "d1", "text": "x"}\n', ["q1\td1\thigh"], r"test\.tsv:2: score 'high'"),
+        ('{"_id": "d1", "text": "x"}\n', ["q9\td1\t1"], r"not in queries\.jsonl"),
+    ],
+)
+def test_beir_errors_name_file_and_line(tmp_path, corpus_text, qrels_lines, message):
     _write_beir(tmp_path, [], [{"_id": "q1", "text": "hi"}], qrels_lines)
     (tmp_path / "corpus.jsonl").write_text(corpus_text, encoding="utf-8")
     with pytest.raises(UserError, match=message):
@@ -220,17 +247,24 @@ def test_beir_errors_name_file_and_line(tmp_path, corpus_text, qrels_lines,
 
 
 def test_empty_query_names_file_and_line(tmp_path):
-    _write_beir(tmp_path, [{"_id": "d1", "title": "Only a title", "text": ""}],
-                [{"_id": "q1", "text": "hi"}, {"_id": "q2", "text": " \t"}],
-                ["q1\td1\t1"])
-    with pytest.raises(UserError, match=r"queries\.jsonl:2: empty text"
-                       r" \(id 'q2'\); drop the line or fill it in$"):
+    _write_beir(
+        tmp_path,
+        [{"_id": "d1", "title": "Only a title", "text": ""}],
+        [{"_id": "q1", "text": "hi"}, {"_id": "q2", "text": " \t"}],
+        ["q1\td1\t1"],
+    )
+    with pytest.raises(
+        UserError,
+        match=r"queries\.jsonl:2: empty text"
+        r" \(id 'q2'\); drop the line or fill it in$",
+    ):
         retrieval.load_retrieval(str(tmp_path))
 
 
 def test_beir_missing_split_and_non_beir_paths(tmp_path):
-    _write_beir(tmp_path / "b", [{"_id": "d", "text": "x"}],
-                [{"_id": "q", "text": "y"}], ["q\td\t1"], split="dev")
+    _write_beir(
+        tmp_path / "b", [{"_id": "d", "text": "x"}], [{"_id": "q", "text": "y"}], ["q\td\t1"], split="dev"
+    )
     with pytest.raises(UserError, match="splits here: dev"):
         retrieval.load_retrieval(str(tmp_path / "b"), "test")
     with pytest.raises(UserError, match="not a BEIR folder"):
@@ -246,18 +280,15 @@ def test_bad_squad_files(tmp_path):
     (tmp_path / "a.json").write_text('{"data": [\n{"title": 1,')
     with pytest.raises(UserError, match=r"a\.json:2: not valid JSON"):
         retrieval.load_squad(str(tmp_path / "a.json"))
-    (tmp_path / "b.json").write_text('{"data": [{"title": "T", "paragraphs":'
-                                     ' [{"qas": []}]}]}')
-    with pytest.raises(UserError, match="article 0 paragraph 0: bad or missing"
-                       " 'context'"):
+    (tmp_path / "b.json").write_text('{"data": [{"title": "T", "paragraphs": [{"qas": []}]}]}')
+    with pytest.raises(UserError, match="article 0 paragraph 0: bad or missing 'context'"):
         retrieval.load_squad(str(tmp_path / "b.json"))
 
 
 def test_doc_format_rejects_unknown_fields():
     with pytest.raises(UserError, match="only {title} and {text}"):
         retrieval.format_documents({"d": {"text": "x"}}, ["d"], "{body}")
-    assert retrieval.format_documents(
-        {"d": {"title": "", "text": "x"}}, ["d"]) == ["x"]
+    assert retrieval.format_documents({"d": {"title": "", "text": "x"}}, ["d"]) == ["x"]
 
 
 def test_squad_dev_a_counts(shared_data):
@@ -269,14 +300,16 @@ def test_squad_dev_a_counts(shared_data):
     assert first["title"] == "Super Bowl 50"
     assert first["text"].startswith("Super Bowl 50 was an American football game")
     assert data.queries["56be4db0acb8001400a502ec"] == (
-        "Which NFL team represented the AFC at Super Bowl 50?")
+        "Which NFL team represented the AFC at Super Bowl 50?"
+    )
 
 
 def test_qrels_naming_documents_missing_from_the_corpus_warn(tmp_path):
     corpus = [{"_id": "d1", "title": "", "text": "kept"}]
     queries = [{"_id": "q1", "text": "a"}, {"_id": "q2", "text": "b"}]
-    _write_beir(tmp_path, corpus, queries, ["q1\td1\t1", "q2\tgone\t1", "q2\talso-gone\t1",
-                                            "q1\tnot-relevant\t0"])
+    _write_beir(
+        tmp_path, corpus, queries, ["q1\td1\t1", "q2\tgone\t1", "q2\talso-gone\t1", "q1\tnot-relevant\t0"]
+    )
     with mock.patch.object(retrieval.logging, "warning") as warning:
         data = retrieval.load_retrieval(str(tmp_path))
     assert warning.call_count == 1

@@ -26,8 +26,9 @@ class _RecordingEncoder:
 
 def _beir(folder, docs):
     (folder / "qrels").mkdir()
-    (folder / "corpus.jsonl").write_text("".join(
-        json.dumps({"_id": i, "title": t, "text": x}) + "\n" for i, (t, x) in docs.items()))
+    (folder / "corpus.jsonl").write_text(
+        "".join(json.dumps({"_id": i, "title": t, "text": x}) + "\n" for i, (t, x) in docs.items())
+    )
     (folder / "queries.jsonl").write_text(json.dumps({"_id": "q", "text": "find a"}) + "\n")
     (folder / "qrels" / "test.tsv").write_text("q\td1\t1\n")
 
@@ -39,15 +40,20 @@ def test_gecko_prompts_and_document_format(tmp_path):
     metrics = tasks.score_task(encoder, "retrieval", dataset, default_prompts("gecko", "retrieval"))
     assert encoder.calls == [
         (["find a"], "task: question answering | query: "),
-        (["title: none | text: text a", "title: Bee | text: text b"], None)]
+        (["title: none | text: text a", "title: Bee | text: text b"], None),
+    ]
     assert metrics["ndcg@10"] == metrics["recall@100"] == 1.0
 
 
 def test_plain_prompts_join_title_and_text(tmp_path):
     _beir(tmp_path, {"d1": ("", "text a"), "d2": ("Bee", "text b")})
     encoder = _RecordingEncoder()
-    tasks.score_task(encoder, "retrieval", tasks.load_task_data("retrieval", str(tmp_path)),
-                     default_prompts("plain", "retrieval"))
+    tasks.score_task(
+        encoder,
+        "retrieval",
+        tasks.load_task_data("retrieval", str(tmp_path)),
+        default_prompts("plain", "retrieval"),
+    )
     assert encoder.calls[1] == (["text a", "Bee text b"], None)
     assert default_prompts("plain", "sts") == Prompts()
     assert default_prompts("gecko", "clustering").query == "task: clustering | query: "
@@ -57,7 +63,8 @@ def test_classification_reads_category_and_scores(tmp_path):
     rows = [("an apple a", "a"), ("a bee b", "b"), ("more a", "a"), ("yes b", "b")]
     for split in ("train", "test"):
         (tmp_path / f"{split}.csv").write_text(
-            "id,text,category\n" + "".join(f"{i},{t},{c}\n" for i, (t, c) in enumerate(rows)))
+            "id,text,category\n" + "".join(f"{i},{t},{c}\n" for i, (t, c) in enumerate(rows))
+        )
     dataset = tasks.load_task_data("classification", str(tmp_path))
     metrics = tasks.score_task(_RecordingEncoder(), "classification", dataset, Prompts())
     assert metrics["accuracy"] == metrics["f1"] == 1.0
@@ -72,11 +79,14 @@ def test_undersampling_takes_at_most_n_per_label_and_varies():
     assert draws[0] != draws[1]
 
 
-@pytest.mark.parametrize("content,match", [
-    ("text,topic\nx,a\n", "'label' or 'category'"),
-    ("text,label\n,a\n", r"test\.csv:2: the text is empty"),
-    ("text,label\n", "no rows"),
-])
+@pytest.mark.parametrize(
+    "content,match",
+    [
+        ("text,topic\nx,a\n", "'label' or 'category'"),
+        ("text,label\n,a\n", r"test\.csv:2: the text is empty"),
+        ("text,label\n", "no rows"),
+    ],
+)
 def test_bad_csv_is_a_clear_error(tmp_path, content, match):
     (tmp_path / "train.csv").write_text("text,label\nx,a\ny,b\n")
     (tmp_path / "test.csv").write_text(content)

@@ -10,9 +10,19 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_tiny_source_round_trips(tmp_path):
-    subprocess.run([sys.executable, str(REPO / "data_pipelines" / "export_jsonl.py"),
-                    "--sources=tiny", f"--output={tmp_path}/train", "--num_shards=2"],
-                   check=True, capture_output=True, text=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "data_pipelines" / "export_jsonl.py"),
+            "--sources=tiny",
+            f"--output={tmp_path}/train",
+            "--num_shards=2",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     shards = sorted(tmp_path.glob("train-*-of-00002.jsonl"))
     assert len(shards) == 2
     written = [e for shard in shards for e in jsonl.read_jsonl(str(shard))]

@@ -17,20 +17,28 @@ from gecko_jax.export import tokenizer_files
 from gecko_jax.export.sentence_transformers import export_model
 from gecko_jax.models import gemma_import
 from sentencepiece_vocab_test import tiny_metadata  # pylint: disable=g-bad-import-order
-from workdir_helpers import (make_workdir, random_params, tiny_bert_config,  # pylint: disable=g-bad-import-order
-                             tiny_gemma_config)
+from workdir_helpers import (
+    make_workdir,
+    random_params,
+    tiny_bert_config,  # pylint: disable=g-bad-import-order
+    tiny_gemma_config,
+)
 
 sentence_transformers = pytest.importorskip("sentence_transformers")
 transformers = pytest.importorskip("transformers")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TEXTS = ["A man is playing a guitar.", "Crème brûlée, ΑΣ 北京大学 [SEP] x",
-         "the cat  the\nx at", "word " * 60, "a cat"]
+TEXTS = [
+    "A man is playing a guitar.",
+    "Crème brûlée, ΑΣ 北京大学 [SEP] x",
+    "the cat  the\nx at",
+    "word " * 60,
+    "a cat",
+]
 
 
 def _min_cosine(a, b):
-    return float(((a * b).sum(1) / np.linalg.norm(a, axis=1)
-                  / np.linalg.norm(b, axis=1)).min())
+    return float(((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)).min())
 
 
 def _check_round_trip(spec, folder, prompt_name=None, texts=TEXTS):
@@ -53,8 +61,7 @@ def test_minilm_exports_unchanged(tmp_path):
     # Short texts: one length bucket, one compilation per encoder.
     model = _check_round_trip("minilm", str(tmp_path / "out"), texts=TEXTS[:3])
     assert model.max_seq_length == 256
-    assert [type(m).__name__ for m in model] == ["Transformer", "Pooling",
-                                                  "Normalize"]
+    assert [type(m).__name__ for m in model] == ["Transformer", "Pooling", "Normalize"]
 
 
 def test_bert_workdir_with_projection_and_prompts(tmp_path):
@@ -78,17 +85,21 @@ def fixture_tiny_sentencepiece(tmp_path, monkeypatch):
     return f"sentencepiece:{sentencepiece_vocab.write_model(proto)}"
 
 
-@pytest.mark.parametrize("wordpiece,pooling,projection,normalize,prompt_name", [
-    (False, "last", 0, False, None),
-    # configs/gecko_768.py:runlocal pairs a Gemma 3 with the MiniLM vocabulary.
-    (True, "mean", 16, True, "query")])
+@pytest.mark.parametrize(
+    "wordpiece,pooling,projection,normalize,prompt_name",
+    [
+        (False, "last", 0, False, None),
+        # configs/gecko_768.py:runlocal pairs a Gemma 3 with the MiniLM vocabulary.
+        (True, "mean", 16, True, "query"),
+    ],
+)
 def test_gemma_workdir_in_embeddinggemma_layout(
-        tmp_path, tiny_sentencepiece, wordpiece, pooling, projection, normalize,
-        prompt_name):
-    vocab, vocab_size = ("minilm", 30522) if wordpiece else (tiny_sentencepiece,
-                                                             279)
-    config = tiny_gemma_config(vocab, vocab_size, pooling=pooling,
-                               projection_dim=projection, normalize=normalize)
+    tmp_path, tiny_sentencepiece, wordpiece, pooling, projection, normalize, prompt_name
+):
+    vocab, vocab_size = ("minilm", 30522) if wordpiece else (tiny_sentencepiece, 279)
+    config = tiny_gemma_config(
+        vocab, vocab_size, pooling=pooling, projection_dim=projection, normalize=normalize
+    )
     workdir = make_workdir(tmp_path / "run", config, {2: random_params(config)})
     folder = str(tmp_path / "out")
     model = _check_round_trip(workdir, folder, prompt_name)
@@ -118,17 +129,33 @@ def test_gemma3_tokenizer_files_tokenize_like_us(tmp_path, shared_data):
 def test_trained_runlocal_workdir(tmp_path):
     workdir = tmp_path / "run"
     env = dict(os.environ, XLA_FLAGS="")
-    subprocess.run([sys.executable, os.path.join(REPO, "launch", "train.py"),
-                    f"--config={REPO}/configs/gecko_768.py:runlocal",
-                    f"--workdir={workdir}", "--config.total_steps=2"],
-                   env=env, check=True, capture_output=True, timeout=600)
+    subprocess.run(
+        [
+            sys.executable,
+            os.path.join(REPO, "launch", "train.py"),
+            f"--config={REPO}/configs/gecko_768.py:runlocal",
+            f"--workdir={workdir}",
+            "--config.total_steps=2",
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     result = subprocess.run(
-        [sys.executable, os.path.join(REPO, "launch", "export.py"),
-         f"--model={workdir}", f"--output={tmp_path / 'out'}"],
-        capture_output=True, text=True, timeout=600, check=False)
+        [
+            sys.executable,
+            os.path.join(REPO, "launch", "export.py"),
+            f"--model={workdir}",
+            f"--output={tmp_path / 'out'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
-    model = sentence_transformers.SentenceTransformer(str(tmp_path / "out"),
-                                                      device="cpu")
+    model = sentence_transformers.SentenceTransformer(str(tmp_path / "out"), device="cpu")
     ours = Encoder.load(str(workdir)).encode(TEXTS)
     assert _min_cosine(model.encode(TEXTS), ours) >= 0.9999
 
@@ -152,8 +179,11 @@ def test_bad_outputs_and_towers(tmp_path):
 
 def test_cli_error_is_one_line():
     result = subprocess.run(
-        [sys.executable, os.path.join(REPO, "launch", "export.py"),
-         "--model=minilm"], capture_output=True, text=True, timeout=300,
-        check=False)
+        [sys.executable, os.path.join(REPO, "launch", "export.py"), "--model=minilm"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert result.returncode == 2
     assert result.stderr.strip() == "error: --output is required"

@@ -7,10 +7,17 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def check_gradient(jax_loss: Callable[[jax.Array], jax.Array],
-                   numpy_loss: Callable[[np.ndarray], float], flat: np.ndarray, *,
-                   seed: int = 0, samples: int = 12, eps: float = 1e-5,
-                   rtol: float = 1e-3, atol: float = 1e-5) -> None:
+def check_gradient(
+    jax_loss: Callable[[jax.Array], jax.Array],
+    numpy_loss: Callable[[np.ndarray], float],
+    flat: np.ndarray,
+    *,
+    seed: int = 0,
+    samples: int = 12,
+    eps: float = 1e-5,
+    rtol: float = 1e-3,
+    atol: float = 1e-5,
+) -> None:
     """Asserts a loss and its gradient match a NumPy reference.
 
     The value is compared directly, the gradient against central differences
@@ -38,5 +45,4 @@ def check_gradient(jax_loss: Callable[[jax.Array], jax.Array],
         bump = np.zeros_like(flat)
         bump[index] = eps
         numeric = (numpy_loss(flat + bump) - numpy_loss(flat - bump)) / (2 * eps)
-        np.testing.assert_allclose(grad[index], numeric, rtol=rtol, atol=atol,
-                                   err_msg=f"coordinate {index}")
+        np.testing.assert_allclose(grad[index], numeric, rtol=rtol, atol=atol, err_msg=f"coordinate {index}")

@@ -24,23 +24,45 @@ from conftest import REPO  # pylint: disable=g-bad-import-order
 
 # Nothing listens on port 1, so a request there is refused at once.
 DEAD_ENDPOINT = "openai:m@http://127.0.0.1:1/v1"
-RUN = {"passages": "p.jsonl", "num_passages": 3, "llm": DEAD_ENDPOINT, "embedder": "bow",
-       "corpus_block_size": 8192}
+RUN = {
+    "passages": "p.jsonl",
+    "num_passages": 3,
+    "llm": DEAD_ENDPOINT,
+    "embedder": "bow",
+    "corpus_block_size": 8192,
+}
 
 
 def _run_cli(tmp_path, *args):
     passages = tmp_path / "passages.jsonl"
-    passages.write_text("".join(json.dumps({"id": f"p{i}", "text": f"{topic} facts"}) + "\n"
-                                for i, topic in enumerate(["river", "castle", "honey"])))
-    return subprocess.run([sys.executable, str(REPO / "data_pipelines" / "fret" / "run.py"),
-                           f"--passages={passages}", f"--output={tmp_path / 'out'}", *args],
-                          capture_output=True, text=True, timeout=300, check=False)
+    passages.write_text(
+        "".join(
+            json.dumps({"id": f"p{i}", "text": f"{topic} facts"}) + "\n"
+            for i, topic in enumerate(["river", "castle", "honey"])
+        )
+    )
+    return subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "data_pipelines" / "fret" / "run.py"),
+            f"--passages={passages}",
+            f"--output={tmp_path / 'out'}",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
 
 
-@pytest.mark.parametrize("flag, message", [
-    ("--embedder=bow", "error: --embedder: Unknown model 'bow'; use 'minilm'"),
-    ("--rerank_llm=bow", "error: --rerank_llm: Unknown model 'bow'; use 'gemma3-270m'"),
-])
+@pytest.mark.parametrize(
+    "flag, message",
+    [
+        ("--embedder=bow", "error: --embedder: Unknown model 'bow'; use 'minilm'"),
+        ("--rerank_llm=bow", "error: --rerank_llm: Unknown model 'bow'; use 'gemma3-270m'"),
+    ],
+)
 def test_bad_model_spec_is_one_line_and_writes_nothing(tmp_path, flag, message):
     result = _run_cli(tmp_path, f"--llm={DEAD_ENDPOINT}", flag)
     assert result.returncode == 2
@@ -58,11 +80,14 @@ def test_dead_endpoint_is_one_line_without_beam_traceback(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("spec, message", [
-    ("bow", "Unknown model 'bow'"),
-    ("st:/no/such/folder", "no folder '/no/such/folder'"),
-    ("gguf:/no/such.gguf", "no file '/no/such.gguf'"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("bow", "Unknown model 'bow'"),
+        ("st:/no/such/folder", "no folder '/no/such/folder'"),
+        ("gguf:/no/such.gguf", "no file '/no/such.gguf'"),
+    ],
+)
 def test_embedder_specs_naming_nothing_are_refused(spec, message):
     with pytest.raises(UserError, match=message):
         model_specs.check_embedder(spec)
@@ -74,13 +99,16 @@ def test_embedder_specs_naming_a_model_pass():
     model_specs.check_embedder(f"st:{minilm_folder()}")
 
 
-@pytest.mark.parametrize("spec, message", [
-    ("bow", "Unknown model 'bow'"),
-    ("hf:/no/such/folder", "no folder '/no/such/folder'"),
-    ("minilm", "not a Gemma language model"),
-    ("openai:m", "needs its server"),
-    ("openai:m@ftp://host", "bad LLM spec"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("bow", "Unknown model 'bow'"),
+        ("hf:/no/such/folder", "no folder '/no/such/folder'"),
+        ("minilm", "not a Gemma language model"),
+        ("openai:m", "needs its server"),
+        ("openai:m@ftp://host", "bad LLM spec"),
+    ],
+)
 def test_llm_specs_that_cannot_work_are_refused(spec, message):
     with pytest.raises(UserError, match=message):
         model_specs.check_llm(LLMOptions(spec))
@@ -113,8 +141,11 @@ def test_a_finished_shard_binds_a_rerun_to_its_flags(tmp_path):
 
 def test_an_embedded_corpus_binds_only_the_flags_it_depends_on(tmp_path):
     shard_files.check_run(str(tmp_path), RUN)
-    corpus_index.write_block(corpus_index.block_prefix(str(tmp_path / shard_files.CORPUS_DIR), 0),
-                             [{"id": "p0", "title": "", "text": "river facts"}], np.ones((1, 4)))
+    corpus_index.write_block(
+        corpus_index.block_prefix(str(tmp_path / shard_files.CORPUS_DIR), 0),
+        [{"id": "p0", "title": "", "text": "river facts"}],
+        np.ones((1, 4)),
+    )
     with pytest.raises(UserError, match=r"holds an embedded corpus made with --embedder='bow'"):
         shard_files.check_run(str(tmp_path), dict(RUN, embedder="minilm"))
     fixed_llm = dict(RUN, llm="openai:m@http://127.0.0.1:8000/v1")

@@ -100,9 +100,18 @@ class FakeLLMServer:
         # The one generated token (max_tokens=1) must not be counted.
         tokens.append((" gen", len(prompt)))
         logprobs.append(-9.0)
-        return {"choices": [{"text": prompt + " gen", "logprobs": {
-            "tokens": [t for t, _ in tokens], "token_logprobs": logprobs,
-            "text_offset": [o for _, o in tokens]}}]}
+        return {
+            "choices": [
+                {
+                    "text": prompt + " gen",
+                    "logprobs": {
+                        "tokens": [t for t, _ in tokens],
+                        "token_logprobs": logprobs,
+                        "text_offset": [o for _, o in tokens],
+                    },
+                }
+            ]
+        }
 
     def gemini(self, body, mode):
         prompt = body["contents"][0]["parts"][0]["text"]
@@ -110,14 +119,34 @@ class FakeLLMServer:
             return {"candidates": [{"finishReason": "SAFETY"}]}
         config = body["generationConfig"]
         if config.get("responseLogprobs"):
-            top = [{"token": " yes", "logProbability": _yes_logprob(prompt)},
-                   {"token": "no", "logProbability": NO_LP},
-                   {"token": "Yes", "logProbability": -3.0},
-                   {"token": "maybe", "logProbability": MAYBE_LP}]
-            return {"candidates": [{"content": {"parts": [{"text": " yes"}]}, "logprobsResult": {
-                "topCandidates": [{"candidates": top}], "chosenCandidates": [top[0]]}}]}
-        return {"candidates": [{"content": {"role": "model", "parts": [
-            {"text": "Answer "}, {"text": f"to {prompt}\nmore text"}]}, "finishReason": "STOP"}]}
+            top = [
+                {"token": " yes", "logProbability": _yes_logprob(prompt)},
+                {"token": "no", "logProbability": NO_LP},
+                {"token": "Yes", "logProbability": -3.0},
+                {"token": "maybe", "logProbability": MAYBE_LP},
+            ]
+            return {
+                "candidates": [
+                    {
+                        "content": {"parts": [{"text": " yes"}]},
+                        "logprobsResult": {
+                            "topCandidates": [{"candidates": top}],
+                            "chosenCandidates": [top[0]],
+                        },
+                    }
+                ]
+            }
+        return {
+            "candidates": [
+                {
+                    "content": {
+                        "role": "model",
+                        "parts": [{"text": "Answer "}, {"text": f"to {prompt}\nmore text"}],
+                    },
+                    "finishReason": "STOP",
+                }
+            ]
+        }
 
 
 @pytest.fixture(name="server")
@@ -125,7 +154,6 @@ def server_fixture():
     fake = FakeLLMServer()
 
     class Handler(http.server.BaseHTTPRequestHandler):
-
         def do_POST(self):  # pylint: disable=invalid-name
             try:
                 fake.handle(self)
@@ -145,14 +173,19 @@ def server_fixture():
 
 
 def _openai(server, **kwargs):
-    kwargs = {"timeout_s": 5.0, "max_retries": 2, "concurrency": 4, "backoff_s": 0.001,
-              **kwargs}
+    kwargs = {"timeout_s": 5.0, "max_retries": 2, "concurrency": 4, "backoff_s": 0.001, **kwargs}
     return http_backend.OpenAICompletionsBackend(f"{server.url}/v1", "fake-model", **kwargs)
 
 
 def _gemini(server, **kwargs):
-    kwargs = {"timeout_s": 5.0, "max_retries": 2, "concurrency": 4, "backoff_s": 0.001,
-              "api_key": SECRET, **kwargs}
+    kwargs = {
+        "timeout_s": 5.0,
+        "max_retries": 2,
+        "concurrency": 4,
+        "backoff_s": 0.001,
+        "api_key": SECRET,
+        **kwargs,
+    }
     return http_backend.GeminiBackend(f"{server.url}/v1beta", "gemini-fake", **kwargs)
 
 
@@ -186,8 +219,13 @@ def test_openai_score_sums_exactly_the_continuation_tokens(server):
 
 def test_openai_score_without_continuation_tokens_raises(server, monkeypatch):
     # A server whose offsets never reach the continuation.
-    monkeypatch.setattr(FakeLLMServer, "completions", lambda self, body: {"choices": [{
-        "logprobs": {"token_logprobs": [None, -1.0], "text_offset": [0, 1]}}]})
+    monkeypatch.setattr(
+        FakeLLMServer,
+        "completions",
+        lambda self, body: {
+            "choices": [{"logprobs": {"token_logprobs": [None, -1.0], "text_offset": [0, 1]}}]
+        },
+    )
     with pytest.raises(LLMError, match="covered no token of the continuation"):
         _openai(server).score(["prompt"], [" continuation"])
     assert len(server.requests) == 1
@@ -207,8 +245,7 @@ def test_gemini_generate_concatenates_parts_in_order(server):
     assert path == "/v1beta/models/gemini-fake:generateContent"
     assert body["contents"][0]["role"] == "user"
     # At most 5 stops go to Gemini; the rest are applied client-side.
-    assert body["generationConfig"] == {"temperature": 0, "maxOutputTokens": 32,
-                                        "stopSequences": stops[:5]}
+    assert body["generationConfig"] == {"temperature": 0, "maxOutputTokens": 32, "stopSequences": stops[:5]}
     assert headers["x-goog-api-key"] == SECRET and SECRET not in path
 
 
@@ -228,8 +265,7 @@ def test_gemini_label_log_probs_reads_top_candidates(server):
     expected = [[_yes_logprob(p), NO_LP, -3.0, floor] for p in prompts]
     np.testing.assert_allclose(log_probs, expected)
     config = server.requests[0][1]["generationConfig"]
-    assert config == {"temperature": 0, "maxOutputTokens": 1, "responseLogprobs": True,
-                      "logprobs": 20}
+    assert config == {"temperature": 0, "maxOutputTokens": 1, "responseLogprobs": True, "logprobs": 20}
 
 
 def test_gemini_score_raises(server):
@@ -290,7 +326,8 @@ def test_api_key_never_in_error_text(server):
 
 def test_connection_refused_is_retried_then_named(server):
     backend = http_backend.OpenAICompletionsBackend(
-        "http://127.0.0.1:1/v1", "m", timeout_s=1.0, max_retries=1, backoff_s=0.001)
+        "http://127.0.0.1:1/v1", "m", timeout_s=1.0, max_retries=1, backoff_s=0.001
+    )
     with pytest.raises(LLMError, match="failed 2 times, last: connection failed"):
         backend.generate(["q"], 4)
 
@@ -306,8 +343,12 @@ def test_concurrency_limit_holds(server):
 def test_from_spec_openai(monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "env-key")
     backend = http_backend.from_spec(
-        "openai:google/gemma-3-27b-it@v2@http://localhost:8000/v1/", timeout_s=2.0,
-        max_retries=1, concurrency=2, api_key=None)
+        "openai:google/gemma-3-27b-it@v2@http://localhost:8000/v1/",
+        timeout_s=2.0,
+        max_retries=1,
+        concurrency=2,
+        api_key=None,
+    )
     assert isinstance(backend, http_backend.OpenAICompletionsBackend)
     assert backend.model == "google/gemma-3-27b-it@v2"
     assert backend.base_url == "http://localhost:8000/v1"
@@ -325,8 +366,7 @@ def test_from_spec_gemini(monkeypatch):
     assert backend.model == "gemini-2.0-flash"
     assert backend._headers()["x-goog-api-key"] == "google-key"  # pylint: disable=protected-access
     monkeypatch.delenv("GOOGLE_API_KEY")
-    custom = http_backend.from_spec("gemini:g@https://proxy.example/v1beta", api_key=None,
-                                    **kwargs)
+    custom = http_backend.from_spec("gemini:g@https://proxy.example/v1beta", api_key=None, **kwargs)
     assert custom.base_url == "https://proxy.example/v1beta"
     assert "x-goog-api-key" not in custom._headers()  # pylint: disable=protected-access
     with pytest.raises(UserError, match="set GEMINI_API_KEY") as info:
@@ -334,13 +374,21 @@ def test_from_spec_gemini(monkeypatch):
     assert "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize("spec", ["openai:", "openai:model", "openai:@http://h/v1",
-                                  "gemini:", "gemini:@https://h", "claude:m@http://h",
-                                  "openai:m@http://"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "openai:",
+        "openai:model",
+        "openai:@http://h/v1",
+        "gemini:",
+        "gemini:@https://h",
+        "claude:m@http://h",
+        "openai:m@http://",
+    ],
+)
 def test_from_spec_rejects_bad_specs(spec):
     with pytest.raises(UserError, match="openai:MODEL@BASE_URL") as info:
-        http_backend.from_spec(spec, timeout_s=1.0, max_retries=0, concurrency=1,
-                               api_key=SECRET)
+        http_backend.from_spec(spec, timeout_s=1.0, max_retries=0, concurrency=1, api_key=SECRET)
     assert "\n" not in str(info.value) and SECRET not in str(info.value)
 
 

@@ -35,8 +35,14 @@ TOPICS = ["river", "castle", "honey", "violin", "glacier", "comet", "harbor", "o
 
 def corpus(n=48):
     """Passages about distinct topics; every fifth one is about nothing useful."""
-    return [{"id": f"p{i}", "title": f"Title {i}" if i % 2 else "",
-             "text": f"{TOPICS[i % 8]} fact number {i} with detail{i} and more words"} for i in range(n)]
+    return [
+        {
+            "id": f"p{i}",
+            "title": f"Title {i}" if i % 2 else "",
+            "text": f"{TOPICS[i % 8]} fact number {i} with detail{i} and more words",
+        }
+        for i in range(n)
+    ]
 
 
 class ScriptedLLM(LLMBackend):
@@ -55,8 +61,10 @@ class ScriptedLLM(LLMBackend):
             if number.endswith("7"):
                 out.append(" I cannot help with that.")
             else:
-                out.append(f" Given a question, retrieve a passage that answers it\nQuery: what about "
-                           f"{words[-9] if words[0].startswith('Title') else words[0]} {number}")
+                out.append(
+                    f" Given a question, retrieve a passage that answers it\nQuery: what about "
+                    f"{words[-9] if words[0].startswith('Title') else words[0]} {number}"
+                )
         return out
 
     @staticmethod
@@ -64,8 +72,9 @@ class ScriptedLLM(LLMBackend):
         return len(set(passage_part.split()) & set(query.split()))
 
     def score(self, prompts_, continuations):
-        return np.array([float(self._overlap(p.rsplit("Passage: ", 1)[1], c))
-                         for p, c in zip(prompts_, continuations)])
+        return np.array(
+            [float(self._overlap(p.rsplit("Passage: ", 1)[1], c)) for p, c in zip(prompts_, continuations)]
+        )
 
     def label_log_probs(self, prompts_, labels):
         rows = []
@@ -99,17 +108,28 @@ def run_pipeline(output, passages, num_passages=16, shard_size=4, top_n=6, negat
     with BeamTestPipeline() as p:
         source = p | beam.Create(passages)
         prefixes = source | "Embed" >> stages.EmbedCorpus("bow", str(output / "corpus"), 3)
-        written = (source
-                   | stages.SamplePassages(num_passages, 0, shard_size)
-                   | stages.SkipFinished(str(output))
-                   | stages.GenerateQueries(llm, PROMPT_SET.generate)
-                   | stages.RetrieveNeighbours(prefixes, "bow", top_n)
-                   | stages.Rerank(llm, PROMPT_SET)
-                   | stages.Relabel(negative, 0)
-                   | stages.WriteShards(str(output)))
-        assert_that(written | beam.Map(lambda s: s["shard"]), equal_to(
-            [i for i in range(-(-num_passages // shard_size))
-             if not (output / f"train-{i:05d}-of-{-(-num_passages // shard_size):05d}.stats.json").exists()]))
+        written = (
+            source
+            | stages.SamplePassages(num_passages, 0, shard_size)
+            | stages.SkipFinished(str(output))
+            | stages.GenerateQueries(llm, PROMPT_SET.generate)
+            | stages.RetrieveNeighbours(prefixes, "bow", top_n)
+            | stages.Rerank(llm, PROMPT_SET)
+            | stages.Relabel(negative, 0)
+            | stages.WriteShards(str(output))
+        )
+        assert_that(
+            written | beam.Map(lambda s: s["shard"]),
+            equal_to(
+                [
+                    i
+                    for i in range(-(-num_passages // shard_size))
+                    if not (
+                        output / f"train-{i:05d}-of-{-(-num_passages // shard_size):05d}.stats.json"
+                    ).exists()
+                ]
+            ),
+        )
     return shard_files.merge_stats(str(output), -(-num_passages // shard_size))
 
 
@@ -122,14 +142,21 @@ def test_sample_is_seeded_and_sharded():
     expected = {}
     for seed in (0, 1):
         # The sample is the 10 smallest hashes of (seed, id), in shards of 4.
-        expected[seed] = sorted(p["id"] for p in sorted(
-            passages, key=lambda q, seed=seed: stages.stable_hash(seed, q["id"]))[:10])
+        expected[seed] = sorted(
+            p["id"] for p in sorted(passages, key=lambda q, seed=seed: stages.stable_hash(seed, q["id"]))[:10]
+        )
         with BeamTestPipeline() as p:
             shards = p | beam.Create(passages) | stages.SamplePassages(10, seed, 4)
-            assert_that(shards | beam.Map(lambda s: (s["index"], s["num_shards"], len(s["passages"]))),
-                        equal_to([(0, 3, 4), (1, 3, 4), (2, 3, 2)]), label="shards")
-            assert_that(shards | beam.FlatMap(lambda s: [q["id"] for q in s["passages"]]),
-                        equal_to(expected[seed]), label="ids")
+            assert_that(
+                shards | beam.Map(lambda s: (s["index"], s["num_shards"], len(s["passages"]))),
+                equal_to([(0, 3, 4), (1, 3, 4), (2, 3, 2)]),
+                label="shards",
+            )
+            assert_that(
+                shards | beam.FlatMap(lambda s: [q["id"] for q in s["passages"]]),
+                equal_to(expected[seed]),
+                label="ids",
+            )
     assert expected[0] != expected[1]
 
 
@@ -176,28 +203,42 @@ def test_rerun_skips_written_shards_and_resumes_a_lost_one(tmp_path):
 
 def test_stages_alone_relabel_picks_by_fused_rank():
     candidates = [{"id": f"c{i}", "title": "", "text": f"text {i}"} for i in range(4)]
-    item = {"seed": candidates[2], "task": "t", "query": "q", "candidates": candidates,
-            "scores": {"ql": [-3.0, -1.0, -9.0, -5.0], "rc": [1.9, 0.7, 1.2, 0.1]}}
+    item = {
+        "seed": candidates[2],
+        "task": "t",
+        "query": "q",
+        "candidates": candidates,
+        "scores": {"ql": [-3.0, -1.0, -9.0, -5.0], "rc": [1.9, 0.7, 1.2, 0.1]},
+    }
     shard = stages.new_shard(0, 1, [candidates[2]])
     shard["items"] = [item]
     with BeamTestPipeline() as p:
         out = p | beam.Create([shard]) | stages.Relabel("last", 0)
-        assert_that(out | beam.Map(lambda s: [(e["positive_id"], e["negative_id"], e["positive_changed"])
-                                              for e in s["examples"]]),
-                    equal_to([[("c0", "c3", True)]]))
+        assert_that(
+            out
+            | beam.Map(
+                lambda s: [(e["positive_id"], e["negative_id"], e["positive_changed"]) for e in s["examples"]]
+            ),
+            equal_to([[("c0", "c3", True)]]),
+        )
 
 
 @pytest.mark.parametrize("reranker, scorers", [("rrf", ["ql", "rc"]), ("ql", ["ql"]), ("rc", ["rc"])])
 def test_stages_alone_rerank_computes_the_chosen_scorers(reranker, scorers):
-    candidates = [{"id": f"c{i}", "title": "", "text": f"river fact {i}" if i else "castle"} for i in range(3)]
+    candidates = [
+        {"id": f"c{i}", "title": "", "text": f"river fact {i}" if i else "castle"} for i in range(3)
+    ]
     shard = stages.new_shard(0, 1, [candidates[1]])
     shard["items"] = [{"seed": candidates[1], "task": "t", "query": "river fact 1", "candidates": candidates}]
     llm = stages.LLMOptions("scripted")
     with BeamTestPipeline() as p:
         out = p | beam.Create([shard]) | stages.Rerank(llm, PROMPT_SET, reranker=reranker)
         # ScriptedLLM scores by shared words: the castle passage is last by both.
-        assert_that(out | beam.Map(lambda s: sorted((k, int(np.argmin(v))) for k, v in s["items"][0]["scores"].items())),
-                    equal_to([[(name, 0) for name in scorers]]))
+        assert_that(
+            out
+            | beam.Map(lambda s: sorted((k, int(np.argmin(v))) for k, v in s["items"][0]["scores"].items())),
+            equal_to([[(name, 0) for name in scorers]]),
+        )
 
 
 def test_fret_output_trains_through_seqio_and_the_mixture(tmp_path):
@@ -221,8 +262,13 @@ def test_corpus_blocks_hold_every_passage_once(tmp_path):
 
 
 def _run_cli(*args, timeout=1800):
-    return subprocess.run([sys.executable, str(REPO / "data_pipelines" / "fret" / "run.py"), *args],
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, str(REPO / "data_pipelines" / "fret" / "run.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def test_cli_bad_input_is_one_line(tmp_path):
@@ -230,17 +276,18 @@ def test_cli_bad_input_is_one_line(tmp_path):
     bad.write_text('{"id": 1, "text": "fine"}\n{"id": 2, "text": ""}\n')
     result = _run_cli(f"--passages={bad}", f"--output={tmp_path / 'out'}")
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1] == \
-        f'error: {bad}:2: "text" must be a non-empty string'
+    assert result.stderr.strip().splitlines()[-1] == f'error: {bad}:2: "text" must be a non-empty string'
     assert not (tmp_path / "out").exists()
 
 
 def test_passage_file_checks(tmp_path):
     path = tmp_path / "passages.jsonl"
-    for content, message in [('{"id": 1, "text": "a"}\n\n{"id": 1, "text": "b"}\n', ":3: id '1' repeats line 1"),
-                             ('{"id": 1, "text": "a"}\n{"text": "b"}\n', ':2: "id" must be'),
-                             ('{"id": 1, "text": "a"\n', ":1: not valid JSON"),
-                             ("\n", "no passages")]:
+    for content, message in [
+        ('{"id": 1, "text": "a"}\n\n{"id": 1, "text": "b"}\n', ":3: id '1' repeats line 1"),
+        ('{"id": 1, "text": "a"}\n{"text": "b"}\n', ':2: "id" must be'),
+        ('{"id": 1, "text": "a"\n', ":1: not valid JSON"),
+        ("\n", "no passages"),
+    ]:
         path.write_text(content)
         with pytest.raises(UserError, match=message):
             passages_lib.check_passages(str(path))
@@ -264,7 +311,9 @@ def test_a_failing_llm_stops_the_run_and_keeps_the_written_shards(tmp_path, monk
     with pytest.raises(LLMError, match="HTTP 503"):
         run_pipeline(tmp_path, corpus())
     assert sorted(p.name for p in tmp_path.glob("*.stats.json")) == [
-        "train-00000-of-00004.stats.json", "train-00001-of-00004.stats.json"]
+        "train-00000-of-00004.stats.json",
+        "train-00001-of-00004.stats.json",
+    ]
     monkeypatch.setattr(stages, "shared_backend", lambda options: ScriptedLLM())
     assert run_pipeline(tmp_path, corpus())["shards"] == {"written": 4, "total": 4}
 
@@ -276,17 +325,29 @@ def test_sixteen_squad_passages_with_gemma_give_twelve_examples(tmp_path, shared
     lines = []
     for a, article in enumerate(squad["data"][:4]):
         for i, paragraph in enumerate(article["paragraphs"][:12]):
-            lines.append(json.dumps({"id": f"{a}-{i}", "title": article["title"].replace("_", " "),
-                                     "text": paragraph["context"]}))
+            lines.append(
+                json.dumps(
+                    {
+                        "id": f"{a}-{i}",
+                        "title": article["title"].replace("_", " "),
+                        "text": paragraph["context"],
+                    }
+                )
+            )
     passages = tmp_path / "passages.jsonl"
     passages.write_text("\n".join(lines) + "\n")
     out = tmp_path / "fret"
-    result = _run_cli(f"--passages={passages}", f"--output={out}", "--num_passages=16", "--top_n=3",
-                      "--max_passage_words=60")
+    result = _run_cli(
+        f"--passages={passages}",
+        f"--output={out}",
+        "--num_passages=16",
+        "--top_n=3",
+        "--max_passage_words=60",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     stats = json.loads((out / "stats.json").read_text())
     examples = read_jsonl(shard_files.output_files(str(out)))
-    texts = {json.loads(l)["id"]: json.loads(l)["text"] for l in lines}
+    texts = {json.loads(line)["id"]: json.loads(line)["text"] for line in lines}
     assert len(examples) >= 12 and stats["counts"]["examples"] == len(examples)
     for e in examples:
         assert e["task"].strip() and e["query"].strip()

@@ -50,8 +50,9 @@ def test_random_negative_is_never_the_positive_nor_its_text():
 
 def test_expected_grade_renormalises_over_the_labels():
     log_probs = np.log([[0.2, 0.2, 0.1], [0.0001, 0.0001, 0.5]])
-    np.testing.assert_allclose(relabel.expected_grade(log_probs, (2, 1, 0)),
-                               [(0.4 + 0.2) / 0.5, 0.0003 / 0.5002], rtol=1e-6)
+    np.testing.assert_allclose(
+        relabel.expected_grade(log_probs, (2, 1, 0)), [(0.4 + 0.2) / 0.5, 0.0003 / 0.5002], rtol=1e-6
+    )
 
 
 def test_prompt_files_parse_and_cover_four_task_families():
@@ -82,16 +83,21 @@ def test_bad_prompt_files_are_one_line_errors(tmp_path):
         prompts.parse_prompt("just one section {passage}", "x.txt", ("passage",))
 
 
-@pytest.mark.parametrize("text, expected", [
-    (" Given a question, find the answer\nQuery: who built it\n", ("Given a question, find the answer",
-                                                                   "who built it")),
-    ("Find claims\n  query:  is honey forever?", ("Find claims", "is honey forever?")),
-    (" Given a question, find the answer\n", None),         # No query line.
-    ("\nQuery: who built it", None),                          # No task.
-    (" task\nQuery: ", None),                                 # Empty query.
-    (" task\nQuery: " + "word " * 80, None),                  # Rambling, not a query.
-    ("", None),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (
+            " Given a question, find the answer\nQuery: who built it\n",
+            ("Given a question, find the answer", "who built it"),
+        ),
+        ("Find claims\n  query:  is honey forever?", ("Find claims", "is honey forever?")),
+        (" Given a question, find the answer\n", None),  # No query line.
+        ("\nQuery: who built it", None),  # No task.
+        (" task\nQuery: ", None),  # Empty query.
+        (" task\nQuery: " + "word " * 80, None),  # Rambling, not a query.
+        ("", None),
+    ],
+)
 def test_parse_generation(text, expected):
     assert prompts.parse_generation(text) == expected
 

@@ -39,8 +39,7 @@ def _bytes(tree, shardings):
     arrays, placed = jax.tree.leaves(tree), jax.tree.leaves(shardings)
     assert len(arrays) == len(placed)
     total = sum(x.size * x.dtype.itemsize for x in arrays)
-    per_device = sum(math.prod(s.shard_shape(x.shape)) * x.dtype.itemsize
-                     for x, s in zip(arrays, placed))
+    per_device = sum(math.prod(s.shard_shape(x.shape)) * x.dtype.itemsize for x, s in zip(arrays, placed))
     return total, per_device
 
 

@@ -25,13 +25,13 @@ from gecko_jax.pretrained_packages import gemma3_270m_path  # pylint: disable=g-
 
 pytestmark = pytest.mark.slow
 
-PROMPTS = ["The capital of France is", "Question: what is 2 + 2?\nAnswer:",
-           "Once upon a time", ""]
-CONTINUATIONS = [" Paris.", " 4",
-                 " there was a little girl who lived near the forest.",
-                 "Hello world"]
-TEXTS = ["A man with a hard hat is dancing.", "A child is riding a horse.",
-         "The quick brown fox jumps over the lazy dog by the river."]
+PROMPTS = ["The capital of France is", "Question: what is 2 + 2?\nAnswer:", "Once upon a time", ""]
+CONTINUATIONS = [" Paris.", " 4", " there was a little girl who lived near the forest.", "Hello world"]
+TEXTS = [
+    "A man with a hard hat is dancing.",
+    "A child is riding a horse.",
+    "The quick brown fox jumps over the lazy dog by the river.",
+]
 
 
 @pytest.fixture(scope="module")
@@ -41,15 +41,15 @@ def checkpoint():
 
 @pytest.fixture(scope="module")
 def lm(checkpoint):
-    return LanguageModel(checkpoint.config, checkpoint.params,
-                         get_vocabulary(checkpoint.vocab), batch_size=4)
+    return LanguageModel(checkpoint.config, checkpoint.params, get_vocabulary(checkpoint.vocab), batch_size=4)
 
 
 @pytest.fixture(scope="module")
 def reference():
     path = gemma3_270m_path()
     model = transformers.Gemma3ForCausalLM.from_pretrained(
-        os.path.dirname(path), gguf_file=os.path.basename(path))
+        os.path.dirname(path), gguf_file=os.path.basename(path)
+    )
     return model.eval()
 
 
@@ -57,8 +57,13 @@ def test_metadata_and_config(checkpoint):
     gguf = GgufFile(gemma3_270m_path())
     assert gguf.metadata["general.architecture"] == "gemma3"
     config = checkpoint.config
-    assert (config.num_layers, config.hidden_size, config.num_heads,
-            config.num_kv_heads, config.head_dim) == (18, 640, 4, 1, 256)
+    assert (
+        config.num_layers,
+        config.hidden_size,
+        config.num_heads,
+        config.num_kv_heads,
+        config.head_dim,
+    ) == (18, 640, 4, 1, 256)
     # Gemma 3: layers 5, 11, 17 global (base 1M), the others local (10k).
     assert [i for i in range(18) if not config.is_local(i)] == [5, 11, 17]
     assert (config.rope_global_base, config.rope_local_base) == (1e6, 1e4)
@@ -73,8 +78,7 @@ def test_log_probs_match_transformers(lm, reference):
         with torch.no_grad():
             logits = reference(torch.tensor([prefix + target])).logits[0]
         log_probs = torch.log_softmax(logits.double(), -1)
-        expected = sum(log_probs[len(prefix) - 1 + j, t].item()
-                       for j, t in enumerate(target))
+        expected = sum(log_probs[len(prefix) - 1 + j, t].item() for j, t in enumerate(target))
         assert abs(got - expected) <= 0.02, (prompt, got, expected)
 
 
@@ -91,8 +95,8 @@ def test_greedy_generation_matches_transformers(lm, reference):
         expected = got + ([vocab.eos_id] if len(got) < new_tokens else [])
         with torch.no_grad():
             logits = reference(torch.tensor([prefix + got])).logits[0]
-        argmax = logits[len(prefix) - 1:].argmax(-1).tolist()
-        assert argmax[:len(expected)] == expected, prompt
+        argmax = logits[len(prefix) - 1 :].argmax(-1).tolist()
+        assert argmax[: len(expected)] == expected, prompt
     full = lm.generate(PROMPTS[:1], max_new_tokens=new_tokens)[0]
     cut = lm.generate(PROMPTS[:1], max_new_tokens=new_tokens, stop=["."])[0]
     assert "." in full and cut == full.split(".")[0]
@@ -100,17 +104,18 @@ def test_greedy_generation_matches_transformers(lm, reference):
 
 def test_bidirectional_embedding_matches_transformers(checkpoint, reference):
     config = reference.config.__class__.from_dict(
-        {**reference.config.to_dict(), "use_bidirectional_attention": True})
+        {**reference.config.to_dict(), "use_bidirectional_attention": True}
+    )
     encoder_ref = transformers.Gemma3TextModel(config).eval()
     encoder_ref.load_state_dict(reference.model.state_dict())
     encoder = Encoder.load("gemma3-270m")
     ours = encoder.encode(TEXTS)
     vocab = encoder.vocabulary
-    ids, mask = pack([vocab.encode(t) for t in TEXTS], 24, vocab.bos_id,
-                     vocab.eos_id, vocab.pad_id)
+    ids, mask = pack([vocab.encode(t) for t in TEXTS], 24, vocab.bos_id, vocab.eos_id, vocab.pad_id)
     with torch.no_grad():
-        hidden = encoder_ref(input_ids=torch.tensor(ids, dtype=torch.long),
-                             attention_mask=torch.tensor(mask)).last_hidden_state
+        hidden = encoder_ref(
+            input_ids=torch.tensor(ids, dtype=torch.long), attention_mask=torch.tensor(mask)
+        ).last_hidden_state
     pooled = (hidden.numpy() * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)
     cosine = (ours * pooled).sum(1) / np.linalg.norm(pooled, axis=1)
     assert cosine.min() >= 0.9999, cosine

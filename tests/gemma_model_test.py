@@ -16,10 +16,20 @@ AXIS_NAMES = {"vocab", "embed", "mlp", "heads", "kv"}
 
 
 def tiny_config(**overrides) -> GemmaConfig:
-    fields = dict(vocab_size=64, hidden_size=16, num_layers=3, num_heads=4,
-                  num_kv_heads=2, head_dim=8, intermediate_size=32, version=3,
-                  sliding_window=3, sliding_window_pattern=3,
-                  rope_global_base=1e6, rope_local_base=1e4)
+    fields = dict(
+        vocab_size=64,
+        hidden_size=16,
+        num_layers=3,
+        num_heads=4,
+        num_kv_heads=2,
+        head_dim=8,
+        intermediate_size=32,
+        version=3,
+        sliding_window=3,
+        sliding_window_pattern=3,
+        rope_global_base=1e6,
+        rope_local_base=1e4,
+    )
     fields.update(overrides)
     return GemmaConfig(**fields)
 
@@ -33,9 +43,7 @@ def init_boxed(config: GemmaConfig, seed: int = 0):
     ids = jax.ShapeDtypeStruct((1, 8), jnp.int32)
     shapes = jax.eval_shape(Gemma(config).init, jax.random.key(0), ids, ids)
     rng = np.random.RandomState(seed)
-    return jax.tree.map(
-        lambda x: rng.normal(0.0, 0.3, x.shape).astype(np.float32),
-        shapes["params"])
+    return jax.tree.map(lambda x: rng.normal(0.0, 0.3, x.shape).astype(np.float32), shapes["params"])
 
 
 def init(config: GemmaConfig, seed: int = 0):
@@ -53,8 +61,7 @@ def random_ids(shape, seed=0, vocab=64):
 
 @pytest.mark.parametrize("version", [1, 2, 3])
 def test_every_param_has_logical_axes(version):
-    params = init_boxed(tiny_config(version=version, attn_logit_softcap=50.0
-                                    if version == 2 else 0.0))
+    params = init_boxed(tiny_config(version=version, attn_logit_softcap=50.0 if version == 2 else 0.0))
     flat = traverse_util.flatten_dict(params)
     for key, leaf in flat.items():
         assert isinstance(leaf, meta.Partitioned), "/".join(key)
@@ -94,8 +101,7 @@ def test_padding_does_not_change_real_tokens(attention):
 def test_local_layers_see_only_the_window(attention):
     # Every layer local with a window of 2: one layer lets a token see its
     # neighbours only (a distance of 1).
-    config = tiny_config(attention=attention, num_layers=1, sliding_window=2,
-                         sliding_window_pattern=1000)
+    config = tiny_config(attention=attention, num_layers=1, sliding_window=2, sliding_window_pattern=1000)
     params = init(config)
     ids = random_ids((1, 8))
     changed = ids.copy()
@@ -112,9 +118,11 @@ def test_local_layers_see_only_the_window(attention):
 
 @pytest.mark.parametrize("version", [1, 2, 3])
 def test_cached_decoding_equals_full_forward(version):
-    config = tiny_config(version=version, attn_logit_softcap=(
-        50.0 if version == 2 else 0.0), final_logit_softcap=(
-            30.0 if version == 2 else 0.0))
+    config = tiny_config(
+        version=version,
+        attn_logit_softcap=(50.0 if version == 2 else 0.0),
+        final_logit_softcap=(30.0 if version == 2 else 0.0),
+    )
     model = Gemma(config)
     params = init(config)
     # Row 1 is left-padded by 2: slots differ from positions.
@@ -122,17 +130,14 @@ def test_cached_decoding_equals_full_forward(version):
     mask = np.ones_like(ids)
     mask[1, :2] = 0
     positions = np.maximum(np.cumsum(mask, 1) - 1, 0)
-    decode = jax.jit(lambda *args: model.apply({"params": params}, *args,
-                                               method=Gemma.decode))
+    decode = jax.jit(lambda *args: model.apply({"params": params}, *args, method=Gemma.decode))
     full, _ = decode(ids, mask, positions)
     cache = init_cache(config, 2, 12)
     prompt = 5
-    hidden, cache = decode(ids[:, :prompt], mask[:, :prompt],
-                           positions[:, :prompt], cache, 0)
+    hidden, cache = decode(ids[:, :prompt], mask[:, :prompt], positions[:, :prompt], cache, 0)
     steps = [hidden]
     for t in range(prompt, ids.shape[1]):
-        hidden, cache = decode(ids[:, t:t + 1], mask[:, t:t + 1],
-                               positions[:, t:t + 1], cache, t)
+        hidden, cache = decode(ids[:, t : t + 1], mask[:, t : t + 1], positions[:, t : t + 1], cache, t)
         steps.append(hidden)
     incremental = np.concatenate(steps, axis=1)
     np.testing.assert_allclose(incremental[0], full[0], atol=1e-5)
@@ -156,16 +161,26 @@ def test_gemma_tower_from_config():
     config = base_config()
     with config.unlocked():
         config.model.update(
-            name="gemma", vocab_size=64, hidden_size=16, num_layers=2,
-            num_heads=2, num_kv_heads=1, head_dim=8, intermediate_size=32,
-            layer_norm_eps=1e-6, dropout_rate=0.0, sliding_window=4,
-            sliding_window_pattern=2, projection_dim=12, dtype="bfloat16")
+            name="gemma",
+            vocab_size=64,
+            hidden_size=16,
+            num_layers=2,
+            num_heads=2,
+            num_kv_heads=1,
+            head_dim=8,
+            intermediate_size=32,
+            layer_norm_eps=1e-6,
+            dropout_rate=0.0,
+            sliding_window=4,
+            sliding_window_pattern=2,
+            projection_dim=12,
+            dtype="bfloat16",
+        )
     tower = build_tower(config.model)
     ids = jnp.asarray(random_ids((3, 7)))
     mask = jnp.ones_like(ids).at[1, 4:].set(0)
     shapes = jax.eval_shape(tower.init, jax.random.key(0), ids, mask)["params"]
-    params = jax.tree.map(lambda x: np.full(x.shape, 0.1, np.float32),
-                          meta.unbox(shapes))
+    params = jax.tree.map(lambda x: np.full(x.shape, 0.1, np.float32), meta.unbox(shapes))
     out = jax.jit(tower.apply)({"params": params}, ids, mask)
     assert out.shape == (3, 12) and out.dtype == jnp.float32
     np.testing.assert_allclose(np.linalg.norm(out, axis=-1), 1.0, rtol=1e-5)

@@ -20,9 +20,11 @@ def _tower(remat: bool, dropout_rate: float):
 
 def _value_and_grad(tower, deterministic: bool):
     def loss(params, ids, mask):
-        emb = tower.apply({"params": params}, ids, mask, deterministic=deterministic,
-                          rngs={"dropout": jax.random.key(3)})
-        return jnp.sum(emb[: len(emb) // 2] * emb[len(emb) // 2:])
+        emb = tower.apply(
+            {"params": params}, ids, mask, deterministic=deterministic, rngs={"dropout": jax.random.key(3)}
+        )
+        return jnp.sum(emb[: len(emb) // 2] * emb[len(emb) // 2 :])
+
     return jax.jit(jax.value_and_grad(loss))
 
 
@@ -35,8 +37,9 @@ def _batch(size: int, length: int):
 
 
 def _abstract_params(ids, mask):
-    return jax.eval_shape(lambda: nn.unbox(_tower(False, 0.0).init(
-        jax.random.key(0), ids[:1], mask[:1])["params"]))
+    return jax.eval_shape(
+        lambda: nn.unbox(_tower(False, 0.0).init(jax.random.key(0), ids[:1], mask[:1])["params"])
+    )
 
 
 def test_remat_gives_the_same_loss_and_gradients():
@@ -44,13 +47,13 @@ def test_remat_gives_the_same_loss_and_gradients():
     ids, mask = _batch(8, 32)
     rng = np.random.default_rng(1)
     # Random values, norm scales included, without compiling the initialisers.
-    params = jax.tree.map(lambda x: rng.normal(0, 0.1, x.shape).astype(np.float32),
-                          _abstract_params(ids, mask))
+    params = jax.tree.map(
+        lambda x: rng.normal(0, 0.1, x.shape).astype(np.float32), _abstract_params(ids, mask)
+    )
     loss, grads = _value_and_grad(_tower(False, 0.1), False)(params, ids, mask)
     loss_remat, grads_remat = _value_and_grad(_tower(True, 0.1), False)(params, ids, mask)
     np.testing.assert_allclose(float(loss_remat), float(loss), rtol=1e-6)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
-                 grads_remat, grads)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), grads_remat, grads)
 
 
 def test_remat_cuts_the_compiled_working_memory():

@@ -48,8 +48,7 @@ def test_two_accumulated_steps_equal_one_step_on_the_mean_gradient():
 
 def test_accumulation_state_is_sharded_like_the_parameters():
     config = base_config()
-    config.model.update(vocab_size=50, hidden_size=16, num_layers=1, num_heads=2,
-                        intermediate_size=32)
+    config.model.update(vocab_size=50, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32)
     config.optimizer.grad_accum_steps = 4
     model = build_tower(config.model)
     tx, _ = make_optimizer(config.optimizer, total_steps=8)

@@ -32,15 +32,18 @@ def setup(config, lengths):
         batch[f"{field}_ids"] = (rng.integers(1, vocab_size, size=(BATCH, length)) * mask).astype(np.int32)
         batch[f"{field}_mask"] = mask
     batch["has_negative"] = rng.integers(0, 2, size=BATCH).astype(np.int32)
-    params = nn.unbox(model.init(jax.random.key(1), batch["positive_ids"][:1],
-                                 batch["positive_mask"][:1])["params"])
+    params = nn.unbox(
+        model.init(jax.random.key(1), batch["positive_ids"][:1], batch["positive_mask"][:1])["params"]
+    )
     return model, params, batch, build_loss(config.loss)
 
 
 def plain_value_and_grad(model, params, batch, loss_fn):
     """The loss and gradients of the whole batch in one pass, without GradCache."""
+
     def loss(p):
         return loss_fn(encode_batch(model, p, batch, deterministic=True), batch)
+
     return jax.value_and_grad(loss)(params)
 
 
@@ -48,5 +51,4 @@ def assert_same(a, b, loss_rtol, grad_rtol):
     """Asserts two (loss, grads) pairs agree within the given relative tolerances."""
     (loss_a, grads_a), (loss_b, grads_b) = a, b
     np.testing.assert_allclose(float(loss_a), float(loss_b), rtol=loss_rtol)
-    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=grad_rtol, atol=1e-6),
-                 grads_a, grads_b)
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=grad_rtol, atol=1e-6), grads_a, grads_b)

@@ -11,8 +11,7 @@ from workdir_helpers import tiny_bert_config  # pylint: disable=g-bad-import-ord
 
 
 def _setup():
-    c = tiny_bert_config(vocab_size=97, projection_dim=16, dropout_rate=0.0,
-                         attention_dropout_rate=0.0)
+    c = tiny_bert_config(vocab_size=97, projection_dim=16, dropout_rate=0.0, attention_dropout_rate=0.0)
     c.loss.mrl_dims = (16, 8)
     return setup(c, {"query": 6, "positive": 10, "negative": 10})
 
@@ -24,8 +23,7 @@ def _assert_same(a, b):
 @pytest.mark.parametrize("chunk_size", [4])
 def test_grad_cache_equals_plain_step(chunk_size):
     model, params, batch, loss_fn = _setup()
-    cached = jax.jit(lambda p, b: grad_cache_value_and_grad(
-        model, p, b, loss_fn, chunk_size))(params, batch)
+    cached = jax.jit(lambda p, b: grad_cache_value_and_grad(model, p, b, loss_fn, chunk_size))(params, batch)
     plain = jax.jit(lambda p, b: plain_value_and_grad(model, p, b, loss_fn))(params, batch)
     _assert_same(cached, plain)
 

@@ -12,12 +12,17 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_ctrl_c_saves_then_exits_130_and_the_rerun_resumes(tmp_path):
-    command = [sys.executable, str(REPO / "launch" / "train.py"),
-               f"--config={REPO}/configs/gecko_768.py:runlocal", f"--workdir={tmp_path}",
-               "--config.total_steps=200", "--config.checkpoint_every=0", "--config.log_every=1"]
+    command = [
+        sys.executable,
+        str(REPO / "launch" / "train.py"),
+        f"--config={REPO}/configs/gecko_768.py:runlocal",
+        f"--workdir={tmp_path}",
+        "--config.total_steps=200",
+        "--config.checkpoint_every=0",
+        "--config.log_every=1",
+    ]
     env = dict(os.environ, XLA_FLAGS="")
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     for line in proc.stdout:
         if line.startswith("step 2/"):
             proc.send_signal(signal.SIGINT)
@@ -29,7 +34,13 @@ def test_ctrl_c_saves_then_exits_130_and_the_rerun_resumes(tmp_path):
     assert saved and saved[0] < 200
     assert f"Stopped at step {saved[0]} after Ctrl-C" in out
 
-    rerun = subprocess.run(command + ["--config.total_steps=" + str(saved[0] + 1)], env=env,
-                           capture_output=True, text=True, timeout=600, check=False)
+    rerun = subprocess.run(
+        command + ["--config.total_steps=" + str(saved[0] + 1)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert f"Resuming from checkpoint step {saved[0]}" in rerun.stdout

@@ -17,19 +17,24 @@ CONTINUATIONS = [" the", "cat", " sat\n"]
 @pytest.fixture(scope="module")
 def lm(tmp_path_factory):
     vocab = tiny_vocabulary(str(tmp_path_factory.mktemp("cache")))
-    config = tiny_config(vocab_size=vocab.vocab_size, version=2,
-                         attn_logit_softcap=50.0, final_logit_softcap=30.0)
+    config = tiny_config(
+        vocab_size=vocab.vocab_size, version=2, attn_logit_softcap=50.0, final_logit_softcap=30.0
+    )
     return LanguageModel(config, init(config, seed=1), vocab, batch_size=2)
 
 
 @jax.jit
 def _log_softmax_logits(params, ids, mask):
-    model = Gemma(tiny_config(vocab_size=params["embedder"]["embedding"].shape[0],
-                              version=2, attn_logit_softcap=50.0,
-                              final_logit_softcap=30.0))
+    model = Gemma(
+        tiny_config(
+            vocab_size=params["embedder"]["embedding"].shape[0],
+            version=2,
+            attn_logit_softcap=50.0,
+            final_logit_softcap=30.0,
+        )
+    )
     hidden = model.apply({"params": params}, ids, mask)
-    return jax.nn.log_softmax(model.apply({"params": params}, hidden,
-                                          method=Gemma.logits))
+    return jax.nn.log_softmax(model.apply({"params": params}, hidden, method=Gemma.logits))
 
 
 def full_log_probs(lm, ids):
@@ -37,9 +42,9 @@ def full_log_probs(lm, ids):
     # Right-padded to one length, so that a single compilation serves all;
     # causal attention keeps the padding out of the real positions.
     padded = np.zeros((1, 32), np.int32)
-    padded[0, :len(ids)] = ids
+    padded[0, : len(ids)] = ids
     mask = (np.arange(32) < len(ids)).astype(np.int32)[None]
-    return np.asarray(_log_softmax_logits(lm.params, padded, mask))[0, :len(ids)]
+    return np.asarray(_log_softmax_logits(lm.params, padded, mask))[0, : len(ids)]
 
 
 def test_score_sums_continuation_log_probs(lm):
@@ -50,8 +55,7 @@ def test_score_sums_continuation_log_probs(lm):
         prefix = [vocab.bos_id] + list(vocab.encode(prompt))
         target = list(vocab.encode(continuation))
         log_probs = full_log_probs(lm, prefix + target)
-        expected = sum(log_probs[len(prefix) - 1 + j, t]
-                       for j, t in enumerate(target))
+        expected = sum(log_probs[len(prefix) - 1 + j, t] for j, t in enumerate(target))
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
 
 
@@ -88,19 +92,16 @@ def test_stop_token_ends_a_row_early(lm):
     stop = full[2][1]  # The second token of the longest prompt's continuation.
     stopped = lm.generate_ids(PROMPTS, max_new_tokens=6, stop_token_ids=[stop])
     for ids, got in zip(full, stopped):
-        expected = ids[:ids.index(stop) + 1] if stop in ids else ids
+        expected = ids[: ids.index(stop) + 1] if stop in ids else ids
         assert got == expected
 
 
 def test_generate_text_sampling_and_stop(lm):
     texts = lm.generate(PROMPTS, max_new_tokens=6)
-    assert texts == [lm.vocabulary.decode(ids)
-                     for ids in lm.generate_ids(PROMPTS, max_new_tokens=6)]
+    assert texts == [lm.vocabulary.decode(ids) for ids in lm.generate_ids(PROMPTS, max_new_tokens=6)]
     sampled = lm.generate(PROMPTS, max_new_tokens=6, temperature=1.0, seed=3)
-    assert sampled == lm.generate(PROMPTS, max_new_tokens=6, temperature=1.0,
-                                  seed=3)
-    for text, cut in zip(texts, lm.generate(PROMPTS, max_new_tokens=6,
-                                            stop=["t", "\n"])):
+    assert sampled == lm.generate(PROMPTS, max_new_tokens=6, temperature=1.0, seed=3)
+    for text, cut in zip(texts, lm.generate(PROMPTS, max_new_tokens=6, stop=["t", "\n"])):
         assert cut == text.split("t")[0].split("\n")[0]
 
 

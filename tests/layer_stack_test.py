@@ -41,9 +41,11 @@ def _tower(model, scan: bool, remat: bool = False, policy: str = "full", dropout
 
 def _value_and_grad(tower, deterministic: bool):
     def loss(params, ids, mask):
-        emb = tower.apply({"params": params}, ids, mask, deterministic=deterministic,
-                          rngs={"dropout": jax.random.key(3)})
-        return jnp.sum(emb[: len(emb) // 2] * emb[len(emb) // 2:])
+        emb = tower.apply(
+            {"params": params}, ids, mask, deterministic=deterministic, rngs={"dropout": jax.random.key(3)}
+        )
+        return jnp.sum(emb[: len(emb) // 2] * emb[len(emb) // 2 :])
+
     return jax.jit(jax.value_and_grad(loss))
 
 
@@ -56,8 +58,9 @@ def _batch(size: int, length: int, vocab: int):
 
 
 def _random_params(model, ids, mask):
-    abstract = jax.eval_shape(lambda: nn.unbox(_tower(model, False).init(
-        jax.random.key(0), ids[:1], mask[:1])["params"]))
+    abstract = jax.eval_shape(
+        lambda: nn.unbox(_tower(model, False).init(jax.random.key(0), ids[:1], mask[:1])["params"])
+    )
     rng = np.random.default_rng(1)
     # Random values, norm scales included, without compiling the initialisers.
     return jax.tree.map(lambda x: rng.normal(0, 0.1, x.shape).astype(np.float32), abstract)
@@ -66,8 +69,7 @@ def _random_params(model, ids, mask):
 def _assert_same(got, want):
     (loss_got, grads_got), (loss_want, grads_want) = got, want
     np.testing.assert_allclose(float(loss_got), float(loss_want), rtol=1e-5)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
-                 grads_got, grads_want)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), grads_got, grads_want)
 
 
 def test_period_is_the_shortest_repeat_of_the_layer_kinds():

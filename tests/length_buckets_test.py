@@ -16,15 +16,13 @@ CUT = {"query": 8, "positive": 16, "negative": 16}
 
 
 def _gecko():
-    c = tiny_bert_config(vocab_size=97, projection_dim=16, dropout_rate=0.0,
-                         attention_dropout_rate=0.0)
+    c = tiny_bert_config(vocab_size=97, projection_dim=16, dropout_rate=0.0, attention_dropout_rate=0.0)
     c.loss.mrl_dims = (16, 8)
     return c
 
 
 def _xtr():
-    c = tiny_bert_config(vocab_size=97, multi_vector_dim=8, dropout_rate=0.0,
-                         attention_dropout_rate=0.0)
+    c = tiny_bert_config(vocab_size=97, multi_vector_dim=8, dropout_rate=0.0, attention_dropout_rate=0.0)
     c.loss.name = "xtr"
     c.loss.xtr_k_train = 12
     return c

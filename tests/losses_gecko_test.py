@@ -42,9 +42,14 @@ def test_matches_numpy(same_tower, with_negative):
     has_negative = np.array([1, 1, 0, 1, 0, 1])
     tau = 0.1
     expected = numpy_gecko_loss(q, p, n if with_negative else None, has_negative, tau, same_tower)
-    got = gecko_loss(jnp.asarray(q), jnp.asarray(p), jnp.asarray(n) if with_negative else None,
-                     jnp.asarray(has_negative) if with_negative else None,
-                     temperature=tau, same_tower=same_tower)
+    got = gecko_loss(
+        jnp.asarray(q),
+        jnp.asarray(p),
+        jnp.asarray(n) if with_negative else None,
+        jnp.asarray(has_negative) if with_negative else None,
+        temperature=tau,
+        same_tower=same_tower,
+    )
     np.testing.assert_allclose(float(got), expected, rtol=1e-5)
 
 
@@ -77,11 +82,18 @@ def test_matryoshka_is_weighted_sum_over_renormalised_prefixes():
     has_negative = np.ones(5)
     expected = 0.0
     for dim, weight in ((12, 1.0), (4, 0.5)):
-        expected += weight * numpy_gecko_loss(_unit(q[:, :dim]), _unit(p[:, :dim]),
-                                              _unit(n[:, :dim]), has_negative, 0.05, True)
-    got = matryoshka_gecko_loss(jnp.asarray(q), jnp.asarray(p), jnp.asarray(n),
-                                jnp.asarray(has_negative), dims=(12, 4), weights=(1.0, 0.5),
-                                temperature=0.05)
+        expected += weight * numpy_gecko_loss(
+            _unit(q[:, :dim]), _unit(p[:, :dim]), _unit(n[:, :dim]), has_negative, 0.05, True
+        )
+    got = matryoshka_gecko_loss(
+        jnp.asarray(q),
+        jnp.asarray(p),
+        jnp.asarray(n),
+        jnp.asarray(has_negative),
+        dims=(12, 4),
+        weights=(1.0, 0.5),
+        temperature=0.05,
+    )
     np.testing.assert_allclose(float(got), expected, rtol=1e-5)
 
 

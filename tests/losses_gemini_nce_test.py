@@ -15,8 +15,7 @@ def _unit(x):
     return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
-def numpy_gemini_nce(q, p, n, has_negative, tau, query_hash=None, positive_hash=None,
-                     example_id=None):
+def numpy_gemini_nce(q, p, n, has_negative, tau, query_hash=None, positive_hash=None, example_id=None):
     """Loops over queries exactly as the formula reads."""
 
     def same(ids, i, j):
@@ -30,8 +29,7 @@ def numpy_gemini_nce(q, p, n, has_negative, tau, query_hash=None, positive_hash=
         if n is not None and has_negative[i]:
             denominator += np.exp(q[i] @ n[i] / tau)
         for j in range(batch):
-            dropped = (i == j or same(query_hash, i, j) or same(positive_hash, i, j)
-                       or same(example_id, i, j))
+            dropped = i == j or same(query_hash, i, j) or same(positive_hash, i, j) or same(example_id, i, j)
             if not dropped:
                 denominator += np.exp(q[i] @ p[j] / tau)
         total += -np.log(numerator / denominator)
@@ -48,22 +46,33 @@ def _jnp(x):
 
 
 @pytest.mark.parametrize("with_negative", [True, False])
-@pytest.mark.parametrize("ids", [
-    {},
-    {"query_hash": [7, 3, 7, 1, 2, 5]},
-    {"positive_hash": [0, 4, 9, 4, 4, 8]},
-    {"example_id": [1, 2, 3, 4, 5, 5]},
-    {"query_hash": [7, 3, 7, 1, 2, 5], "positive_hash": [0, 4, 9, 4, 6, 8],
-     "example_id": [1, 2, 3, 4, 5, 1]},
-])
+@pytest.mark.parametrize(
+    "ids",
+    [
+        {},
+        {"query_hash": [7, 3, 7, 1, 2, 5]},
+        {"positive_hash": [0, 4, 9, 4, 4, 8]},
+        {"example_id": [1, 2, 3, 4, 5, 5]},
+        {
+            "query_hash": [7, 3, 7, 1, 2, 5],
+            "positive_hash": [0, 4, 9, 4, 6, 8],
+            "example_id": [1, 2, 3, 4, 5, 1],
+        },
+    ],
+)
 def test_matches_numpy(with_negative, ids):
     q, p, n = _batch(0)
     has_negative = np.array([1, 1, 0, 1, 0, 1])
     ids = {k: np.array(v) for k, v in ids.items()}
     expected = numpy_gemini_nce(q, p, n if with_negative else None, has_negative, 0.1, **ids)
-    got = gemini_nce_loss(jnp.asarray(q), jnp.asarray(p), _jnp(n if with_negative else None),
-                          jnp.asarray(has_negative), temperature=0.1,
-                          **{k: jnp.asarray(v) for k, v in ids.items()})
+    got = gemini_nce_loss(
+        jnp.asarray(q),
+        jnp.asarray(p),
+        _jnp(n if with_negative else None),
+        jnp.asarray(has_negative),
+        temperature=0.1,
+        **{k: jnp.asarray(v) for k, v in ids.items()},
+    )
     np.testing.assert_allclose(float(got), expected, rtol=1e-5)
 
 
@@ -82,8 +91,14 @@ def test_positive_stays_in_the_denominator_when_everything_is_masked():
     alone = gemini_nce_loss(jnp.asarray(q), jnp.asarray(p), query_hash=same_query)
     assert float(alone) == pytest.approx(0.0, abs=1e-6)
     # With hard negatives: a two-way softmax between the positive and the negative.
-    got = gemini_nce_loss(jnp.asarray(q), jnp.asarray(p), jnp.asarray(n), jnp.ones(len(q)),
-                          query_hash=same_query, temperature=0.1)
+    got = gemini_nce_loss(
+        jnp.asarray(q),
+        jnp.asarray(p),
+        jnp.asarray(n),
+        jnp.ones(len(q)),
+        query_hash=same_query,
+        temperature=0.1,
+    )
     pos, neg = np.sum(q * p, -1) / 0.1, np.sum(q * n, -1) / 0.1
     np.testing.assert_allclose(float(got), np.mean(np.logaddexp(pos, neg) - pos), rtol=1e-5)
 
@@ -101,7 +116,8 @@ def test_gradient_matches_finite_differences():
 
     def jax_loss(x):
         q, p, n = (v / jnp.linalg.norm(v, axis=-1, keepdims=True) for v in x.reshape(shape))
-        return gemini_nce_loss(q, p, n, jnp.asarray(has_negative),
-                               example_id=jnp.asarray(example_id), temperature=0.2)
+        return gemini_nce_loss(
+            q, p, n, jnp.asarray(has_negative), example_id=jnp.asarray(example_id), temperature=0.2
+        )
 
     check_gradient(jax_loss, numpy_loss, flat, seed=3)

@@ -18,8 +18,7 @@ B, D = 16, 12
 
 def _inputs(name):
     rng = np.random.default_rng(0)
-    embeddings = {f: rng.normal(size=(B, D)).astype(np.float32)
-                  for f in ("query", "positive", "negative")}
+    embeddings = {f: rng.normal(size=(B, D)).astype(np.float32) for f in ("query", "positive", "negative")}
     batch = {"has_negative": rng.integers(0, 2, size=B).astype(np.int32)}
     if name == "gemini_nce":
         batch["query_hash"] = rng.integers(0, 6, size=B).astype(np.int32)
@@ -46,8 +45,7 @@ def test_loss_and_gradient_on_eight_devices_equal_one(name):
         sharded = value_and_grad(jax.device_put(embeddings, rows), jax.device_put(batch, rows))
     assert len(jax.tree.leaves(sharded[1])[0].sharding.device_set) == 8
     np.testing.assert_allclose(float(sharded[0]), float(single[0]), rtol=1e-6)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
-                 sharded[1], single[1])
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), sharded[1], single[1])
 
 
 def test_sharded_loss_uses_every_devices_negatives():

@@ -82,10 +82,12 @@ def test_split_teachers_checks_the_widths():
 def test_cosine_and_similarity_match_numpy():
     s, t = _student_teacher(1)
     raw = s * 3.0  # the cosine loss normalises the student itself
-    np.testing.assert_allclose(float(jasper.cosine_loss(jnp.asarray(raw), jnp.asarray(t))),
-                               numpy_cosine(raw, t), rtol=1e-5)
-    np.testing.assert_allclose(float(jasper.similarity_loss(jnp.asarray(s), jnp.asarray(t))),
-                               numpy_similarity(s, t), rtol=1e-5)
+    np.testing.assert_allclose(
+        float(jasper.cosine_loss(jnp.asarray(raw), jnp.asarray(t))), numpy_cosine(raw, t), rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        float(jasper.similarity_loss(jnp.asarray(s), jnp.asarray(t))), numpy_similarity(s, t), rtol=1e-5
+    )
 
 
 @pytest.mark.parametrize("chunk_size", [1, 4, 21, 1024])
@@ -108,13 +110,11 @@ def test_total_uses_the_full_vector_for_cosine_and_prefixes_for_the_rest():
     rng = np.random.default_rng(4)
     student, t = rng.normal(size=(6, 8)), _unit(rng.normal(size=(6, 8)))
     dims, dim_weights = (8, 4), (0.5, 0.5)
-    got = _total(jnp.asarray(student), jnp.asarray(t), dims=dims, dim_weights=dim_weights,
-                 chunk_size=5)
+    got = _total(jnp.asarray(student), jnp.asarray(t), dims=dims, dim_weights=dim_weights, chunk_size=5)
     expected = 10 * numpy_cosine(student, t)
     for dim, weight in zip(dims, dim_weights):
         prefix = _unit(student[:, :dim])
-        expected += weight * (200 * numpy_similarity(prefix, t) +
-                              20 * numpy_resim_paper(prefix, t, 0.015))
+        expected += weight * (200 * numpy_similarity(prefix, t) + 20 * numpy_resim_paper(prefix, t, 0.015))
     np.testing.assert_allclose(float(got), expected, rtol=1e-5)
 
 
@@ -131,13 +131,18 @@ def test_gradient_matches_finite_differences():
     def numpy_loss(x):
         full = x.reshape(student.shape)
         prefix = _unit(full[:, :3])
-        return (10 * numpy_cosine(full, t) + 200 * numpy_similarity(_unit(full), t) +
-                20 * numpy_resim_paper(_unit(full), t, margin) +
-                200 * numpy_similarity(prefix, t) + 20 * numpy_resim_paper(prefix, t, margin))
+        return (
+            10 * numpy_cosine(full, t)
+            + 200 * numpy_similarity(_unit(full), t)
+            + 20 * numpy_resim_paper(_unit(full), t, margin)
+            + 200 * numpy_similarity(prefix, t)
+            + 20 * numpy_resim_paper(prefix, t, margin)
+        )
 
     def jax_loss(x):
-        return jasper.jasper_loss(x.reshape(student.shape), jnp.asarray(t, jnp.float32),
-                                  margin=margin, dims=(6, 3), chunk_size=4)
+        return jasper.jasper_loss(
+            x.reshape(student.shape), jnp.asarray(t, jnp.float32), margin=margin, dims=(6, 3), chunk_size=4
+        )
 
     check_gradient(jax_loss, numpy_loss, student.ravel(), seed=5, rtol=2e-3)
 
@@ -147,7 +152,6 @@ def test_batch_128_hinge_fits_in_a_bounded_working_set():
     # block alone is 252 MiB. Chunked, the whole value-and-gradient stays small.
     rng = np.random.default_rng(6)
     s, t = (jnp.asarray(_unit(rng.normal(size=(128, 32))), jnp.float32) for _ in range(2))
-    step = jax.jit(jax.value_and_grad(
-        lambda x: jasper.relative_similarity_loss(x, t, chunk_size=1024)))
+    step = jax.jit(jax.value_and_grad(lambda x: jasper.relative_similarity_loss(x, t, chunk_size=1024)))
     memory = step.lower(s).compile().memory_analysis()
     assert memory.temp_size_in_bytes < 100 * 2**20

@@ -43,11 +43,14 @@ def test_no_dims_means_the_full_normalised_embedding_with_weight_one():
     np.testing.assert_allclose(float(got), _unit(np.asarray(x)).sum(), rtol=1e-5)
 
 
-@pytest.mark.parametrize("dims,weights,message", [
-    ((4,), (1.0, 1.0), "2 Matryoshka weights for 1 dims"),
-    ((4, 9), None, r"Matryoshka dim 9 is outside \[1, 8\]"),
-    ((0,), None, r"Matryoshka dim 0 is outside \[1, 8\]"),
-])
+@pytest.mark.parametrize(
+    "dims,weights,message",
+    [
+        ((4,), (1.0, 1.0), "2 Matryoshka weights for 1 dims"),
+        ((4, 9), None, r"Matryoshka dim 9 is outside \[1, 8\]"),
+        ((0,), None, r"Matryoshka dim 0 is outside \[1, 8\]"),
+    ],
+)
 def test_bad_dims_or_weights_are_rejected(dims, weights, message):
     with pytest.raises(UserError, match=message):
         resolve_dims(dims, weights, full_dim=8)
@@ -61,11 +64,12 @@ def test_gradient_through_prefixes_of_gemini_nce():
 
     def numpy_loss(x):
         q, p = x.reshape(shape)
-        return sum(w * numpy_gemini_nce(_unit(q[:, :d]), _unit(p[:, :d]), None, None, 0.1)
-                   for d, w in zip(dims, weights))
+        return sum(
+            w * numpy_gemini_nce(_unit(q[:, :d]), _unit(p[:, :d]), None, None, 0.1)
+            for d, w in zip(dims, weights)
+        )
 
-    wrapped = matryoshka(lambda e: gemini_nce_loss(e["q"], e["p"], temperature=0.1),
-                         dims, weights)
+    wrapped = matryoshka(lambda e: gemini_nce_loss(e["q"], e["p"], temperature=0.1), dims, weights)
 
     def jax_loss(x):
         q, p = x.reshape(shape)

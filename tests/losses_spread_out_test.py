@@ -53,7 +53,6 @@ def test_gradient_matches_finite_differences():
         return numpy_spread_out([_unit(t) for t in x.reshape(shape)])
 
     def jax_loss(x):
-        return spread_out_loss([t / jnp.linalg.norm(t, axis=-1, keepdims=True)
-                                for t in x.reshape(shape)])
+        return spread_out_loss([t / jnp.linalg.norm(t, axis=-1, keepdims=True) for t in x.reshape(shape)])
 
     check_gradient(jax_loss, numpy_loss, flat, seed=2)

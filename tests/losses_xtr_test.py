@@ -83,10 +83,13 @@ def test_padding_content_does_not_matter():
     for x, mask in zip(noisy, (q_mask, p_mask, n_mask)):
         x[mask == 0] = 5.0  # would dominate every top-k if it were not masked
     noisy[2][has_negative == 0] = 5.0  # a missing hard negative is all padding
-    clean = _jit_xtr_loss(*(jnp.asarray(x) for x in (q, q_mask, p, p_mask, neg, n_mask,
-                                                    has_negative)), k_train=3)
-    dirty = _jit_xtr_loss(*(jnp.asarray(x) for x in (noisy[0], q_mask, noisy[1], p_mask,
-                                                    noisy[2], n_mask, has_negative)), k_train=3)
+    clean = _jit_xtr_loss(
+        *(jnp.asarray(x) for x in (q, q_mask, p, p_mask, neg, n_mask, has_negative)), k_train=3
+    )
+    dirty = _jit_xtr_loss(
+        *(jnp.asarray(x) for x in (noisy[0], q_mask, noisy[1], p_mask, noisy[2], n_mask, has_negative)),
+        k_train=3,
+    )
     np.testing.assert_allclose(float(dirty), float(clean), rtol=1e-6)
 
 
@@ -96,11 +99,18 @@ def test_top_k_is_per_query_token_and_z_counts_retrieving_tokens():
     # top-1 over the query's flattened block would keep only the 0.9.
     e = np.eye(4)
     q = np.array([[e[0], e[1]]])
-    docs = np.array([[e[0] * 0.9 + e[2] * np.sqrt(1 - 0.81), e[1] * 0.5 + e[3] * np.sqrt(0.75)],
-                     [e[3], e[1] * 0.8 + e[2] * 0.6]])
+    docs = np.array(
+        [
+            [e[0] * 0.9 + e[2] * np.sqrt(1 - 0.81), e[1] * 0.5 + e[3] * np.sqrt(0.75)],
+            [e[3], e[1] * 0.8 + e[2] * 0.6],
+        ]
+    )
     ones = np.ones((1, 2)), np.ones((2, 2))
-    scores = np.asarray(_jit_xtr_scores(jnp.asarray(q), jnp.asarray(ones[0]),
-                                        jnp.asarray(docs), jnp.asarray(ones[1]), k_train=1))
+    scores = np.asarray(
+        _jit_xtr_scores(
+            jnp.asarray(q), jnp.asarray(ones[0]), jnp.asarray(docs), jnp.asarray(ones[1]), k_train=1
+        )
+    )
     # Each document was reached by one query token: Z = 1, not n = 2.
     np.testing.assert_allclose(scores, [[0.9, 0.8]], rtol=1e-6)
     np.testing.assert_allclose(scores, numpy_xtr_scores(q, ones[0], docs, ones[1], 1), rtol=1e-6)
@@ -110,8 +120,7 @@ def test_a_never_retrieved_document_scores_zero():
     e = np.eye(3)
     q = np.array([[e[0]]])
     docs = np.array([[e[0]], [e[1]]])  # doc 1 is orthogonal and loses the top-1
-    scores = _jit_xtr_scores(jnp.asarray(q), jnp.ones((1, 1)), jnp.asarray(docs),
-                             jnp.ones((2, 1)), k_train=1)
+    scores = _jit_xtr_scores(jnp.asarray(q), jnp.ones((1, 1)), jnp.asarray(docs), jnp.ones((2, 1)), k_train=1)
     np.testing.assert_allclose(np.asarray(scores), [[1.0, 0.0]], atol=1e-7)
 
 
@@ -130,7 +139,15 @@ def test_gradient_matches_finite_differences():
 
     def jax_loss(x):
         qq, pp, nn_ = split(x, jnp)
-        return xtr_loss(qq, jnp.asarray(q_mask), pp, jnp.asarray(p_mask), nn_,
-                        jnp.asarray(n_mask), jnp.asarray(has_negative), k_train=4)
+        return xtr_loss(
+            qq,
+            jnp.asarray(q_mask),
+            pp,
+            jnp.asarray(p_mask),
+            nn_,
+            jnp.asarray(n_mask),
+            jnp.asarray(has_negative),
+            k_train=4,
+        )
 
     check_gradient(jax_loss, numpy_loss, flat, seed=2, samples=16)

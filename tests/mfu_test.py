@@ -30,7 +30,7 @@ def test_cpu_peak_is_a_matmuls_flops_over_its_fastest_run(monkeypatch):
     # Timed runs of 0.5 s, 0.25 s and 0.4 s: the fastest, the least slowed
     # by other processes, counts.
     _clock(monkeypatch, mfu, [0.0, 0.5, 1.0, 1.25, 2.0, 2.4])
-    assert mfu.measure_cpu_peak_flops(n=64, repeats=3) == pytest.approx(2 * 64 ** 3 / 0.25)
+    assert mfu.measure_cpu_peak_flops(n=64, repeats=3) == pytest.approx(2 * 64**3 / 0.25)
 
 
 def test_the_measured_cpu_peak_is_a_plausible_rate():
@@ -40,11 +40,23 @@ def test_the_measured_cpu_peak_is_a_plausible_rate():
     assert 1e7 < mfu.measure_cpu_peak_flops(n=256, repeats=2) < 1e14
 
 
-@pytest.mark.parametrize("kind, peak", [
-    ("TPU v4", 275e12), ("TPU v5 lite", 197e12), ("TPU v5", 459e12), ("TPU v5p", 459e12),
-    ("TPU v6 lite", 918e12), ("NVIDIA H100 80GB HBM3", 989e12), ("NVIDIA H100 PCIe", 756e12), ("NVIDIA H100 NVL", 835e12),
-    ("NVIDIA H200", 989e12), ("NVIDIA A100-SXM4-80GB", 312e12),
-    ("TPU v4 lite", None), ("Tesla T4", None)])
+@pytest.mark.parametrize(
+    "kind, peak",
+    [
+        ("TPU v4", 275e12),
+        ("TPU v5 lite", 197e12),
+        ("TPU v5", 459e12),
+        ("TPU v5p", 459e12),
+        ("TPU v6 lite", 918e12),
+        ("NVIDIA H100 80GB HBM3", 989e12),
+        ("NVIDIA H100 PCIe", 756e12),
+        ("NVIDIA H100 NVL", 835e12),
+        ("NVIDIA H200", 989e12),
+        ("NVIDIA A100-SXM4-80GB", 312e12),
+        ("TPU v4 lite", None),
+        ("Tesla T4", None),
+    ],
+)
 def test_device_table(kind, peak):
     assert mfu.device_peak_flops(kind) == peak
 
@@ -66,23 +78,32 @@ def test_mfu_is_the_model_flops_over_the_seconds_and_the_peak(monkeypatch):
     throughput = Throughput(peak_flops=1e10)
     for _ in range(2):
         throughput.add(examples=8, tokens=400, model_flops=3e9, hardware_flops=5e9)
-    assert throughput.rates() == pytest.approx({  # 2 s after the start.
-        "examples_per_sec": 8.0, "tokens_per_sec": 400.0,
-        "mfu": 6e9 / (2 * 1e10), "hfu": 10e9 / (2 * 1e10)})
+    assert throughput.rates() == pytest.approx(
+        {  # 2 s after the start.
+            "examples_per_sec": 8.0,
+            "tokens_per_sec": 400.0,
+            "mfu": 6e9 / (2 * 1e10),
+            "hfu": 10e9 / (2 * 1e10),
+        }
+    )
     # The next interval starts where that one ended and counts its own steps.
     throughput.add(examples=4, tokens=100, model_flops=1e9)
-    assert throughput.rates() == pytest.approx({
-        "examples_per_sec": 2.0, "tokens_per_sec": 50.0, "mfu": 1e9 / (2 * 1e10)})
+    assert throughput.rates() == pytest.approx(
+        {"examples_per_sec": 2.0, "tokens_per_sec": 50.0, "mfu": 1e9 / (2 * 1e10)}
+    )
     # Skipped seconds (a compilation) are left out: 3.5 s less 1.5 s.
     throughput.add(examples=6, tokens=60, model_flops=4e9)
     throughput.skip(1.5)
-    assert throughput.rates() == pytest.approx({
-        "examples_per_sec": 3.0, "tokens_per_sec": 30.0, "mfu": 4e9 / (2 * 1e10)})
+    assert throughput.rates() == pytest.approx(
+        {"examples_per_sec": 3.0, "tokens_per_sec": 30.0, "mfu": 4e9 / (2 * 1e10)}
+    )
 
 
 def test_the_peak_of_accelerators_is_their_table_entry_times_their_count():
-    chips = [types.SimpleNamespace(platform="tpu", device_kind="TPU v5 lite", process_index=i // 4)
-             for i in range(8)]
+    chips = [
+        types.SimpleNamespace(platform="tpu", device_kind="TPU v5 lite", process_index=i // 4)
+        for i in range(8)
+    ]
     assert mfu.peak_flops_per_second(chips) == 8 * 197e12
     gpus = [types.SimpleNamespace(platform="gpu", device_kind="Tesla T4", process_index=0)]
     assert mfu.peak_flops_per_second(gpus) is None
@@ -132,9 +153,16 @@ def test_step_line_shows_the_last_learning_rate_and_mean_loss():
         def scalars(self, step, values):
             logged["scalars"] = (step, dict(values))
 
-    history = [{"loss": np.float32(v), "grad_norm": np.float32(1.0),
-                "learning_rate": np.float32(v / 10), "tokens": np.int32(5),
-                "model_flops": np.float32(100)} for v in (1.0, 2.0, 6.0)]
+    history = [
+        {
+            "loss": np.float32(v),
+            "grad_norm": np.float32(1.0),
+            "learning_rate": np.float32(v / 10),
+            "tokens": np.int32(5),
+            "model_flops": np.float32(100),
+        }
+        for v in (1.0, 2.0, 6.0)
+    ]
     trainer._log(3, history, Throughput(), Writer(), batch_size=4, history_flops=[None] * 3)
     step, values = logged["scalars"]
     assert step == 3 and logged["console"] == logged["scalars"]

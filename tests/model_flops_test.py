@@ -18,23 +18,27 @@ def test_gemma_counts_matmul_weights_and_windowed_attention():
     config = get_config("gecko_768", "runlocal")
     model = config.model
     counter = model_flops(model, _shapes(config))
-    hidden, heads, kv, head_dim = (model.hidden_size, model.num_heads, model.num_kv_heads,
-                                   model.head_dim)
-    per_layer = (hidden * heads * head_dim * 2 + hidden * kv * head_dim * 2
-                 + 3 * hidden * model.intermediate_size)
+    hidden, heads, kv, head_dim = (model.hidden_size, model.num_heads, model.num_kv_heads, model.head_dim)
+    per_layer = (
+        hidden * heads * head_dim * 2 + hidden * kv * head_dim * 2 + 3 * hidden * model.intermediate_size
+    )
     assert counter.token_params == model.num_layers * per_layer
     assert counter.text_params == hidden * model.projection_dim
     assert counter.attention_width == heads * head_dim
     pattern, window = model.sliding_window_pattern, model.sliding_window
     assert counter.context_windows == tuple(
-        0 if (i + 1) % pattern == 0 else window for i in range(model.num_layers))
+        0 if (i + 1) % pattern == 0 else window for i in range(model.num_layers)
+    )
 
     lengths = np.array([5, 0, window + 7, 1])
     mask = (np.arange(32)[None] < lengths[:, None]).astype(np.int32)
-    attended = sum(int(np.sum(lengths * (np.minimum(lengths, w) if w else lengths)))
-                   for w in counter.context_windows)
-    expected = (6 * (counter.token_params * lengths.sum() + counter.text_params * 3)
-                + 12 * counter.attention_width * attended)
+    attended = sum(
+        int(np.sum(lengths * (np.minimum(lengths, w) if w else lengths))) for w in counter.context_windows
+    )
+    expected = (
+        6 * (counter.token_params * lengths.sum() + counter.text_params * 3)
+        + 12 * counter.attention_width * attended
+    )
     assert float(jax.jit(counter.of_texts)(mask)) == pytest.approx(expected, rel=1e-6)
 
 
@@ -42,7 +46,7 @@ def test_bert_leaves_out_embedding_tables_norms_and_biases():
     config = get_config("jasper_distill", "runlocal")
     model = config.model
     counter = model_flops(model, _shapes(config))
-    per_layer = 4 * model.hidden_size ** 2 + 2 * model.hidden_size * model.intermediate_size
+    per_layer = 4 * model.hidden_size**2 + 2 * model.hidden_size * model.intermediate_size
     assert counter.token_params == model.num_layers * per_layer
     assert counter.text_params == model.hidden_size * model.projection_dim
     assert counter.context_windows == (0,) * model.num_layers

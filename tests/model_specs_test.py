@@ -100,13 +100,16 @@ def test_fret_embedder_check_refuses_what_encoder_load_refuses_with_its_message(
     assert "\n" not in str(refused_by_fret.value)
 
 
-@pytest.mark.parametrize("spec, kind", [
-    ("minilm", r"a sentence-transformers \(BERT\) model"),
-    ("st:{st_folder}", r"a sentence-transformers \(BERT\) model"),
-    ("{st_folder}", "a sentence-transformers or HF BERT folder"),
-    ("{hf_folder}", "a sentence-transformers or HF BERT folder"),
-    ("{workdir}", "a training workdir"),
-])
+@pytest.mark.parametrize(
+    "spec, kind",
+    [
+        ("minilm", r"a sentence-transformers \(BERT\) model"),
+        ("st:{st_folder}", r"a sentence-transformers \(BERT\) model"),
+        ("{st_folder}", "a sentence-transformers or HF BERT folder"),
+        ("{hf_folder}", "a sentence-transformers or HF BERT folder"),
+        ("{workdir}", "a training workdir"),
+    ],
+)
 def test_language_model_refuses_what_is_no_gemma_in_one_line(paths, spec, kind):
     spec = spec.format(**paths)
     refusal = rf"^Model '{re.escape(spec)}' is {kind}, not a Gemma language model; "
@@ -117,11 +120,14 @@ def test_language_model_refuses_what_is_no_gemma_in_one_line(paths, spec, kind):
         model_specs.check_llm(LLMOptions(spec))
 
 
-@pytest.mark.parametrize("spec, problem", [
-    ("gpt2", r"Unknown model 'gpt2'"),
-    ("hf:/no/such/folder", r"Model 'hf:/no/such/folder': no folder '/no/such/folder'"),
-    ("gguf:/no/such.gguf", r"Model 'gguf:/no/such.gguf': no file '/no/such.gguf'"),
-])
+@pytest.mark.parametrize(
+    "spec, problem",
+    [
+        ("gpt2", r"Unknown model 'gpt2'"),
+        ("hf:/no/such/folder", r"Model 'hf:/no/such/folder': no folder '/no/such/folder'"),
+        ("gguf:/no/such.gguf", r"Model 'gguf:/no/such.gguf': no file '/no/such.gguf'"),
+    ],
+)
 def test_language_model_refuses_unknown_and_missing_specs_in_one_line(spec, problem):
     with pytest.raises(UserError, match=rf"^{problem}; {_GEMMA_HELP}"):
         LanguageModel.load(spec)

@@ -23,26 +23,41 @@ _METADATA = dict(
     description="Banking77 rows from the bundled data, split locally.",
     reference="https://github.com/PolyAI-LDN/task-specific-datasets",
     dataset={"path": "local", "revision": "local"},
-    category="t2t", eval_splits=["test"], eval_langs=["eng-Latn"],
-    main_score="accuracy", date=("2020-01-01", "2020-12-31"), domains=[],
-    task_subtypes=[], license="cc-by-4.0", annotations_creators="human-annotated",
-    dialect=[], sample_creation="found", bibtex_citation="", modalities=["text"])
+    category="t2t",
+    eval_splits=["test"],
+    eval_langs=["eng-Latn"],
+    main_score="accuracy",
+    date=("2020-01-01", "2020-12-31"),
+    domains=[],
+    task_subtypes=[],
+    license="cc-by-4.0",
+    annotations_creators="human-annotated",
+    dialect=[],
+    sample_creation="found",
+    bibtex_citation="",
+    modalities=["text"],
+)
 
 
 def _local_classification_task(folder):
-    rows = {split: list(csv.DictReader(open(folder / f"{split}.csv", encoding="utf-8")))
-            for split in ("train", "test")}
+    rows = {
+        split: list(csv.DictReader(open(folder / f"{split}.csv", encoding="utf-8")))
+        for split in ("train", "test")
+    }
 
     class LocalBanking77(AbsTaskClassification):
         metadata = TaskMetadata(name="LocalBanking77", type="Classification", **_METADATA)
 
         def load_data(self, num_proc=None, **kwargs):
             del num_proc, kwargs
-            self.dataset = datasets.DatasetDict({
-                split: datasets.Dataset.from_dict({
-                    "text": [r["text"] for r in split_rows],
-                    "label": [r["label"] for r in split_rows]})
-                for split, split_rows in rows.items()})
+            self.dataset = datasets.DatasetDict(
+                {
+                    split: datasets.Dataset.from_dict(
+                        {"text": [r["text"] for r in split_rows], "label": [r["label"] for r in split_rows]}
+                    )
+                    for split, split_rows in rows.items()
+                }
+            )
             self.data_loaded = True
 
     return LocalBanking77()
@@ -55,14 +70,17 @@ def encoder():
 
 @pytest.mark.slow
 def test_mteb_classification_equals_ours(encoder, shared_data, tmp_path):
-    bundled_data.split_train_test(str(shared_data / "banking77" / "train.csv"),
-                                  str(tmp_path), max_rows=240)
-    result = mteb.evaluate(MtebEncoder(encoder, name="local/minilm"),
-                           _local_classification_task(tmp_path), cache=None)
+    bundled_data.split_train_test(str(shared_data / "banking77" / "train.csv"), str(tmp_path), max_rows=240)
+    result = mteb.evaluate(
+        MtebEncoder(encoder, name="local/minilm"), _local_classification_task(tmp_path), cache=None
+    )
     scores = result.task_results[0].scores["test"][0]
-    ours = tasks.score_task(encoder, "classification",
-                            tasks.load_task_data("classification", str(tmp_path)),
-                            default_prompts("plain", "classification"))
+    ours = tasks.score_task(
+        encoder,
+        "classification",
+        tasks.load_task_data("classification", str(tmp_path)),
+        default_prompts("plain", "classification"),
+    )
     print("mteb", scores["accuracy"], "ours", ours["accuracy"])
     assert scores["accuracy"] == pytest.approx(ours["accuracy"], abs=1e-6)
     assert scores["f1"] == pytest.approx(ours["f1"], abs=1e-6)
@@ -91,12 +109,21 @@ def test_prompts_follow_task_type_and_side():
     model = MtebEncoder(recorder, dim=2)
     query_batches = [{"text": ["how do tides work?"]}]
     doc_batches = [{"text": ["Tides The moon..."], "body": ["The moon..."], "title": ["Tides"]}]
-    model.encode(query_batches, task_metadata=_Meta("Retrieval"), hf_split="test",
-                 hf_subset="default", prompt_type=mteb.types.PromptType.query)
-    model.encode(doc_batches, task_metadata=_Meta("Retrieval"), hf_split="test",
-                 hf_subset="default", prompt_type=mteb.types.PromptType.document)
-    model.encode(query_batches, task_metadata=_Meta("Clustering"), hf_split="test",
-                 hf_subset="default")
+    model.encode(
+        query_batches,
+        task_metadata=_Meta("Retrieval"),
+        hf_split="test",
+        hf_subset="default",
+        prompt_type=mteb.types.PromptType.query,
+    )
+    model.encode(
+        doc_batches,
+        task_metadata=_Meta("Retrieval"),
+        hf_split="test",
+        hf_subset="default",
+        prompt_type=mteb.types.PromptType.document,
+    )
+    model.encode(query_batches, task_metadata=_Meta("Clustering"), hf_split="test", hf_subset="default")
     assert recorder.calls == [
         (["how do tides work?"], "task: question answering | query: ", 2),
         (["title: Tides | text: The moon..."], None, 2),

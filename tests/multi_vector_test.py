@@ -21,8 +21,9 @@ TOKEN_DIM = 8
 
 
 def _setup(query_length=5, doc_length=9):
-    c = tiny_bert_config(vocab_size=97, multi_vector_dim=TOKEN_DIM, dropout_rate=0.0,
-                         attention_dropout_rate=0.0)
+    c = tiny_bert_config(
+        vocab_size=97, multi_vector_dim=TOKEN_DIM, dropout_rate=0.0, attention_dropout_rate=0.0
+    )
     c.loss.name = "xtr"
     c.loss.xtr_k_train = 12
     c.loss.mrl_dims = (TOKEN_DIM, 4)
@@ -38,8 +39,10 @@ def test_token_vectors_match_numpy_head():
     ids, mask = batch["positive_ids"], batch["positive_mask"]
     embeddings = jax.jit(lambda p, b: encode_batch(model, p, b, deterministic=True))(params, batch)
     assert {f: e.shape for f, e in embeddings.items()} == {
-        "query": (BATCH, 5, TOKEN_DIM), "positive": (BATCH, 9, TOKEN_DIM),
-        "negative": (BATCH, 9, TOKEN_DIM)}
+        "query": (BATCH, 5, TOKEN_DIM),
+        "positive": (BATCH, 9, TOKEN_DIM),
+        "negative": (BATCH, 9, TOKEN_DIM),
+    }
     got = np.asarray(embeddings["positive"])
     backbone = jax.jit(lambda p, i, m: model.bind({"params": p}).backbone(i, m))
     hidden = np.asarray(backbone(params, ids, mask), np.float64)
@@ -52,8 +55,7 @@ def test_token_vectors_match_numpy_head():
 def test_grad_cache_equals_plain_step_for_xtr():
     model, params, batch, loss_fn = _setup()
     plain = jax.jit(lambda p, b: plain_value_and_grad(model, p, b, loss_fn))(params, batch)
-    cached = jax.jit(lambda p, b: grad_cache_value_and_grad(
-        model, p, b, loss_fn, 4))(params, batch)
+    cached = jax.jit(lambda p, b: grad_cache_value_and_grad(model, p, b, loss_fn, 4))(params, batch)
     _assert_same(cached, plain)
 
 

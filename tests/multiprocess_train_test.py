@@ -4,10 +4,10 @@ Every test starts the real launch script (see `pod_harness.py`): two
 processes joined through `jax.distributed` on 127.0.0.1, as two hosts of a
 slice, against one process holding all four devices, on the same global mesh.
 Covered: scratch, training-workdir, Gemma-folder and MiniLM starts under the
-`dp`, `fsdp` and `fsdp_tp` presets (each start and each preset at least once); GradCache, gradient accumulation, a Jasper
-teacher run, an XTR tower and data prepared on Beam; in-training evaluation and the files only
-process 0 writes; and the faults of a pod: every process killed, SIGTERM to one
-host (a preemption), one process killed.
+`dp`, `fsdp` and `fsdp_tp` presets (each start and each preset at least once); GradCache,
+gradient accumulation, a Jasper teacher run, an XTR tower and data prepared on Beam;
+in-training evaluation and the files only process 0 writes; and the faults of a pod:
+every process killed, SIGTERM to one host (a preemption), one process killed.
 """
 
 import json
@@ -36,15 +36,19 @@ PROBE = ["who wrote the origin of species", "a cat sat on the mat", "rain is exp
 FAULT_STEPS = 12
 # The pod form: FSDP over both processes (a resumed FSDP run once hung on
 # executables that the compilation cache gave the processes differently).
-FAULT_RUN = (GECKO, f"--config.total_steps={FAULT_STEPS}", "--config.checkpoint_every=2", *FSDP,
-             "--config.sharding=fsdp")
+FAULT_RUN = (
+    GECKO,
+    f"--config.total_steps={FAULT_STEPS}",
+    "--config.checkpoint_every=2",
+    *FSDP,
+    "--config.sharding=fsdp",
+)
 
 
 def _max_abs_diff(workdir_a, workdir_b) -> float:
     params_a = checkpoint_io.restore_params(str(workdir_a))[1]
     params_b = checkpoint_io.restore_params(str(workdir_b))[1]
-    return max(jax.tree.leaves(jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))),
-                                            params_a, params_b)))
+    return max(jax.tree.leaves(jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), params_a, params_b)))
 
 
 def _train_both(tmp_path: pathlib.Path, args) -> tuple[pathlib.Path, pathlib.Path]:
@@ -59,8 +63,7 @@ def _train_both(tmp_path: pathlib.Path, args) -> tuple[pathlib.Path, pathlib.Pat
 def gecko_workdir(tmp_path_factory) -> pathlib.Path:
     """A finished 3-step runlocal workdir: a pretrained start, as a recipe's next stage."""
     root = tmp_path_factory.mktemp("gecko_start")
-    pod_harness.train([GECKO, "--config.total_steps=3", f"--workdir={root / 'run'}"],
-                       root / "logs", 1, 2)
+    pod_harness.train([GECKO, "--config.total_steps=3", f"--workdir={root / 'run'}"], root / "logs", 1, 2)
     return root / "run"
 
 
@@ -68,9 +71,17 @@ def gecko_workdir(tmp_path_factory) -> pathlib.Path:
 def gemma_folder(gecko_workdir) -> pathlib.Path:
     """The workdir exported as a Gemma folder (safetensors), as a released checkpoint is."""
     folder = gecko_workdir.parent / "exported"
-    subprocess.run([sys.executable, str(pod_harness.REPO / "launch" / "export.py"),
-                    f"--model={gecko_workdir}", f"--output={folder}"],
-                   check=True, capture_output=True, cwd=pod_harness.REPO)
+    subprocess.run(
+        [
+            sys.executable,
+            str(pod_harness.REPO / "launch" / "export.py"),
+            f"--model={gecko_workdir}",
+            f"--output={folder}",
+        ],
+        check=True,
+        capture_output=True,
+        cwd=pod_harness.REPO,
+    )
     return folder
 
 
@@ -78,14 +89,28 @@ def gemma_folder(gecko_workdir) -> pathlib.Path:
 def test_pretrained_start_equals_one_process(tmp_path, case, gecko_workdir, gemma_folder):
     if case == "workdir_fsdp_accumulation":
         # The pod form of the main job: FSDP over both hosts from a pretrained start.
-        args = [GECKO, "--config.total_steps=4", f"--config.model.init={gecko_workdir}",
-                *FSDP, "--config.sharding=fsdp", "--config.optimizer.grad_accum_steps=2"]
+        args = [
+            GECKO,
+            "--config.total_steps=4",
+            f"--config.model.init={gecko_workdir}",
+            *FSDP,
+            "--config.sharding=fsdp",
+            "--config.optimizer.grad_accum_steps=2",
+        ]
     else:
-        args = [GECKO, "--config.total_steps=3", f"--config.model.init=hf:{gemma_folder}",
-                *FSDP, "--config.mesh_shape.tensor=2", "--config.sharding=fsdp_tp"]
+        args = [
+            GECKO,
+            "--config.total_steps=3",
+            f"--config.model.init=hf:{gemma_folder}",
+            *FSDP,
+            "--config.mesh_shape.tensor=2",
+            "--config.sharding=fsdp_tp",
+        ]
     pod, single = _train_both(tmp_path, args)
-    assert "Initialised the tower from pretrained weights" in (
-        tmp_path / "logs_pod" / "process_1.log").read_text()
+    assert (
+        "Initialised the tower from pretrained weights"
+        in (tmp_path / "logs_pod" / "process_1.log").read_text()
+    )
     assert _max_abs_diff(pod, single) <= 1e-5
 
 
@@ -107,32 +132,57 @@ def test_data_prepared_on_beam_equals_one_process(tmp_path):
     (tmp_path / "a.jsonl").write_text("".join(lines[:40]))
     (tmp_path / "b.jsonl").write_text("".join(lines[40:]))
     folder = tmp_path / "prepared"
-    subprocess.run([sys.executable, str(pod_harness.REPO / "data_pipelines" / "prepare_data.py"), GECKO,
-                    f"--input={tmp_path}/*.jsonl", f"--output={folder}"],
-                   check=True, capture_output=True, cwd=pod_harness.REPO)
-    pod, single = _train_both(tmp_path, [GECKO, "--config.total_steps=4", f"--config.data.train_files={folder}",
-                                         "--config.data.bucket_lengths=True", *FSDP, "--config.sharding=fsdp"])
+    subprocess.run(
+        [
+            sys.executable,
+            str(pod_harness.REPO / "data_pipelines" / "prepare_data.py"),
+            GECKO,
+            f"--input={tmp_path}/*.jsonl",
+            f"--output={folder}",
+        ],
+        check=True,
+        capture_output=True,
+        cwd=pod_harness.REPO,
+    )
+    pod, single = _train_both(
+        tmp_path,
+        [
+            GECKO,
+            "--config.total_steps=4",
+            f"--config.data.train_files={folder}",
+            "--config.data.bucket_lengths=True",
+            *FSDP,
+            "--config.sharding=fsdp",
+        ],
+    )
     assert _max_abs_diff(pod, single) <= 1e-5
 
 
 def test_scratch_fsdp_grad_cache_with_evaluation_written_once(tmp_path, shared_data):
     del shared_data  # The STS file comes from there.
     # FSDP: the evaluated parameters are sharded over both processes.
-    args = [GECKO, "--config.total_steps=4", *FSDP, "--config.sharding=fsdp",
-            "--config.grad_cache.chunk_size=4",
-            "--config.evals={'sts': {'task': 'sts', 'data': 'sick/SICK_trial.txt'}}",
-            "--config.best_metric=evals.sts.spearman"]
+    args = [
+        GECKO,
+        "--config.total_steps=4",
+        *FSDP,
+        "--config.sharding=fsdp",
+        "--config.grad_cache.chunk_size=4",
+        "--config.evals={'sts': {'task': 'sts', 'data': 'sick/SICK_trial.txt'}}",
+        "--config.best_metric=evals.sts.spearman",
+    ]
     pod, single = _train_both(tmp_path, args)
     assert _max_abs_diff(pod, single) <= 1e-5
 
     # Files of the run: written once, by process 0.
-    train_steps = [json.loads(line)["step"] for line in (pod / "metrics.jsonl").read_text()
-                   .splitlines() if "train.loss" in line]
+    train_steps = [
+        json.loads(line)["step"]
+        for line in (pod / "metrics.jsonl").read_text().splitlines()
+        if "train.loss" in line
+    ]
     assert train_steps == [1, 2, 3, 4]
     evaluated = [json.loads(line) for line in (pod / "eval.jsonl").read_text().splitlines()]
     assert [e["step"] for e in evaluated] == [0, 4]
-    single_evaluated = [json.loads(line) for line in
-                        (single / "eval.jsonl").read_text().splitlines()]
+    single_evaluated = [json.loads(line) for line in (single / "eval.jsonl").read_text().splitlines()]
     for ours, reference in zip(evaluated, single_evaluated):
         assert ours["sts.spearman"] == pytest.approx(reference["sts.spearman"], abs=1e-4)
     assert len(list((pod / "tensorboard").iterdir())) == 1
@@ -146,9 +196,17 @@ def test_scratch_fsdp_grad_cache_with_evaluation_written_once(tmp_path, shared_d
     expected = Encoder.load(str(single)).encode(PROBE)
     np.testing.assert_allclose(Encoder.load(str(pod)).encode(PROBE), expected, atol=1e-5)
     exported = tmp_path / "exported"
-    subprocess.run([sys.executable, str(pod_harness.REPO / "launch" / "export.py"),
-                    f"--model={pod}", f"--output={exported}"],
-                   check=True, capture_output=True, cwd=pod_harness.REPO)
+    subprocess.run(
+        [
+            sys.executable,
+            str(pod_harness.REPO / "launch" / "export.py"),
+            f"--model={pod}",
+            f"--output={exported}",
+        ],
+        check=True,
+        capture_output=True,
+        cwd=pod_harness.REPO,
+    )
     np.testing.assert_allclose(Encoder.load(str(exported)).encode(PROBE), expected, atol=1e-5)
 
 

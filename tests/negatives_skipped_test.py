@@ -32,10 +32,14 @@ def test_a_step_without_negative_arrays_equals_masked_negatives(loss, chunk_size
     step = jax.jit(make_train_step(model, tx, loss_fn, optax.constant_schedule(0.1), chunk_size))
     state = TrainState(step=0, params=params, opt_state=tx.init(params))
     (after_masked, metrics_masked), (after_without, metrics_without) = (
-        step(state, b, jax.random.key(0)) for b in (masked, without))
+        step(state, b, jax.random.key(0)) for b in (masked, without)
+    )
     np.testing.assert_allclose(metrics_without["loss"], metrics_masked["loss"], rtol=1e-6)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
-                 after_without.params, after_masked.params)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+        after_without.params,
+        after_masked.params,
+    )
     assert int(metrics_without["tokens"]) == int(batch["query_mask"].sum() + batch["positive_mask"].sum())
 
 
@@ -45,7 +49,9 @@ def test_pipeline_leaves_out_negatives_only_for_batches_without_any(tmp_path):
     for name, rows in (("pairs", pairs), ("triplets", triplets)):
         (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     config = base_config().data
-    config.update({"train_files": f"{tmp_path}/pairs.jsonl", "max_length": 16, "cache_dir": str(tmp_path / "c")})
+    config.update(
+        {"train_files": f"{tmp_path}/pairs.jsonl", "max_length": 16, "cache_dir": str(tmp_path / "c")}
+    )
     vocabulary = vocabularies.get_vocabulary("minilm")
     batch = pipeline.TrainData(config, vocabulary, 4, 0).batch(0)
     assert "negative_ids" not in batch and "negative_mask" not in batch and not batch["has_negative"].any()

@@ -8,12 +8,9 @@ from gecko_jax.errors import UserError
 
 
 def test_pack_adds_bos_eos_truncates_and_pads():
-    ids, mask = pack([[5, 6, 7, 8], [], [9]], max_length=5, bos_id=1, eos_id=2,
-                     pad_id=0)
-    np.testing.assert_array_equal(
-        ids, [[1, 5, 6, 7, 2], [1, 2, 0, 0, 0], [1, 9, 2, 0, 0]])
-    np.testing.assert_array_equal(
-        mask, [[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 1, 1, 0, 0]])
+    ids, mask = pack([[5, 6, 7, 8], [], [9]], max_length=5, bos_id=1, eos_id=2, pad_id=0)
+    np.testing.assert_array_equal(ids, [[1, 5, 6, 7, 2], [1, 2, 0, 0, 0], [1, 9, 2, 0, 0]])
+    np.testing.assert_array_equal(mask, [[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 1, 1, 0, 0]])
     assert ids.dtype == np.int32 and mask.dtype == np.int32
 
 
@@ -36,6 +33,12 @@ def test_length_buckets_end_at_max_length_and_bucket_is_smallest_that_fits():
 def test_field_lengths_give_positives_and_negatives_one_length():
     limits = {"query": 48, "positive": 128, "negative": 128}
     assert field_lengths({"query": 20, "positive": 30, "negative": 70}, limits) == {
-        "query": 24, "positive": 96, "negative": 96}
+        "query": 24,
+        "positive": 96,
+        "negative": 96,
+    }
     assert field_lengths({"query": 60, "positive": 300, "negative": 2}, limits) == {
-        "query": 48, "positive": 128, "negative": 128}
+        "query": 48,
+        "positive": 128,
+        "negative": 128,
+    }

@@ -16,16 +16,22 @@ from gecko_jax.models.registry import build_tower
 from gecko_jax.training import sharding
 from gecko_jax.training.optimizers import frozen_mask, make_optimizer
 from gecko_jax.training.param_groups import FROZEN, group_labels, param_path
-from gecko_jax.training.train_step import (TrainState, encode_batch, init_train_state,
-                                           make_train_step, param_shapes, state_shardings)
+from gecko_jax.training.train_step import (
+    TrainState,
+    encode_batch,
+    init_train_state,
+    make_train_step,
+    param_shapes,
+    state_shardings,
+)
 
 
 def _config(**optimizer):
     c = base_config()
-    c.model.update(vocab_size=50, hidden_size=16, num_layers=2, num_heads=2, intermediate_size=32,
-                   projection_dim=8)
-    c.optimizer.update(warmup_steps=0, decay="constant", weight_decay=0.0, grad_clip_norm=0.0,
-                       **optimizer)
+    c.model.update(
+        vocab_size=50, hidden_size=16, num_layers=2, num_heads=2, intermediate_size=32, projection_dim=8
+    )
+    c.optimizer.update(warmup_steps=0, decay="constant", weight_decay=0.0, grad_clip_norm=0.0, **optimizer)
     return c
 
 
@@ -36,15 +42,20 @@ def _params(config):
 
 
 def _labels_by_path(params, **groups):
-    labels = group_labels(params, groups.get("trainable", ()), groups.get("frozen", ()),
-                          groups.get("lr_multipliers", ()))
+    labels = group_labels(
+        params, groups.get("trainable", ()), groups.get("frozen", ()), groups.get("lr_multipliers", ())
+    )
     return {param_path(k): v for k, v in jax.tree_util.tree_leaves_with_path(labels)}
 
 
 def test_trainable_frozen_and_multipliers():
     params = _params(_config())
-    labels = _labels_by_path(params, trainable=("projection", "layer_1/"), frozen=("layer_1/mlp",),
-                             lr_multipliers=("layer_1/=0.5",))
+    labels = _labels_by_path(
+        params,
+        trainable=("projection", "layer_1/"),
+        frozen=("layer_1/mlp",),
+        lr_multipliers=("layer_1/=0.5",),
+    )
     assert labels["projection/kernel"] == repr(1.0)
     assert all(v == FROZEN for k, v in labels.items() if "layer_0/" in k or "embed" in k)
     assert all(v == FROZEN for k, v in labels.items() if "layer_1/mlp" in k)
@@ -92,7 +103,6 @@ def test_grouped_optimizer_state_gets_shardings():
     assert len(moments) == 2, "only the projection kernel should have mu and nu"
 
 
-
 def test_logged_grad_norm_leaves_out_frozen_parameters():
     config = _config(frozen=("backbone/layer_0/",))
     config.model.update(dropout_rate=0.0, attention_dropout_rate=0.0)
@@ -105,17 +115,19 @@ def test_logged_grad_norm_leaves_out_frozen_parameters():
         return jnp.sum(embeddings["query"] * jnp.arange(8.0))
 
     loss = Loss(loss_fn, text_fields=("query",))
-    batch = {"query_ids": jnp.array([[1, 7, 9, 2, 0], [1, 4, 2, 0, 0]], jnp.int32),
-             "query_mask": jnp.array([[1, 1, 1, 1, 0], [1, 1, 1, 0, 0]], jnp.int32)}
-    grads = jax.grad(lambda p: loss_fn(encode_batch(model, p, batch, deterministic=True,
-                                                    fields=("query",)), batch))(params)
+    batch = {
+        "query_ids": jnp.array([[1, 7, 9, 2, 0], [1, 4, 2, 0, 0]], jnp.int32),
+        "query_mask": jnp.array([[1, 1, 1, 1, 0], [1, 1, 1, 0, 0]], jnp.int32),
+    }
+    grads = jax.grad(
+        lambda p: loss_fn(encode_batch(model, p, batch, deterministic=True, fields=("query",)), batch)
+    )(params)
     flat = {param_path(k): np.asarray(g) for k, g in jax.tree_util.tree_leaves_with_path(grads)}
     trainable = [g for path, g in flat.items() if not path.startswith("backbone/layer_0/")]
     assert len(trainable) < len(flat)
     expected = np.sqrt(sum(np.sum(g.astype(np.float64) ** 2) for g in trainable))
 
-    step = make_train_step(model, tx, loss, schedule,
-                           frozen=frozen_mask(config.optimizer, params))
+    step = make_train_step(model, tx, loss, schedule, frozen=frozen_mask(config.optimizer, params))
     state = TrainState(step=jnp.int32(0), params=params, opt_state=tx.init(params))
     _, metrics = jax.jit(step)(state, batch, jax.random.key(0))
     np.testing.assert_allclose(metrics["grad_norm"], expected, rtol=1e-5)

@@ -33,25 +33,45 @@ class TrainJob:
     Use as a context manager: leaving it kills the processes still running.
     """
 
-    def __init__(self, args, log_dir: pathlib.Path, num_processes: int = 2,
-                 devices_per_process: int = 2, script: pathlib.Path = TRAIN):
+    def __init__(
+        self,
+        args,
+        log_dir: pathlib.Path,
+        num_processes: int = 2,
+        devices_per_process: int = 2,
+        script: pathlib.Path = TRAIN,
+    ):
         self.log_dir = pathlib.Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.num_processes = num_processes
         port = free_port()
         self._procs = []
         for index in range(num_processes):
-            env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3",
-                       XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_per_process}")
+            env = dict(
+                os.environ,
+                JAX_PLATFORMS="cpu",
+                TF_CPP_MIN_LOG_LEVEL="3",
+                XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_per_process}",
+            )
             for name in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
                 env.pop(name, None)
             if num_processes > 1:
-                env.update(JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
-                           JAX_NUM_PROCESSES=str(num_processes), JAX_PROCESS_ID=str(index))
+                env.update(
+                    JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+                    JAX_NUM_PROCESSES=str(num_processes),
+                    JAX_PROCESS_ID=str(index),
+                )
             with open(self._log(index), "w") as log:
-                self._procs.append(subprocess.Popen(
-                    [sys.executable, str(script), *map(str, args)], cwd=REPO, env=env,
-                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+                self._procs.append(
+                    subprocess.Popen(
+                        [sys.executable, str(script), *map(str, args)],
+                        cwd=REPO,
+                        env=env,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                )
 
     def __enter__(self) -> "TrainJob":
         return self
@@ -67,8 +87,9 @@ class TrainJob:
 
     def outputs(self) -> str:
         """Every process's output, labelled, for an assertion message."""
-        return "\n".join(f"----- process {i} -----\n{self.output(i)[-6000:]}"
-                         for i in range(self.num_processes))
+        return "\n".join(
+            f"----- process {i} -----\n{self.output(i)[-6000:]}" for i in range(self.num_processes)
+        )
 
     def send_signal(self, index: int, signum: int) -> None:
         self._procs[index].send_signal(signum)
@@ -99,8 +120,9 @@ class TrainJob:
                 proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
             except subprocess.TimeoutExpired:
                 self.kill()
-                raise AssertionError(f"still running after {timeout:.0f} s; killed\n"
-                                     f"{self.outputs()}") from None
+                raise AssertionError(
+                    f"still running after {timeout:.0f} s; killed\n{self.outputs()}"
+                ) from None
         return [proc.returncode for proc in self._procs]
 
     def check(self, timeout: float, status: int = 0) -> None:
@@ -110,8 +132,9 @@ class TrainJob:
             raise AssertionError(f"exit statuses {statuses}, expected {status}\n{self.outputs()}")
 
 
-def train(args, log_dir: pathlib.Path, num_processes: int = 2, devices_per_process: int = 2,
-          timeout: float = 600) -> TrainJob:
+def train(
+    args, log_dir: pathlib.Path, num_processes: int = 2, devices_per_process: int = 2, timeout: float = 600
+) -> TrainJob:
     """Runs a job to the end and checks that every process exits 0."""
     with TrainJob(args, log_dir, num_processes, devices_per_process) as job:
         job.check(timeout)

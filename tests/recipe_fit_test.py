@@ -42,10 +42,13 @@ def test_recipe_fits_its_named_slice(recipe, arg, topology):
     pytest.importorskip("libtpu")
     config = f"{REPO}/configs/{recipe}.py" + (f":{arg}" if arg else "")
     result = subprocess.run(
-        [sys.executable, str(REPO / "launch" / "compile.py"), f"--config={config}",
-         f"--topology={topology}"],
-        env=dict(os.environ, XLA_FLAGS=""), capture_output=True, text=True, timeout=1500,
-        check=False)
+        [sys.executable, str(REPO / "launch" / "compile.py"), f"--config={config}", f"--topology={topology}"],
+        env=dict(os.environ, XLA_FLAGS=""),
+        capture_output=True,
+        text=True,
+        timeout=1500,
+        check=False,
+    )
     out = result.stdout
     peak = re.search(r"^per-chip peak: (\d+\.\d\d) GiB of (\d+\.\d\d) GiB HBM$", out, re.M)
     assert peak, result.stderr[-3000:]

@@ -18,8 +18,22 @@ gguf = pytest.importorskip("gguf")
 SPACE = "\u2581"
 # A small Gemma-like vocabulary: specials, user-defined whitespace runs and a
 # newline, BPE pieces ranked by score, and the 256 byte pieces.
-WORDS = [SPACE + "the", SPACE + "cat", "at", SPACE + "c", "th", SPACE + "t",
-         "he", SPACE, "c", "a", "t", "h", "e", "s"]
+WORDS = [
+    SPACE + "the",
+    SPACE + "cat",
+    "at",
+    SPACE + "c",
+    "th",
+    SPACE + "t",
+    "he",
+    SPACE,
+    "c",
+    "a",
+    "t",
+    "h",
+    "e",
+    "s",
+]
 
 
 def tiny_metadata() -> dict:
@@ -32,12 +46,16 @@ def tiny_metadata() -> dict:
     tokens += [f"<0x{b:02X}>" for b in range(256)]
     types += [6] * 256
     scores += [0.0] * 256
-    return {"tokenizer.ggml.model": "llama", "tokenizer.ggml.tokens": tokens,
-            "tokenizer.ggml.scores": np.array(scores, np.float32),
-            "tokenizer.ggml.token_type": np.array(types, np.int32),
-            "tokenizer.ggml.bos_token_id": 2, "tokenizer.ggml.eos_token_id": 1,
-            "tokenizer.ggml.unknown_token_id": 3,
-            "tokenizer.ggml.padding_token_id": 0}
+    return {
+        "tokenizer.ggml.model": "llama",
+        "tokenizer.ggml.tokens": tokens,
+        "tokenizer.ggml.scores": np.array(scores, np.float32),
+        "tokenizer.ggml.token_type": np.array(types, np.int32),
+        "tokenizer.ggml.bos_token_id": 2,
+        "tokenizer.ggml.eos_token_id": 1,
+        "tokenizer.ggml.unknown_token_id": 3,
+        "tokenizer.ggml.padding_token_id": 0,
+    }
 
 
 def tiny_vocabulary(cache: str):
@@ -61,11 +79,9 @@ def test_rebuilt_model_tokenizes_like_gemma(tiny_vocab):
     ids = list(tiny_vocab.encode("the cat  the\nx"))
     # No dummy prefix: the first word has no leading space piece; the two
     # spaces are one user-defined piece; 'x' falls back to its byte.
-    assert [pieces[i] for i in ids] == [
-        "th", "e", SPACE + "cat", "  ", "th", "e", "\n", "<0x78>"]
+    assert [pieces[i] for i in ids] == ["th", "e", SPACE + "cat", "  ", "th", "e", "\n", "<0x78>"]
     assert tiny_vocab.decode(ids) == "the cat  the\nx"
-    assert (tiny_vocab.bos_id, tiny_vocab.eos_id, tiny_vocab.pad_id,
-            tiny_vocab.unk_id) == (2, 1, 0, 3)
+    assert (tiny_vocab.bos_id, tiny_vocab.eos_id, tiny_vocab.pad_id, tiny_vocab.unk_id) == (2, 1, 0, 3)
     tf_ids = tiny_vocab.encode_tf(tf.constant("the cat  the\nx")).numpy().tolist()
     assert tf_ids == ids
 
@@ -73,11 +89,11 @@ def test_rebuilt_model_tokenizes_like_gemma(tiny_vocab):
 def test_bad_vocabularies():
     metadata = tiny_metadata()
     with pytest.raises(UserError, match="not SentencePiece"):
-        sentencepiece_vocab.model_proto_from_gguf(
-            {**metadata, "tokenizer.ggml.model": "gpt2"})
+        sentencepiece_vocab.model_proto_from_gguf({**metadata, "tokenizer.ggml.model": "gpt2"})
     with pytest.raises(UserError, match="disagree"):
         sentencepiece_vocab.model_proto_from_gguf(
-            {**metadata, "tokenizer.ggml.scores": np.zeros(3, np.float32)})
+            {**metadata, "tokenizer.ggml.scores": np.zeros(3, np.float32)}
+        )
     with pytest.raises(UserError, match="not found"):
         get_vocabulary("sentencepiece:/no/such.model")
     with pytest.raises(UserError, match="needs a path"):
@@ -96,8 +112,11 @@ def test_gguf_reader_matches_the_gguf_package(tmp_path):
     plain = rng.normal(size=(3, 5)).astype(np.float32)
     dense = rng.normal(size=(4, 64)).astype(np.float32)
     writer.add_tensor("plain", plain)
-    writer.add_tensor("q8", gguf.quants.quantize(dense, gguf.GGMLQuantizationType.Q8_0),
-                      raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+    writer.add_tensor(
+        "q8",
+        gguf.quants.quantize(dense, gguf.GGMLQuantizationType.Q8_0),
+        raw_dtype=gguf.GGMLQuantizationType.Q8_0,
+    )
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
@@ -134,12 +153,21 @@ def test_gemma3_270m_tokenizes_like_transformers(shared_data):
     transformers = pytest.importorskip("transformers")
     path = gemma3_270m_path()
     reference = transformers.AutoTokenizer.from_pretrained(
-        os.path.dirname(path), gguf_file=os.path.basename(path))
+        os.path.dirname(path), gguf_file=os.path.basename(path)
+    )
     ours = get_vocabulary("gemma3-270m")
     texts = _sts_sentences(shared_data) + [
-        "Hello world, this is  a test.\n  ok", "  leading", "trailing  ",
-        "a\n\n\nb", "1234567 3.14159", "na\u00efve caf\u00e9 \u6771\u4eac \U0001F600",
-        "<table><tr>x</tr></table>", "tab\tsep\r\n", "e\u0301 \ufb01"]
-    mismatches = [t for t in texts if list(ours.encode(t)) !=
-                  reference(t, add_special_tokens=False)["input_ids"]]
+        "Hello world, this is  a test.\n  ok",
+        "  leading",
+        "trailing  ",
+        "a\n\n\nb",
+        "1234567 3.14159",
+        "na\u00efve caf\u00e9 \u6771\u4eac \U0001f600",
+        "<table><tr>x</tr></table>",
+        "tab\tsep\r\n",
+        "e\u0301 \ufb01",
+    ]
+    mismatches = [
+        t for t in texts if list(ours.encode(t)) != reference(t, add_special_tokens=False)["input_ids"]
+    ]
     assert len(texts) > 3000 and not mismatches, mismatches[:5]

@@ -54,8 +54,7 @@ def _abstract_state(recipe: str):
     """
     config = _recipe(recipe)
     model = build_tower(config.model)
-    tx, _ = make_optimizer(config.optimizer, config.total_steps,
-                           param_shapes(model, config.data.max_length))
+    tx, _ = make_optimizer(config.optimizer, config.total_steps, param_shapes(model, config.data.max_length))
     init = functools.partial(init_train_state, model, tx, max_length=config.data.max_length)
     return tx, jax.eval_shape(init, jax.random.key(0))
 
@@ -73,17 +72,20 @@ def param_layout(recipe: str, preset: str, mesh_dims: tuple[int, int, int]) -> d
     shardings = state_shardings(abstract, tx, mesh, sharding.preset_rules(preset))
     shapes = jax.tree_util.tree_flatten_with_path(nn.unbox(abstract.params))[0]
     specs = jax.tree.leaves(shardings.params)
-    return {jax.tree_util.keystr(path, simple=True, separator="/"):
-            {"shape": list(leaf.shape), "spec": _spec_to_json(named.spec)}
-            for (path, leaf), named in zip(shapes, specs)}
+    return {
+        jax.tree_util.keystr(path, simple=True, separator="/"): {
+            "shape": list(leaf.shape),
+            "spec": _spec_to_json(named.spec),
+        }
+        for (path, leaf), named in zip(shapes, specs)
+    }
 
 
 def _cases():
     for recipe in RECIPES:
         for preset in sorted(sharding.SHARDING_PRESETS):
             for dims in MESHES:
-                yield pytest.param(recipe, preset, dims,
-                                   id=f"{recipe}-{preset}-{'x'.join(map(str, dims))}")
+                yield pytest.param(recipe, preset, dims, id=f"{recipe}-{preset}-{'x'.join(map(str, dims))}")
 
 
 @pytest.mark.parametrize("recipe,preset,dims", list(_cases()))
@@ -99,12 +101,12 @@ def test_param_specs_match_golden(recipe, preset, dims):
         GOLDEN_DIR.mkdir(exist_ok=True)
         lines = (f" {json.dumps(path)}: {json.dumps(layout[path])}" for path in sorted(layout))
         golden.write_text("{\n" + ",\n".join(lines) + "\n}\n")
-    assert golden.exists(), (f"no golden {golden.name}; create it with "
-                             "GECKO_UPDATE_GOLDENS=1 pytest tests/sharding_golden_test.py")
+    assert golden.exists(), (
+        f"no golden {golden.name}; create it with GECKO_UPDATE_GOLDENS=1 pytest tests/sharding_golden_test.py"
+    )
     expected = json.loads(golden.read_text())
     assert sorted(layout) == sorted(expected), "parameter set changed: regenerate and review"
-    changed = {path: (expected[path], layout[path]) for path in layout
-               if layout[path] != expected[path]}
+    changed = {path: (expected[path], layout[path]) for path in layout if layout[path] != expected[path]}
     assert not changed, f"{len(changed)} parameters changed (golden, now): {changed}"
 
 
@@ -124,8 +126,10 @@ def test_trainer_program_uses_the_configured_preset():
     mesh = sharding.create_mesh({"data": 2, "fsdp": 4}, jax.devices()[:8])
     program = build_train_program(config, mesh)
     assert program.rules == sharding.SHARDING_PRESETS["dp"]
-    assert all(s.spec == jax.sharding.PartitionSpec(*[None] * len(s.spec))
-               for s in jax.tree.leaves(program.shardings.params))
+    assert all(
+        s.spec == jax.sharding.PartitionSpec(*[None] * len(s.spec))
+        for s in jax.tree.leaves(program.shardings.params)
+    )
 
 
 def test_bad_presets_are_clear_errors():

@@ -30,10 +30,19 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 def minilm_store(tmp_path_factory):
     """A MiniLM store over the jasper_distill:runlocal data (the bundled tiny set)."""
     out = tmp_path_factory.mktemp("teachers") / "minilm"
-    result = subprocess.run([sys.executable, str(REPO / "data_pipelines" / "teacher_vectors.py"),
-                             "--model=minilm", f"--config={REPO}/configs/jasper_distill.py:runlocal",
-                             f"--output={out}", "--batch_size=32"],
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "data_pipelines" / "teacher_vectors.py"),
+            "--model=minilm",
+            f"--config={REPO}/configs/jasper_distill.py:runlocal",
+            f"--output={out}",
+            "--batch_size=32",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     return TeacherStore(str(out))
 
@@ -49,8 +58,7 @@ def test_store_holds_minilm_vectors_by_pipeline_key(minilm_store):
 
 
 @pytest.mark.slow
-def test_training_batches_carry_the_stored_vectors_of_their_examples(minilm_store, tmp_path,
-                                                                    monkeypatch):
+def test_training_batches_carry_the_stored_vectors_of_their_examples(minilm_store, tmp_path, monkeypatch):
     seen = []
     attach = teacher_batches.TeacherBatches.__next__
 
@@ -70,8 +78,7 @@ def test_training_batches_carry_the_stored_vectors_of_their_examples(minilm_stor
     teacher = Encoder.load("minilm")
     for batch in seen:
         assert batch["query_mask"][:, -1].sum() == 0
-        own = teacher.tower.apply({"params": teacher.params}, batch["query_ids"],
-                                  batch["query_mask"])
+        own = teacher.tower.apply({"params": teacher.params}, batch["query_ids"], batch["query_mask"])
         np.testing.assert_allclose(batch["teacher"], np.asarray(l2_normalize(own)), atol=1e-5)
 
 
@@ -110,6 +117,7 @@ def test_wrong_student_width_and_missing_store_are_user_errors(minilm_store, tmp
 
 def test_jasper_loss_without_teachers_says_what_to_set():
     from gecko_jax.losses.registry import build_loss  # pylint: disable=g-import-not-at-top
+
     config = get_config("jasper_distill", "runlocal")
     embeddings = {"query": jax.numpy.ones((4, 384))}
     with pytest.raises(UserError, match="set --config.data.teachers"):

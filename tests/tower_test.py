@@ -17,22 +17,37 @@ MASK = np.array([[1, 1, 1, 0], [1, 1, 0, 0]], np.int32)
 
 
 def tiny_model_config(**overrides):
-    config = ml_collections.ConfigDict(dict(
-        name="bert", vocab_size=40, hidden_size=16, num_layers=1, num_heads=2,
-        intermediate_size=32, max_position_embeddings=32, type_vocab_size=2,
-        layer_norm_eps=1e-12, dropout_rate=0.1, attention_dropout_rate=0.1,
-        pooling="mean", projection_dim=0, normalize=True, dtype="float32",
-        init="", vocab="minilm"))
+    config = ml_collections.ConfigDict(
+        dict(
+            name="bert",
+            vocab_size=40,
+            hidden_size=16,
+            num_layers=1,
+            num_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=32,
+            type_vocab_size=2,
+            layer_norm_eps=1e-12,
+            dropout_rate=0.1,
+            attention_dropout_rate=0.1,
+            pooling="mean",
+            projection_dim=0,
+            normalize=True,
+            dtype="float32",
+            init="",
+            vocab="minilm",
+        )
+    )
     config.update(overrides)
     return config
 
 
 def test_pooling():
-    np.testing.assert_allclose(tower_lib.pool(HIDDEN, MASK, "mean"),
-                               [HIDDEN[0, :3].mean(0), HIDDEN[1, :2].mean(0)])
+    np.testing.assert_allclose(
+        tower_lib.pool(HIDDEN, MASK, "mean"), [HIDDEN[0, :3].mean(0), HIDDEN[1, :2].mean(0)]
+    )
     np.testing.assert_allclose(tower_lib.pool(HIDDEN, MASK, "cls"), HIDDEN[:, 0])
-    np.testing.assert_allclose(tower_lib.pool(HIDDEN, MASK, "last"),
-                               [HIDDEN[0, 2], HIDDEN[1, 1]])
+    np.testing.assert_allclose(tower_lib.pool(HIDDEN, MASK, "last"), [HIDDEN[0, 2], HIDDEN[1, 1]])
     empty = tower_lib.pool(HIDDEN, np.zeros_like(MASK), "mean")
     assert np.all(np.isfinite(empty))
     with pytest.raises(UserError, match="pooling"):
@@ -41,8 +56,7 @@ def test_pooling():
 
 def test_truncate_and_normalize():
     x = jnp.array([[3.0, 4.0, 12.0], [0.0, 0.0, 1.0]])
-    np.testing.assert_allclose(tower_lib.truncate_and_normalize(x, 2),
-                               [[0.6, 0.8], [0.0, 0.0]])
+    np.testing.assert_allclose(tower_lib.truncate_and_normalize(x, 2), [[0.6, 0.8], [0.0, 0.0]])
     full = tower_lib.truncate_and_normalize(x, None)
     np.testing.assert_allclose(full, tower_lib.truncate_and_normalize(x, 0))
     np.testing.assert_allclose(np.linalg.norm(full, axis=-1), 1.0, rtol=1e-6)
@@ -82,8 +96,7 @@ def test_tower_without_normalization_or_projection(boxed_params):
     assert not np.allclose(np.linalg.norm(out, axis=-1), 1.0)
 
 
-@pytest.mark.parametrize("field,value", [("name", "gpt"), ("pooling", "max"),
-                                         ("dtype", "float16")])
+@pytest.mark.parametrize("field,value", [("name", "gpt"), ("pooling", "max"), ("dtype", "float16")])
 def test_build_tower_rejects_unknown_choices(field, value):
     with pytest.raises(UserError, match=field):
         build_tower(tiny_model_config(**{field: value}))

@@ -16,18 +16,34 @@ LOCATION = ["--zone=us-west4-a", "--project=proj"]
 
 
 def _dry_run(script, *args):
-    result = subprocess.run([sys.executable, str(REPO / "launch" / "tpu" / script), *SLICE,
-                             "--dry-run", *args], capture_output=True, text=True, check=False,
-                            timeout=120, cwd=REPO)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "launch" / "tpu" / script), *SLICE, "--dry-run", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+        cwd=REPO,
+    )
     return result, [shlex.split(line) for line in result.stdout.strip().splitlines()]
 
 
 def test_create():
     result, commands = _dry_run("create.py", "--accelerator=v5litepod-16", "--spot")
     assert result.returncode == 0, result.stderr
-    assert commands == [["gcloud", "compute", "tpus", "tpu-vm", "create", "gecko",
-                         "--accelerator-type=v5litepod-16", "--version=v2-alpha-tpuv5-lite",
-                         *LOCATION, "--spot"]]
+    assert commands == [
+        [
+            "gcloud",
+            "compute",
+            "tpus",
+            "tpu-vm",
+            "create",
+            "gecko",
+            "--accelerator-type=v5litepod-16",
+            "--version=v2-alpha-tpuv5-lite",
+            *LOCATION,
+            "--spot",
+        ]
+    ]
 
 
 def test_install_copies_the_checkout_to_all_workers():
@@ -36,8 +52,17 @@ def test_install_copies_the_checkout_to_all_workers():
     tar, scp, ssh = commands
     assert tar[:3] == ["tar", "czf", tpu.ARCHIVE] and "--exclude=.venv" in tar
     assert tar[-3:] == ["-C", "/src/gecko_jax", "."]
-    assert scp == ["gcloud", "compute", "tpus", "tpu-vm", "scp", tpu.ARCHIVE,
-                   f"gecko:{tpu.ARCHIVE}", "--worker=all", *LOCATION]
+    assert scp == [
+        "gcloud",
+        "compute",
+        "tpus",
+        "tpu-vm",
+        "scp",
+        tpu.ARCHIVE,
+        f"gecko:{tpu.ARCHIVE}",
+        "--worker=all",
+        *LOCATION,
+    ]
     assert ssh[:7] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "gecko", "--worker=all"]
     remote = ssh[7].removeprefix("--command=")
     assert remote.startswith(f"mkdir -p gecko_jax && tar xzf {tpu.ARCHIVE} -C gecko_jax")
@@ -52,14 +77,22 @@ def test_install_from_a_repository():
 
 
 def test_run_starts_the_same_train_command_on_every_worker():
-    result, commands = _dry_run("run.py", "--run_name=r1", "--", "--config=configs/gecko_768.py",
-                                "--workdir=gs://bucket/r1", "--config.total_steps=5")
+    result, commands = _dry_run(
+        "run.py",
+        "--run_name=r1",
+        "--",
+        "--config=configs/gecko_768.py",
+        "--workdir=gs://bucket/r1",
+        "--config.total_steps=5",
+    )
     assert result.returncode == 0, result.stderr
     [ssh] = commands
     assert ssh[5:7] == ["gecko", "--worker=all"] and ssh[8:] == LOCATION
-    assert ssh[7] == ("--command=cd gecko_jax && mkdir -p logs && nohup .venv/bin/python "
-                      "launch/train.py --config=configs/gecko_768.py --workdir=gs://bucket/r1 "
-                      "--config.total_steps=5 > logs/r1.log 2>&1 < /dev/null &")
+    assert ssh[7] == (
+        "--command=cd gecko_jax && mkdir -p logs && nohup .venv/bin/python "
+        "launch/train.py --config=configs/gecko_768.py --workdir=gs://bucket/r1 "
+        "--config.total_steps=5 > logs/r1.log 2>&1 < /dev/null &"
+    )
 
 
 def test_run_needs_a_shared_workdir():
@@ -72,8 +105,7 @@ def test_logs_and_delete():
     _, [logs] = _dry_run("logs.py", "--run_name=r1", "--worker=3", "--follow")
     assert logs[5:8] == ["gecko", "--worker=3", "--command=tail -n50 -f gecko_jax/logs/r1.log"]
     _, [delete] = _dry_run("delete.py")
-    assert delete == ["gcloud", "compute", "tpus", "tpu-vm", "delete", "gecko", "--quiet",
-                      *LOCATION]
+    assert delete == ["gcloud", "compute", "tpus", "tpu-vm", "delete", "gecko", "--quiet", *LOCATION]
 
 
 def test_execute_reports_a_missing_gcloud(monkeypatch, capsys):

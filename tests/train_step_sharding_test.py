@@ -21,9 +21,16 @@ BATCH, LENGTH = 8, 12
 
 def _config():
     c = base_config()
-    c.model.update(vocab_size=101, hidden_size=32, num_layers=2, num_heads=4,
-                   intermediate_size=64, projection_dim=16, dropout_rate=0.1,
-                   attention_dropout_rate=0.1)
+    c.model.update(
+        vocab_size=101,
+        hidden_size=32,
+        num_layers=2,
+        num_heads=4,
+        intermediate_size=64,
+        projection_dim=16,
+        dropout_rate=0.1,
+        attention_dropout_rate=0.1,
+    )
     c.loss.mrl_dims = (16, 8)
     c.optimizer.warmup_steps = 1
     c.optimizer.learning_rate = 1e-2
@@ -53,8 +60,11 @@ def logical_specs(abstract_params, rules=sharding.LOGICAL_AXIS_RULES):
     split dimension (no fallback to replication).
     """
     axis_of = dict(rules)
-    return jax.tree.map(lambda names: P(*(axis_of[name] if name else None for name in names)),
-                        nn.get_partition_spec(abstract_params), is_leaf=lambda x: isinstance(x, P))
+    return jax.tree.map(
+        lambda names: P(*(axis_of[name] if name else None for name in names)),
+        nn.get_partition_spec(abstract_params),
+        is_leaf=lambda x: isinstance(x, P),
+    )
 
 
 def _run(mesh_shape, devices, batches):
@@ -68,9 +78,11 @@ def _run(mesh_shape, devices, batches):
     batch_sharding = sharding.batch_sharding(mesh)
     with sharding.activated(mesh, sharding.LOGICAL_AXIS_RULES):
         state = jax.jit(lambda r: nn.unbox(init(r)), out_shardings=shardings)(rng)
-        step = jax.jit(make_train_step(model, tx, build_loss(config.loss), schedule),
-                       in_shardings=(shardings, batch_sharding, None),
-                       out_shardings=(shardings, None))
+        step = jax.jit(
+            make_train_step(model, tx, build_loss(config.loss), schedule),
+            in_shardings=(shardings, batch_sharding, None),
+            out_shardings=(shardings, None),
+        )
         losses = []
         for batch in batches:
             state, metrics = step(state, jax.device_put(batch, batch_sharding), rng)
@@ -101,7 +113,8 @@ def test_params_are_sharded_by_logical_names():
     # split here divide the axes, so no dimension falls back to replication).
     expected = logical_specs(abstract.params)
     assert jax.tree.structure(shardings.params) == jax.tree.structure(
-        expected, is_leaf=lambda x: isinstance(x, P))
+        expected, is_leaf=lambda x: isinstance(x, P)
+    )
     placed = jax.tree_util.tree_leaves_with_path(shardings.params)
     specs = jax.tree.leaves(expected, is_leaf=lambda x: isinstance(x, P))
     assert len(placed) == len(specs) == 38

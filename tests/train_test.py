@@ -22,13 +22,11 @@ from recipe_configs import get_config
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RUNLOCAL = f"--config={REPO}/configs/gecko_768.py:runlocal"
 # Embedded to compare runs: equal parameters give equal embeddings.
-PROBE_TEXTS = ["how do tides work?", "The moon pulls the oceans.",
-               "A man is playing a guitar on stage.", "x"]
+PROBE_TEXTS = ["how do tides work?", "The moon pulls the oceans.", "A man is playing a guitar on stage.", "x"]
 
 
 def _train_cmd(workdir, *overrides):
-    return [sys.executable, str(REPO / "launch" / "train.py"), RUNLOCAL, f"--workdir={workdir}",
-            *overrides]
+    return [sys.executable, str(REPO / "launch" / "train.py"), RUNLOCAL, f"--workdir={workdir}", *overrides]
 
 
 def _env():
@@ -38,8 +36,9 @@ def _env():
 
 
 def _train(workdir, *overrides, check=True):
-    return subprocess.run(_train_cmd(workdir, *overrides), env=_env(), capture_output=True,
-                          text=True, check=check, timeout=600)
+    return subprocess.run(
+        _train_cmd(workdir, *overrides), env=_env(), capture_output=True, text=True, check=check, timeout=600
+    )
 
 
 def _final_params(workdir):
@@ -49,6 +48,7 @@ def _final_params(workdir):
 
 def _max_abs_diff(a, b):
     import jax  # pylint: disable=g-import-not-at-top
+
     diffs = jax.tree.map(lambda x, y: float(np.max(np.abs(np.asarray(x) - np.asarray(y)))), a, b)
     return max(jax.tree.leaves(diffs))
 
@@ -79,8 +79,7 @@ def test_two_steps_of_runlocal(plain_run):
 def test_runlocal_with_grad_cache_equals_plain(tmp_path, plain_run):
     result = _train(tmp_path, "--config.total_steps=4", "--config.grad_cache.chunk_size=2")
     assert "step 4/4" in result.stdout, result.stdout + result.stderr
-    np.testing.assert_allclose(_probe_embeddings(tmp_path), _probe_embeddings(plain_run[0]),
-                               atol=1e-4)
+    np.testing.assert_allclose(_probe_embeddings(tmp_path), _probe_embeddings(plain_run[0]), atol=1e-4)
 
 
 def _train_in_process(workdir, steps=4, **data_fields):
@@ -99,8 +98,7 @@ def _train_in_process(workdir, steps=4, **data_fields):
 def test_runlocal_on_eight_devices_equals_one(tmp_path, plain_run):
     # Runlocal's mesh is data=-1: the batch of 8 is split one example per device.
     _train_in_process(tmp_path)
-    np.testing.assert_allclose(_probe_embeddings(tmp_path), _probe_embeddings(plain_run[0]),
-                               atol=1e-4)
+    np.testing.assert_allclose(_probe_embeddings(tmp_path), _probe_embeddings(plain_run[0]), atol=1e-4)
 
 
 def test_runlocal_with_length_buckets_equals_fixed_padding(tmp_path):
@@ -114,10 +112,10 @@ def test_runlocal_with_length_buckets_equals_fixed_padding(tmp_path):
     padded = [data.padded_lengths(k) for k in range(8)]
     assert all(p["query"] < 64 and p["positive"] < 96 for p in padded), padded
     assert len({tuple(p.values()) for p in padded}) > 1, padded
-    np.testing.assert_allclose(_probe_embeddings(tmp_path / "bucketed"),
-                               _probe_embeddings(tmp_path / "fixed"), atol=1e-4)
-    logged = [json.loads(line)
-              for line in (tmp_path / "bucketed" / "metrics.jsonl").read_text().splitlines()]
+    np.testing.assert_allclose(
+        _probe_embeddings(tmp_path / "bucketed"), _probe_embeddings(tmp_path / "fixed"), atol=1e-4
+    )
+    logged = [json.loads(line) for line in (tmp_path / "bucketed" / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in logged if "train.mfu" in m] == list(range(1, 9))
 
 
@@ -130,13 +128,23 @@ def test_unknown_field_is_one_line_error(tmp_path):
 
 def test_missing_config_file_is_one_line_error(tmp_path):
     result = subprocess.run(
-        [sys.executable, str(REPO / "launch" / "train.py"), "--config=configs/no_such.py:runlocal",
-         f"--workdir={tmp_path / 'run'}"], env=_env(), capture_output=True, text=True,
-        timeout=300, check=False)
+        [
+            sys.executable,
+            str(REPO / "launch" / "train.py"),
+            "--config=configs/no_such.py:runlocal",
+            f"--workdir={tmp_path / 'run'}",
+        ],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
         "error: --config=configs/no_such.py: no such file; pass a recipe such as "
-        "configs/gecko_minilm.py, optionally with :ARG")
+        "configs/gecko_minilm.py, optionally with :ARG"
+    )
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "run").exists()
 
@@ -146,8 +154,7 @@ def test_resuming_with_another_model_is_refused_and_the_workdir_kept(tmp_path, p
     workdir = tmp_path / "copy"
     shutil.copytree(plain_run[0], workdir)
     config_before = (workdir / "config.json").read_text()
-    result = _train(workdir, "--config.total_steps=6", "--config.model.projection_dim=16",
-                    check=False)
+    result = _train(workdir, "--config.total_steps=6", "--config.model.projection_dim=16", check=False)
     assert result.returncode == 2
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: checkpoint step 4 in ") and "does not fit the config" in last
@@ -187,8 +194,9 @@ def test_kill9_and_resume_equals_uninterrupted(tmp_path, straight_run):
     steps = (INTERRUPTED_STEPS, "--config.checkpoint_every=1")
 
     workdir = tmp_path / "killed"
-    proc = subprocess.Popen(_train_cmd(workdir, *steps), env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _train_cmd(workdir, *steps), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 300
     while not (workdir / "checkpoints" / "3").is_dir():
         assert proc.poll() is None, "the run ended before its step-3 checkpoint"
@@ -208,8 +216,13 @@ def test_sigterm_saves_and_resume_equals_uninterrupted(tmp_path, straight_run):
     steps = (INTERRUPTED_STEPS, "--config.checkpoint_every=0")
 
     workdir = tmp_path / "stopped"
-    proc = subprocess.Popen(_train_cmd(workdir, *steps, "--config.log_every=1"), env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        _train_cmd(workdir, *steps, "--config.log_every=1"),
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     for line in proc.stdout:
         if line.startswith("step 2/"):
             proc.send_signal(signal.SIGTERM)

@@ -30,11 +30,15 @@ def _config(data_dir):
 def run(tmp_path_factory, shared_data):
     """A 3-step runlocal training with two evaluators: (workdir, config, results)."""
     data_dir = tmp_path_factory.mktemp("data")
-    lines = (shared_data / "sick" / "SICK_test_annotated.txt").read_text(
-        encoding="utf-8").splitlines(keepends=True)
+    lines = (
+        (shared_data / "sick" / "SICK_test_annotated.txt")
+        .read_text(encoding="utf-8")
+        .splitlines(keepends=True)
+    )
     (data_dir / "sick.txt").write_text("".join(lines[:41]), encoding="utf-8")
-    bundled_data.split_train_test(str(shared_data / "banking77" / "train.csv"),
-                                  str(data_dir / "banking77"), max_rows=120)
+    bundled_data.split_train_test(
+        str(shared_data / "banking77" / "train.csv"), str(data_dir / "banking77"), max_rows=120
+    )
     workdir = tmp_path_factory.mktemp("workdir")
     config = _config(data_dir)
     sigterm_handler = signal.getsignal(signal.SIGTERM)
@@ -58,8 +62,7 @@ def test_each_evaluator_runs_on_its_own_schedule(run):
     banking_steps = [line["step"] for line in evals if "evals.banking.accuracy" in line]
     assert sick_steps == [0, 2, 3]
     assert banking_steps == [0, 3]
-    assert set(results) == {"sick.spearman", "sick.spearman@16", "banking.accuracy",
-                            "banking.f1"}
+    assert set(results) == {"sick.spearman", "sick.spearman@16", "banking.accuracy", "banking.f1"}
     assert [line["step"] for line in _lines(workdir, "train.loss")] == [1, 2, 3]
     assert list((workdir / "tensorboard").iterdir())
 
@@ -78,20 +81,21 @@ def test_final_numbers_equal_a_fresh_evaluation_of_the_checkpoint(run):
 def test_best_checkpoint_holds_the_best_evaluation(run):
     workdir, config, _ = run
     best = json.loads((workdir / "best" / "best.json").read_text())
-    values = {line["step"]: line["evals.sick.spearman"]
-              for line in _lines(workdir, "evals.sick.spearman")}
+    values = {line["step"]: line["evals.sick.spearman"] for line in _lines(workdir, "evals.sick.spearman")}
     assert best["metric"] == "evals.sick.spearman"
     assert best["value"] == max(values.values())
     assert best["step"] == max(values, key=lambda step: (values[step], -step))
     sick = tasks.load_task_data("sts", f"{config.data.data_dir}/sick.txt")
-    reloaded = tasks.score_task(Encoder.load(str(workdir / "best")), "sts", sick,
-                                default_prompts("gecko", "sts"))
+    reloaded = tasks.score_task(
+        Encoder.load(str(workdir / "best")), "sts", sick, default_prompts("gecko", "sts")
+    )
     assert reloaded["spearman"] == pytest.approx(best["value"], abs=1e-4)
 
 
 def test_unknown_best_metric_lists_the_choices(tmp_path, shared_data):
     (tmp_path / "sick.txt").write_text(
-        (shared_data / "sick" / "SICK_trial.txt").read_text(encoding="utf-8"), encoding="utf-8")
+        (shared_data / "sick" / "SICK_trial.txt").read_text(encoding="utf-8"), encoding="utf-8"
+    )
     config = _config(tmp_path)
     del config.evals["banking"]
     config.best_metric = "evals.sick.pearson"

@@ -31,9 +31,17 @@ def _write_lock(workdir, pid, host=None, heartbeat_age=0.0):
     """A lock as another run would have left it."""
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / workdir_guard.MARKER_FILE).write_text("{}")
-    (workdir / workdir_guard.LOCK_FILE).write_text(json.dumps(dict(
-        host=host or socket.gethostname(), pid=pid, started="earlier",
-        heartbeat=time.time() - heartbeat_age, token="theirs")))
+    (workdir / workdir_guard.LOCK_FILE).write_text(
+        json.dumps(
+            dict(
+                host=host or socket.gethostname(),
+                pid=pid,
+                started="earlier",
+                heartbeat=time.time() - heartbeat_age,
+                token="theirs",
+            )
+        )
+    )
 
 
 @pytest.fixture
@@ -52,12 +60,17 @@ def test_an_empty_workdir_flag_is_refused_and_nothing_is_written(tmp_path, monke
     assert not list(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("files", [
-    {"config.json": '{"hidden_size": 384, "architectures": ["BertModel"]}',
-     "model.safetensors": "weights"},  # An exported model.
-    {"README.md": "# a checkout", "setup.cfg": ""},
-    {"config.json": "not json"},
-])
+@pytest.mark.parametrize(
+    "files",
+    [
+        {
+            "config.json": '{"hidden_size": 384, "architectures": ["BertModel"]}',
+            "model.safetensors": "weights",
+        },  # An exported model.
+        {"README.md": "# a checkout", "setup.cfg": ""},
+        {"config.json": "not json"},
+    ],
+)
 def test_a_folder_of_other_files_is_refused_and_left_as_it_was(tmp_path, files):
     for name, text in files.items():
         (tmp_path / name).write_text(text)
@@ -90,8 +103,10 @@ def test_a_workdir_that_is_a_file_is_one_line(tmp_path):
 
 def _read_only_storage(monkeypatch):
     """Every write through epath fails as on a read-only mount (chmod does not stop root)."""
+
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
+
     path_type = type(epath.Path("/"))
     monkeypatch.setattr(path_type, "write_text", refuse)
     monkeypatch.setattr(path_type, "mkdir", refuse)
@@ -133,7 +148,8 @@ def test_the_lock_of_a_killed_run_is_taken_over(tmp_path, other_process, capsys)
     other_process.wait()
     _claim(tmp_path)
     assert f"pid {other_process.pid} on {socket.gethostname()}, which held it, no longer runs" in (
-        capsys.readouterr().out)
+        capsys.readouterr().out
+    )
     assert not (tmp_path / workdir_guard.LOCK_FILE).exists()
 
 
@@ -166,13 +182,14 @@ def _as_process(monkeypatch, index, verdict_of_process_zero=None):
     """Makes this process `index` of 2; the broadcast gives process 0's refusal flag."""
     monkeypatch.setattr(jax, "process_count", lambda: 2)
     monkeypatch.setattr(jax, "process_index", lambda: index)
-    monkeypatch.setattr(multihost_utils, "broadcast_one_to_all",
-                        lambda value: value if verdict_of_process_zero is None
-                        else verdict_of_process_zero)
+    monkeypatch.setattr(
+        multihost_utils,
+        "broadcast_one_to_all",
+        lambda value: value if verdict_of_process_zero is None else verdict_of_process_zero,
+    )
 
 
-def test_on_several_hosts_only_process_zero_checks_and_locks(tmp_path, other_process,
-                                                             monkeypatch):
+def test_on_several_hosts_only_process_zero_checks_and_locks(tmp_path, other_process, monkeypatch):
     _write_lock(tmp_path, other_process.pid)
     lock_text = (tmp_path / workdir_guard.LOCK_FILE).read_text()
     # Process 0 took the lock (the one in the folder): process 1 trains beside it.
@@ -191,11 +208,23 @@ def test_train_py_refuses_a_workdir_another_run_holds(tmp_path):
     env = dict(os.environ, XLA_FLAGS="")
     with workdir_guard.claimed(str(tmp_path / "run")):
         result = subprocess.run(
-            [sys.executable, str(REPO / "launch" / "train.py"),
-             f"--config={REPO}/configs/gecko_768.py:runlocal", f"--workdir={tmp_path / 'run'}"],
-            env=env, capture_output=True, text=True, timeout=300, check=False)
+            [
+                sys.executable,
+                str(REPO / "launch" / "train.py"),
+                f"--config={REPO}/configs/gecko_768.py:runlocal",
+                f"--workdir={tmp_path / 'run'}",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
     assert result.returncode == 2, result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith(
-        f"error: {tmp_path / 'run'} is in use by pid {os.getpid()} on host")
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"error: {tmp_path / 'run'} is in use by pid {os.getpid()} on host")
+    )
     assert "Traceback" not in result.stderr
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [workdir_guard.MARKER_FILE]

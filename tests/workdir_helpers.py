@@ -16,8 +16,7 @@ from gecko_jax.models.registry import build_tower
 def tiny_bert_config(**model):
     """A 2-layer BERT on the MiniLM vocabulary, overridable field by field."""
     config = base_config()
-    config.model.update(dict(hidden_size=32, num_layers=2, num_heads=4,
-                             intermediate_size=64, **model))
+    config.model.update(dict(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, **model))
     config.data.max_length = 24
     return config
 
@@ -25,12 +24,26 @@ def tiny_bert_config(**model):
 def tiny_gemma_config(vocab, vocab_size, **model):
     """A 2-layer bidirectional Gemma 3: a local layer, then a global one."""
     config = base_config()
-    config.model.update(dict(
-        name="gemma", vocab=vocab, vocab_size=vocab_size, hidden_size=32,
-        num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8,
-        intermediate_size=48, layer_norm_eps=1e-6, query_pre_attn_scalar=8.0,
-        sliding_window=3, sliding_window_pattern=2, rope_scaling_factor=4.0,
-        dropout_rate=0.0, **model))
+    config.model.update(
+        dict(
+            name="gemma",
+            vocab=vocab,
+            vocab_size=vocab_size,
+            hidden_size=32,
+            num_layers=2,
+            num_heads=4,
+            num_kv_heads=2,
+            head_dim=8,
+            intermediate_size=48,
+            layer_norm_eps=1e-6,
+            query_pre_attn_scalar=8.0,
+            sliding_window=3,
+            sliding_window_pattern=2,
+            rope_scaling_factor=4.0,
+            dropout_rate=0.0,
+            **model,
+        )
+    )
     config.data.max_length = 24
     return config
 
@@ -47,8 +60,7 @@ def random_params(config, seed=0, scale=0.02):
     """
     tower = build_tower(config.model)
     ids = jax.ShapeDtypeStruct((1, 8), np.int32)
-    shapes = meta.unbox(
-        jax.eval_shape(tower.init, jax.random.key(seed), ids, ids)["params"])
+    shapes = meta.unbox(jax.eval_shape(tower.init, jax.random.key(seed), ids, ids)["params"])
     rng = np.random.RandomState(seed)
 
     def draw(path, leaf):
@@ -61,8 +73,7 @@ def random_params(config, seed=0, scale=0.02):
         if name.endswith("kernel"):
             # Inputs are the first axis, but [heads, head_dim] for the
             # attention output.
-            fan_in = (leaf.size // leaf.shape[-1] if name == "out_kernel"
-                      else leaf.shape[0])
+            fan_in = leaf.size // leaf.shape[-1] if name == "out_kernel" else leaf.shape[0]
             return normal / np.float32(np.sqrt(fan_in))
         return scale * normal
 

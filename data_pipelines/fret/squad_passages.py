@@ -26,8 +26,10 @@ def main(argv: list[str]) -> None:
     corpus = load_squad(_SQUAD.value).corpus
     with open(_OUTPUT.value, "w", encoding="utf-8") as f:
         for doc_id, doc in corpus.items():
-            f.write(json.dumps({"id": doc_id, "title": doc["title"], "text": doc["text"]},
-                               ensure_ascii=False) + "\n")
+            f.write(
+                json.dumps({"id": doc_id, "title": doc["title"], "text": doc["text"]}, ensure_ascii=False)
+                + "\n"
+            )
     print(f"squad_passages: wrote {len(corpus)} passages to {_OUTPUT.value}", file=sys.stderr)
 
 

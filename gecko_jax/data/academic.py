@@ -45,7 +45,9 @@ QA_TASK = "question answering"
 
 
 def _bad(path: str, line_no: int, reason: str) -> UserError:
-    return UserError(f"{path}:{line_no}: {reason}; the file does not have the upstream layout, fetch it again")
+    return UserError(
+        f"{path}:{line_no}: {reason}; the file does not have the upstream layout, fetch it again"
+    )
 
 
 def read_lines(path: str, encoding: str = "utf-8") -> list[str]:
@@ -62,8 +64,10 @@ def read_lines(path: str, encoding: str = "utf-8") -> list[str]:
         UserError: the file is missing or not in `encoding`.
     """
     if not os.path.isfile(path):
-        raise UserError(f"{path}: file not found; point --config.data.data_dir at a folder laid out like "
-                        "../shared/data (see the README, Training data)")
+        raise UserError(
+            f"{path}: file not found; point --config.data.data_dir at a folder laid out like "
+            "../shared/data (see the README, Training data)"
+        )
     with open(path, "rb") as f:
         raw = f.read()
     try:
@@ -73,8 +77,13 @@ def read_lines(path: str, encoding: str = "utf-8") -> list[str]:
 
 
 def _similar_pair(sentence1: str, sentence2: str, example_id: str) -> Example:
-    return {"query": sentence1.strip(), "positive": sentence2.strip(), "task": STS_TASK, "symmetric": True,
-            "id": example_id}
+    return {
+        "query": sentence1.strip(),
+        "positive": sentence2.strip(),
+        "task": STS_TASK,
+        "symmetric": True,
+        "id": example_id,
+    }
 
 
 def stsb(path: str) -> list[Example]:
@@ -135,8 +144,14 @@ def sick(path: str) -> list[Example]:
     return examples
 
 
-def label_triplets(texts: Sequence[str], labels: Sequence[str], task: str, prefix: str, seed: int = 0,
-                   with_negatives: bool = True) -> list[Example]:
+def label_triplets(
+    texts: Sequence[str],
+    labels: Sequence[str],
+    task: str,
+    prefix: str,
+    seed: int = 0,
+    with_negatives: bool = True,
+) -> list[Example]:
     """Gecko's classification-to-triplet conversion with a unique-id suffix.
 
     Args:
@@ -168,8 +183,13 @@ def label_triplets(texts: Sequence[str], labels: Sequence[str], task: str, prefi
         pick = int(rng.integers(len(same) - 1))
         positive = int(same[pick + (pick >= int(np.searchsorted(same, row)))])
         suffix = f" [{row}]"
-        example = {"query": text + suffix, "positive": texts[positive] + suffix, "task": task, "symmetric": True,
-                   "id": f"{prefix}-{row}"}
+        example = {
+            "query": text + suffix,
+            "positive": texts[positive] + suffix,
+            "task": task,
+            "symmetric": True,
+            "id": f"{prefix}-{row}",
+        }
         if with_negatives:
             if label not in outside:
                 outside[label] = np.setdiff1d(np.arange(count), same, assume_unique=True)
@@ -227,8 +247,14 @@ def stackoverflow(folder: str, seed: int = 0) -> list[Example]:
     if len(titles) != len(labels):
         raise UserError(f"{folder}: {len(titles)} titles but {len(labels)} labels; fetch the files again")
     kept = [(t.strip(), label) for t, label in zip(titles, labels) if t.strip()]
-    return label_triplets([t for t, _ in kept], [label for _, label in kept], CLUSTERING_TASK, "stackoverflow",
-                          seed, with_negatives=False)
+    return label_triplets(
+        [t for t, _ in kept],
+        [label for _, label in kept],
+        CLUSTERING_TASK,
+        "stackoverflow",
+        seed,
+        with_negatives=False,
+    )
 
 
 def answer_selection(path: str, prefix: str, seed: int = 0) -> list[Example]:
@@ -259,8 +285,13 @@ def answer_selection(path: str, prefix: str, seed: int = 0) -> list[Example]:
         for line_no, sentence, correct in rows:
             if not correct:
                 continue
-            example = {"query": question, "positive": sentence, "task": QA_TASK, "symmetric": False,
-                       "id": f"{prefix}-{line_no}"}
+            example = {
+                "query": question,
+                "positive": sentence,
+                "task": QA_TASK,
+                "symmetric": False,
+                "id": f"{prefix}-{line_no}",
+            }
             if wrong:
                 example["negative"] = wrong[int(rng.integers(len(wrong)))]
             examples.append(example)

@@ -29,23 +29,30 @@ IDENTITY_FEATURES = ("query_hash", "positive_hash", "example_id")
 
 
 def text_lengths(data_config: Any) -> dict[str, int]:
-    """Tokens per text of each field, special tokens included, from `data.max_length` and `data.query_max_length`.
+    """Tokens per text of each field, special tokens included, from `data.max_length` and
+    `data.query_max_length`.
 
     Raises:
         UserError: a length leaves no room for text between the 2 special tokens.
     """
     max_length = int(data_config.max_length)
     if max_length < 3:
-        raise UserError(f"--config.data.max_length={max_length} leaves no room for text after the 2 special "
-                        "tokens; use 3 or more")
+        raise UserError(
+            f"--config.data.max_length={max_length} leaves no room for text after the 2 special "
+            "tokens; use 3 or more"
+        )
     query_max_length = int(data_config.query_max_length) or max_length
     if query_max_length < 3:
-        raise UserError(f"--config.data.query_max_length={query_max_length} leaves no room for text; "
-                        "use 3 or more (0 = data.max_length)")
+        raise UserError(
+            f"--config.data.query_max_length={query_max_length} leaves no room for text; "
+            "use 3 or more (0 = data.max_length)"
+        )
     return {"query": query_max_length, "positive": max_length, "negative": max_length}
 
 
-def shapes(rows: int, lengths: dict[str, int], teacher_width: int = 0) -> dict[str, tuple[tuple[int, ...], Any]]:
+def shapes(
+    rows: int, lengths: dict[str, int], teacher_width: int = 0
+) -> dict[str, tuple[tuple[int, ...], Any]]:
     """Each field's (shape, dtype) in a batch of `rows` examples with all fields present."""
     out = {}
     for field in TEXT_FIELDS:

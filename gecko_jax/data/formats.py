@@ -78,7 +78,9 @@ def is_symmetric(example: Mapping[str, Any]) -> bool:
 def check_format(fmt: str) -> None:
     """Raises UserError unless `fmt` is a known format name."""
     if fmt not in FORMATS:
-        raise UserError(f"unknown data format {fmt!r}; set --config.data.format to one of {', '.join(FORMATS)}")
+        raise UserError(
+            f"unknown data format {fmt!r}; set --config.data.format to one of {', '.join(FORMATS)}"
+        )
 
 
 def format_example(example: Mapping[str, Any], fmt: str) -> dict[str, str]:

@@ -50,7 +50,7 @@ def decode_row(vocabulary, ids: np.ndarray, mask: np.ndarray, limit: int) -> str
     used = int(mask.sum())
     if used == 0:
         return "(none)"
-    text = _SPACE_BEFORE_CLOSING.sub(r"\1", vocabulary.decode(ids[1:used - 1].tolist()))
+    text = _SPACE_BEFORE_CLOSING.sub(r"\1", vocabulary.decode(ids[1 : used - 1].tolist()))
     return text + " ..." if used == limit else text
 
 
@@ -68,8 +68,9 @@ def describe_examples(data: TrainData, vocabulary, num_examples: int) -> list[st
                 if f"{key}_ids" not in batch:  # A batch without any hard negative leaves them out.
                     text = "(none)"
                 else:
-                    text = decode_row(vocabulary, batch[f"{key}_ids"][row], batch[f"{key}_mask"][row],
-                                      data.lengths[key])
+                    text = decode_row(
+                        vocabulary, batch[f"{key}_ids"][row], batch[f"{key}_mask"][row], data.lengths[key]
+                    )
                 lines.append(f"  {key + ':':9} {text}")
         batch_index += 1
     return lines
@@ -81,12 +82,17 @@ def main(argv):
     vocabulary = get_vocabulary(config.model.vocab)
     start = time.perf_counter()
     data = TrainData(config.data, vocabulary, config.batch_size, config.seed)
-    print(f"loaded {data.num_examples} examples from {', '.join(data.source_names)} in "
-          f"{time.perf_counter() - start:.1f} s; lengths {data.lengths}", flush=True)
+    print(
+        f"loaded {data.num_examples} examples from {', '.join(data.source_names)} in "
+        f"{time.perf_counter() - start:.1f} s; lengths {data.lengths}",
+        flush=True,
+    )
     for line in describe_examples(data, vocabulary, _NUM_EXAMPLES.value):
         print(line)
     speed = measure_examples_per_second(data, _SPEED_BATCHES.value)
-    print(f"input pipeline: {speed:,.0f} examples/s (batch {config.batch_size}, {_SPEED_BATCHES.value} batches)")
+    print(
+        f"input pipeline: {speed:,.0f} examples/s (batch {config.batch_size}, {_SPEED_BATCHES.value} batches)"
+    )
 
 
 if __name__ == "__main__":

@@ -43,7 +43,9 @@ OPTIONAL_TEXT_FIELDS = ("negative", "task", "title", "negative_title")
 # Provenance that FRet writes beside each example (data_pipelines/fret); read
 # past without a warning, and not used for training.
 FRET_METADATA_KEYS = ("positive_id", "negative_id", "positive_changed")
-ALLOWED_KEYS = frozenset(REQUIRED_TEXT_FIELDS + OPTIONAL_TEXT_FIELDS + ("symmetric", "id") + FRET_METADATA_KEYS)
+ALLOWED_KEYS = frozenset(
+    REQUIRED_TEXT_FIELDS + OPTIONAL_TEXT_FIELDS + ("symmetric", "id") + FRET_METADATA_KEYS
+)
 
 Example = dict[str, Any]
 
@@ -85,12 +87,21 @@ class DropCounter:
         if self.first is None:
             return
         row, field = self.first
-        logging.warning("%s: dropped %d examples with an empty query or positive and %d empty optional texts "
-                        "(first: %s %s, field %r)", self.path, self.examples, self.fields, self.unit, row, field)
+        logging.warning(
+            "%s: dropped %d examples with an empty query or positive and %d empty optional texts "
+            "(first: %s %s, field %r)",
+            self.path,
+            self.examples,
+            self.fields,
+            self.unit,
+            row,
+            field,
+        )
 
 
-def validate_example(obj: Any, dropped: DropCounter | None = None, row: int | None = None,
-                     also_required: tuple[str, ...] = ()) -> Example | None:
+def validate_example(
+    obj: Any, dropped: DropCounter | None = None, row: int | None = None, also_required: tuple[str, ...] = ()
+) -> Example | None:
     """Checks one decoded JSON value and returns the cleaned example.
 
     Args:
@@ -118,7 +129,9 @@ def validate_example(obj: Any, dropped: DropCounter | None = None, row: int | No
         required = key in REQUIRED_TEXT_FIELDS
         if value is None:
             if required:
-                raise ValueError(f'missing required field "{key}" (every line needs non-empty "query" and "positive")')
+                raise ValueError(
+                    f'missing required field "{key}" (every line needs non-empty "query" and "positive")'
+                )
             if key in also_required:
                 raise ValueError(f'missing required field "{key}" (every line of this file needs one)')
             continue
@@ -134,7 +147,9 @@ def validate_example(obj: Any, dropped: DropCounter | None = None, row: int | No
         example[key] = value
     if obj.get("symmetric") is not None:
         if not isinstance(obj["symmetric"], bool):
-            raise ValueError(f'field "symmetric" must be true or false, got {type(obj["symmetric"]).__name__}')
+            raise ValueError(
+                f'field "symmetric" must be true or false, got {type(obj["symmetric"]).__name__}'
+            )
         example["symmetric"] = obj["symmetric"]
     if obj.get("id") is not None:
         # bool is a subclass of int, but `true` as an id is almost surely a mistake.
@@ -196,8 +211,10 @@ def iter_jsonl(path: str, also_required: tuple[str, ...] = ()) -> Iterator[Examp
                 try:
                     line = raw.decode("utf-8")
                 except UnicodeDecodeError as e:
-                    raise UserError(f"{path}:{line_no}: not valid UTF-8 at byte offset {line_offset + e.start} of "
-                                    "the file; re-encode the file as UTF-8") from None
+                    raise UserError(
+                        f"{path}:{line_no}: not valid UTF-8 at byte offset {line_offset + e.start} of "
+                        "the file; re-encode the file as UTF-8"
+                    ) from None
                 if line_no == 1:
                     line = line.removeprefix("\ufeff")  # A byte-order mark is legal UTF-8 but not JSON.
                 if not line.strip():
@@ -207,8 +224,9 @@ def iter_jsonl(path: str, also_required: tuple[str, ...] = ()) -> Iterator[Examp
                 except ValueError as e:
                     # JSONDecodeError's own text says "line 1", which would contradict line_no.
                     what = f"{e.msg} at column {e.colno}" if isinstance(e, json.JSONDecodeError) else str(e)
-                    raise UserError(f"{path}:{line_no}: not valid JSON ({what}); "
-                                    "each line must be one JSON object") from None
+                    raise UserError(
+                        f"{path}:{line_no}: not valid JSON ({what}); each line must be one JSON object"
+                    ) from None
                 if isinstance(obj, dict):
                     for key in set(obj) - ALLOWED_KEYS:
                         unknown.setdefault(key, line_no)
@@ -226,5 +244,6 @@ def iter_jsonl(path: str, also_required: tuple[str, ...] = ()) -> Iterator[Examp
         raise UserError(f"{path}: no examples (the file is empty, only blank lines, or only empty texts)")
     if unknown:
         listed = ", ".join(f"{k!r} (line {n})" for k, n in sorted(unknown.items(), key=lambda kv: kv[1]))
-        logging.warning("%s: ignoring keys %s; the known keys are %s", path, listed,
-                        ", ".join(sorted(ALLOWED_KEYS)))
+        logging.warning(
+            "%s: ignoring keys %s; the known keys are %s", path, listed, ", ".join(sorted(ALLOWED_KEYS))
+        )

@@ -101,7 +101,9 @@ def parse_mixture(mixture: Any) -> list[tuple[str, float | None]]:
         name, _, rate_text = entry.partition(":")
         name = name.strip()
         if name not in SOURCE_NAMES:
-            raise UserError(f"unknown data source {name!r} in --config.data.mixture; known: {', '.join(SOURCE_NAMES)}")
+            raise UserError(
+                f"unknown data source {name!r} in --config.data.mixture; known: {', '.join(SOURCE_NAMES)}"
+            )
         rate = None
         if rate_text:
             try:
@@ -109,14 +111,20 @@ def parse_mixture(mixture: Any) -> list[tuple[str, float | None]]:
             except ValueError:
                 rate = -1.0
             if not rate > 0 or rate == float("inf"):
-                raise UserError(f"mixture entry {entry!r}: the rate must be a positive number, as in 'squad:2.5'")
+                raise UserError(
+                    f"mixture entry {entry!r}: the rate must be a positive number, as in 'squad:2.5'"
+                )
         entries.append((name, rate))
     if not entries:
-        raise UserError("no training data: set --config.data.train_files=FILE.jsonl or --config.data.mixture "
-                        f"(names from {', '.join(SOURCE_NAMES)})")
+        raise UserError(
+            "no training data: set --config.data.train_files=FILE.jsonl or --config.data.mixture "
+            f"(names from {', '.join(SOURCE_NAMES)})"
+        )
     if len({rate is None for _, rate in entries}) > 1:
-        raise UserError(f"--config.data.mixture={','.join(n if r is None else f'{n}:{r:g}' for n, r in entries)} "
-                        "gives rates to only some entries; give every entry a rate or none")
+        raise UserError(
+            f"--config.data.mixture={','.join(n if r is None else f'{n}:{r:g}' for n, r in entries)} "
+            "gives rates to only some entries; give every entry a rate or none"
+        )
     return entries
 
 
@@ -144,8 +152,11 @@ def read_files(paths_text: str, field: str, also_required: tuple[str, ...] = ())
 def iter_files(paths: Iterable[str], also_required: tuple[str, ...] = ()) -> Iterable[jsonl.Example]:
     """Streams the examples of JSONL or TFRecord files, concatenated in order."""
     return itertools.chain.from_iterable(
-        tfrecord.iter_tfrecord(path, also_required) if tfrecord.is_tfrecord(path) else
-        jsonl.iter_jsonl(path, also_required) for path in paths)
+        tfrecord.iter_tfrecord(path, also_required)
+        if tfrecord.is_tfrecord(path)
+        else jsonl.iter_jsonl(path, also_required)
+        for path in paths
+    )
 
 
 def expand_files(paths_text: str, field: str) -> list[str]:
@@ -160,8 +171,10 @@ def expand_files(paths_text: str, field: str) -> list[str]:
             raise UserError(f"--config.data.{field}: the pattern {entry!r} matches no file")
         paths += matches
     if not paths:
-        raise UserError(f"--config.data.{field}={paths_text!r} names no file; give comma-separated JSONL or "
-                        "TFRecord paths")
+        raise UserError(
+            f"--config.data.{field}={paths_text!r} names no file; give comma-separated JSONL or "
+            "TFRecord paths"
+        )
     return paths
 
 
@@ -181,9 +194,15 @@ def load_source(name: str, data_config: Any) -> list[jsonl.Example]:
     if name == "fret":
         return read_files(_fret_files(data_config), "fret_files", also_required=("task",))
     if name not in datasets.DATASETS:
-        raise UserError(f"unknown data source {name!r} in --config.data.mixture; known: {', '.join(SOURCE_NAMES)}")
-    examples = tfds_builder.load(name, data_config.data_dir, data_config.tfds_dir or DEFAULT_TFDS_DIR,
-                                 allow_download=data_config.download)
+        raise UserError(
+            f"unknown data source {name!r} in --config.data.mixture; known: {', '.join(SOURCE_NAMES)}"
+        )
+    examples = tfds_builder.load(
+        name,
+        data_config.data_dir,
+        data_config.tfds_dir or DEFAULT_TFDS_DIR,
+        allow_download=data_config.download,
+    )
     if name == "squad" and not data_config.squad_hard_negatives:
         examples = [{k: v for k, v in e.items() if k not in ("negative", "negative_title")} for e in examples]
     return examples
@@ -191,25 +210,31 @@ def load_source(name: str, data_config: Any) -> list[jsonl.Example]:
 
 def _fret_files(data_config: Any) -> str:
     if not data_config.fret_files:
-        raise UserError("the mixture names 'fret' but --config.data.fret_files is empty; give the FRet "
-                        "output files (JSONL or TFRecord, comma-separated)")
+        raise UserError(
+            "the mixture names 'fret' but --config.data.fret_files is empty; give the FRet "
+            "output files (JSONL or TFRecord, comma-separated)"
+        )
     return data_config.fret_files
 
 
-def _files_input(name: str, rate: float | None, paths_text: str, field: str,
-                 also_required: tuple[str, ...] = ()) -> SourceInput:
+def _files_input(
+    name: str, rate: float | None, paths_text: str, field: str, also_required: tuple[str, ...] = ()
+) -> SourceInput:
     """A source read from the files (or the one prepared folder) that a config field names."""
     entries = [p.strip() for p in paths_text.split(",") if p.strip()]
     folders = [p for p in entries if os.path.isdir(p)]
     if folders:
         if len(entries) > 1:
-            raise UserError(f"--config.data.{field} names the folder {folders[0]} among other entries; give one "
-                            "prepared folder alone (prepare all the files into it with data_pipelines/"
-                            "prepare_data.py), or files only")
+            raise UserError(
+                f"--config.data.{field} names the folder {folders[0]} among other entries; give one "
+                "prepared folder alone (prepare all the files into it with data_pipelines/"
+                "prepare_data.py), or files only"
+            )
         return SourceInput(name, rate, (), "prepared", None, prepared_folder=folders[0])
     paths = tuple(expand_files(paths_text, field))
-    return SourceInput(name, rate, paths, f"files:{','.join(also_required)}",
-                       lambda: iter_files(paths, also_required))
+    return SourceInput(
+        name, rate, paths, f"files:{','.join(also_required)}", lambda: iter_files(paths, also_required)
+    )
 
 
 def source_inputs(data_config: Any) -> list[SourceInput]:
@@ -235,8 +260,10 @@ def source_inputs(data_config: Any) -> list[SourceInput]:
             inputs.append(_files_input(name, rate, _fret_files(data_config), "fret_files", ("task",)))
         else:
             tfds_dir = os.path.abspath(os.path.expanduser(data_config.tfds_dir or DEFAULT_TFDS_DIR))
-            identity = (f"tfds:{tfds_builder.BUILDER_NAME}/{name}:{tfds_builder.GeckoAcademic.VERSION}:{tfds_dir}:"
-                        f"squad_hard_negatives={bool(data_config.squad_hard_negatives)}")
+            identity = (
+                f"tfds:{tfds_builder.BUILDER_NAME}/{name}:{tfds_builder.GeckoAcademic.VERSION}:{tfds_dir}:"
+                f"squad_hard_negatives={bool(data_config.squad_hard_negatives)}"
+            )
             inputs.append(SourceInput(name, rate, (), identity, lambda n=name: load_source(n, data_config)))
     return inputs
 
@@ -256,15 +283,19 @@ def load_mixture(data_config: Any) -> list[Source]:
     """
     for source in source_inputs(data_config):
         if source.prepared_folder is not None:
-            raise UserError(f"{source.prepared_folder} is a prepared folder, which keeps tokens, not texts; give "
-                            "the JSONL/TFRecord files it was prepared from (teacher vectors embed the texts)")
+            raise UserError(
+                f"{source.prepared_folder} is a prepared folder, which keeps tokens, not texts; give "
+                "the JSONL/TFRecord files it was prepared from (teacher vectors embed the texts)"
+            )
     if data_config.train_files:
         return [Source("train_files", 1.0, read_files(data_config.train_files, "train_files"))]
     loaded = []
     for name, rate in parse_mixture(data_config.mixture):
         examples = load_source(name, data_config)
         if not examples:
-            raise UserError(f"data source {name!r} gave no examples; check its files or drop it from the mixture")
+            raise UserError(
+                f"data source {name!r} gave no examples; check its files or drop it from the mixture"
+            )
         loaded.append(Source(name, float(len(examples)) if rate is None else rate, examples))
     total = sum(s.rate for s in loaded)
     logging.info("data: mixture %s", ", ".join(f"{s.name} {s.rate / total:.1%}" for s in loaded))

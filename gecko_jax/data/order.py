@@ -60,8 +60,10 @@ def _stream_positions(positions: np.ndarray, size: int, key: tuple[int, ...]) ->
 
 def _check_sizes(sizes) -> None:
     if max(sizes) > MAX_SOURCE_SIZE:
-        raise UserError(f"a data source of {max(sizes)} examples exceeds the {MAX_SOURCE_SIZE} a source may hold; "
-                        "split it into several sources of a mixture")
+        raise UserError(
+            f"a data source of {max(sizes)} examples exceeds the {MAX_SOURCE_SIZE} a source may hold; "
+            "split it into several sources of a mixture"
+        )
 
 
 class PooledOrder:
@@ -87,8 +89,14 @@ class PooledOrder:
 class MixedOrder:
     """Per-source streams drawn by rate, per row or per whole batch."""
 
-    def __init__(self, seed: int, sizes: list[int], rates: list[float], global_batch_size: int,
-                 one_source_batches: bool):
+    def __init__(
+        self,
+        seed: int,
+        sizes: list[int],
+        rates: list[float],
+        global_batch_size: int,
+        one_source_batches: bool,
+    ):
         self._seed = seed
         self._sizes = np.asarray(sizes, dtype=np.int64)
         self._offsets = np.concatenate([[0], np.cumsum(self._sizes)[:-1]])

@@ -39,12 +39,11 @@ def pack(
       UserError: `max_length` leaves no room for bos and eos.
     """
     if max_length < 2:
-        raise UserError(f"max_length must be at least 2 (bos and eos); "
-                        f"got {max_length}.")
+        raise UserError(f"max_length must be at least 2 (bos and eos); got {max_length}.")
     ids = np.full((len(token_id_lists), max_length), pad_id, dtype=np.int32)
     mask = np.zeros((len(token_id_lists), max_length), dtype=np.int32)
     for row, tokens in enumerate(token_id_lists):
-        tokens = list(tokens)[:max_length - 2]
+        tokens = list(tokens)[: max_length - 2]
         n = len(tokens) + 2
         ids[row, :n] = [bos_id, *tokens, eos_id]
         mask[row, :n] = 1
@@ -57,7 +56,7 @@ def length_buckets(max_length: int) -> list[int]:
     Fine steps for short texts, where padding to the next power of two would
     nearly double the work, and halfway between powers of two above 64.
     """
-    steps = [8, 16, 24, 32, 48] + [m * 2 ** k for k in range(6, 16) for m in (1, 1.5)]
+    steps = [8, 16, 24, 32, 48] + [m * 2**k for k in range(6, 16) for m in (1, 1.5)]
     return [int(b) for b in steps if b < max_length] + [max_length]
 
 
@@ -73,6 +72,7 @@ def field_lengths(longest: Mapping[str, int], limits: Mapping[str, int]) -> dict
     and negatives get one length, the larger, so that they share a forward pass.
     """
     query = bucket_length(longest["query"], length_buckets(limits["query"]))
-    document = bucket_length(max(longest["positive"], longest["negative"]),
-                             length_buckets(limits["positive"]))
+    document = bucket_length(
+        max(longest["positive"], longest["negative"]), length_buckets(limits["positive"])
+    )
     return {"query": query, "positive": document, "negative": document}

@@ -55,8 +55,15 @@ class TrainData:
         lengths: tokens per text of each field (queries may be shorter).
     """
 
-    def __init__(self, data_config: Any, vocabulary: Any, global_batch_size: int, seed: int,
-                 process_index: int = 0, process_count: int = 1):
+    def __init__(
+        self,
+        data_config: Any,
+        vocabulary: Any,
+        global_batch_size: int,
+        seed: int,
+        process_index: int = 0,
+        process_count: int = 1,
+    ):
         """Opens the training data, preparing each source first if it is not prepared yet.
 
         Args:
@@ -74,8 +81,10 @@ class TrainData:
             UserError: bad sizes, format or seed, or missing/bad data.
         """
         if process_count < 1 or global_batch_size <= 0 or global_batch_size % process_count:
-            raise UserError(f"global batch size {global_batch_size} must be positive and divisible by the "
-                            f"{process_count} processes; change --config.batch_size")
+            raise UserError(
+                f"global batch size {global_batch_size} must be positive and divisible by the "
+                f"{process_count} processes; change --config.batch_size"
+            )
         if not 0 <= process_index < process_count:
             raise UserError(f"process index {process_index} is outside [0, {process_count})")
         if seed < 0:
@@ -93,28 +102,41 @@ class TrainData:
 
         inputs = mixtures.source_inputs(data_config)
         root = prepared_cache.cache_root(data_config)
-        self._sources = [prepared_cache.open_source(source, vocabulary, fmt, self.lengths, root)
-                         for source in inputs]
+        self._sources = [
+            prepared_cache.open_source(source, vocabulary, fmt, self.lengths, root) for source in inputs
+        ]
         self.source_names = [source.name for source in inputs]
         sizes = [source.num_examples for source in self._sources]
         for name, source in zip(self.source_names, self._sources):
             if not source.num_examples:
-                raise UserError(f"data source {name!r} gave no examples; check its files or drop it from the mixture")
+                raise UserError(
+                    f"data source {name!r} gave no examples; check its files or drop it from the mixture"
+                )
             logging.info("data: %s", source.log_line())
         rates = [float(size) if source.rate is None else source.rate for source, size in zip(inputs, sizes)]
-        logging.info("data: mixture %s", ", ".join(f"{n} {r / sum(rates):.1%}" for n, r in zip(self.source_names,
-                                                                                                 rates)))
+        logging.info(
+            "data: mixture %s",
+            ", ".join(f"{n} {r / sum(rates):.1%}" for n, r in zip(self.source_names, rates)),
+        )
         self._source_ends = np.cumsum(sizes)
         self._source_starts = self._source_ends - sizes
         self.num_examples = int(self._source_ends[-1])
-        if data_config.one_source_batches or (not data_config.train_files and mixtures.has_rates(data_config.mixture)):
-            self._order = order.MixedOrder(seed, sizes, rates, global_batch_size, bool(data_config.one_source_batches))
+        if data_config.one_source_batches or (
+            not data_config.train_files and mixtures.has_rates(data_config.mixture)
+        ):
+            self._order = order.MixedOrder(
+                seed, sizes, rates, global_batch_size, bool(data_config.one_source_batches)
+            )
         else:
             self._order = order.PooledOrder(seed, self.num_examples, global_batch_size)
         self._next_batch = 0
-        logging.info("data: %d examples in all, global batch %d, %.2f steps per epoch%s", self.num_examples,
-                     global_batch_size, self.num_examples / global_batch_size,
-                     ", one source per batch" if data_config.one_source_batches else "")
+        logging.info(
+            "data: %d examples in all, global batch %d, %.2f steps per epoch%s",
+            self.num_examples,
+            global_batch_size,
+            self.num_examples / global_batch_size,
+            ", one source per batch" if data_config.one_source_batches else "",
+        )
 
     def example_indices(self, batch_index: int) -> np.ndarray:
         """Indices (into the concatenated sources) of this host's rows of a batch.
@@ -145,12 +167,14 @@ class TrainData:
         """
         # The global batch's rows are needed for its lengths anyway; this host's are a slice of them.
         global_rows = self._order.indices(batch_index, 0, self._global_batch_size)
-        indices = global_rows[self._row_offset:self._row_offset + self._host_batch_size]
+        indices = global_rows[self._row_offset : self._row_offset + self._host_batch_size]
         longest = self._longest(global_rows)
         padded = self.padded_lengths(batch_index, longest)
         out = {}
         for source, rows in self._by_source(indices):
-            part = self._sources[source].read(indices[rows] - self._source_starts[source], padded, self._pad_id)
+            part = self._sources[source].read(
+                indices[rows] - self._source_starts[source], padded, self._pad_id
+            )
             for key, values in part.items():
                 if key not in out:
                     out[key] = np.empty((len(indices),) + values.shape[1:], values.dtype)
@@ -195,8 +219,12 @@ class TrainData:
 
     def get_state(self) -> dict[str, int]:
         """The iterator position, JSON-serialisable, the same on every host."""
-        state = {"next_batch": self._next_batch, "global_batch_size": self._global_batch_size, "seed": self._seed,
-                 "num_examples": self.num_examples}
+        state = {
+            "next_batch": self._next_batch,
+            "global_batch_size": self._global_batch_size,
+            "seed": self._seed,
+            "num_examples": self.num_examples,
+        }
         if self._order.fingerprint is not None:
             state[_ORDER_KEY] = self._order.fingerprint
         return state
@@ -212,23 +240,35 @@ class TrainData:
                 another seed or another global batch size.
         """
         if not isinstance(state, dict) or any(not isinstance(state.get(k), int) for k in _STATE_KEYS):
-            raise UserError(f"data iterator state {state!r} is malformed (needs integer {', '.join(_STATE_KEYS)}); "
-                            "the checkpoint may be damaged")
+            raise UserError(
+                f"data iterator state {state!r} is malformed (needs integer {', '.join(_STATE_KEYS)}); "
+                "the checkpoint may be damaged"
+            )
         if state["num_examples"] != self.num_examples:
-            raise UserError(f"the training data changed since the checkpoint: it had {state['num_examples']} "
-                            f"examples, now {self.num_examples}; restore the data or start a new workdir")
+            raise UserError(
+                f"the training data changed since the checkpoint: it had {state['num_examples']} "
+                f"examples, now {self.num_examples}; restore the data or start a new workdir"
+            )
         if state["seed"] != self._seed:
-            raise UserError(f"the data order changed since the checkpoint: seed {state['seed']} then, {self._seed} "
-                            "now; resume with the same --config.seed or start a new workdir")
+            raise UserError(
+                f"the data order changed since the checkpoint: seed {state['seed']} then, {self._seed} "
+                "now; resume with the same --config.seed or start a new workdir"
+            )
         if state["global_batch_size"] != self._global_batch_size:
-            raise UserError(f"the checkpoint was written with global batch size {state['global_batch_size']}, "
-                            f"now {self._global_batch_size}; resume with the same --config.batch_size")
+            raise UserError(
+                f"the checkpoint was written with global batch size {state['global_batch_size']}, "
+                f"now {self._global_batch_size}; resume with the same --config.batch_size"
+            )
         if state.get(_ORDER_KEY) != self._order.fingerprint:
-            raise UserError("the mixture (rates, sources or data.one_source_batches) changed since the checkpoint; "
-                            "resume with the same data settings or start a new workdir")
+            raise UserError(
+                "the mixture (rates, sources or data.one_source_batches) changed since the checkpoint; "
+                "resume with the same data settings or start a new workdir"
+            )
         if state["next_batch"] < 0:
-            raise UserError(f"data iterator state has a negative next_batch {state['next_batch']}; the checkpoint "
-                            "may be damaged")
+            raise UserError(
+                f"data iterator state has a negative next_batch {state['next_batch']}; the checkpoint "
+                "may be damaged"
+            )
         self._next_batch = state["next_batch"]
 
 

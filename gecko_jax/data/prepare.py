@@ -51,8 +51,12 @@ def shard_name(index: int, count: int) -> str:
 
 def settings(vocabulary_fingerprint: str, fmt: str, lengths: Mapping[str, int]) -> dict[str, Any]:
     """Everything besides the examples that decides what a prepared folder holds."""
-    return {"format_version": FORMAT_VERSION, "vocabulary": vocabulary_fingerprint, "format": fmt,
-            "lengths": {k: int(lengths[k]) for k in batch_spec.TEXT_FIELDS}}
+    return {
+        "format_version": FORMAT_VERSION,
+        "vocabulary": vocabulary_fingerprint,
+        "format": fmt,
+        "lengths": {k: int(lengths[k]) for k in batch_spec.TEXT_FIELDS},
+    }
 
 
 class _Identities:
@@ -72,10 +76,15 @@ class _Identities:
             for example in self._examples:
                 texts = formats.format_example(example, self._fmt)
                 example_id = example.get("id")
-                self._pending.append((
-                    records.text_fingerprint(texts["query"]), records.text_fingerprint(texts["positive"]),
-                    None if example_id is None else
-                    records.text_fingerprint(records.example_key(self._source, example_id, 0))))
+                self._pending.append(
+                    (
+                        records.text_fingerprint(texts["query"]),
+                        records.text_fingerprint(texts["positive"]),
+                        None
+                        if example_id is None
+                        else records.text_fingerprint(records.example_key(self._source, example_id, 0)),
+                    )
+                )
                 yield example
         except Exception as e:  # pylint: disable=broad-except
             # Inside tf.data the error would come out wrapped in a TF traceback.
@@ -85,8 +94,13 @@ class _Identities:
         return self._pending.popleft()
 
 
-def tokenized_batches(examples: Iterable[jsonl.Example], source: str, vocabulary: seqio.Vocabulary, fmt: str,
-                      lengths: Mapping[str, int]) -> Iterator[tuple[dict[str, np.ndarray], list]]:
+def tokenized_batches(
+    examples: Iterable[jsonl.Example],
+    source: str,
+    vocabulary: seqio.Vocabulary,
+    fmt: str,
+    lengths: Mapping[str, int],
+) -> Iterator[tuple[dict[str, np.ndarray], list]]:
     """Formats, tokenizes and packs a stream of examples through the SeqIO Task.
 
     Args:
@@ -120,9 +134,17 @@ def _local_copy_target(folder: str) -> tuple[str, bool]:
     return tempfile.mkdtemp(prefix="gecko_jax_shard_"), True
 
 
-def write_shard(examples: Iterable[jsonl.Example], source: str, vocabulary: seqio.Vocabulary, fmt: str,
-                lengths: Mapping[str, int], folder: str, index: int = 0, count: int = 1,
-                progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+def write_shard(
+    examples: Iterable[jsonl.Example],
+    source: str,
+    vocabulary: seqio.Vocabulary,
+    fmt: str,
+    lengths: Mapping[str, int],
+    folder: str,
+    index: int = 0,
+    count: int = 1,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
     """Prepares one shard of a source.
 
     Args:
@@ -144,15 +166,19 @@ def write_shard(examples: Iterable[jsonl.Example], source: str, vocabulary: seqi
     stem = shard_name(index, count)
     target, remote = _local_copy_target(folder)
     os.makedirs(target, exist_ok=True)
-    writer = array_record_module.ArrayRecordWriter(os.path.join(target, f"{stem}.array_record"), _WRITER_OPTIONS)
+    writer = array_record_module.ArrayRecordWriter(
+        os.path.join(target, f"{stem}.array_record"), _WRITER_OPTIONS
+    )
     stored_lengths = []
     stats = {"examples": 0, "with_negative": 0, "at_limit": {k: 0 for k in batch_spec.TEXT_FIELDS}}
     try:
         for batch, hashes in tokenized_batches(examples, source, vocabulary, fmt, lengths):
             text_lengths = np.stack([batch[f"{k}_mask"].sum(axis=1) for k in batch_spec.TEXT_FIELDS], axis=1)
             for row, (query_hash, positive_hash, example_id) in enumerate(hashes):
-                sequences = {k: batch[f"{k}_ids"][row, :text_lengths[row, i]]
-                             for i, k in enumerate(batch_spec.TEXT_FIELDS)}
+                sequences = {
+                    k: batch[f"{k}_ids"][row, : text_lengths[row, i]]
+                    for i, k in enumerate(batch_spec.TEXT_FIELDS)
+                }
                 writer.write(records.encode(sequences, query_hash, positive_hash, example_id))
             stored_lengths.append(text_lengths.astype(np.uint16))
             stats["examples"] += len(hashes)
@@ -172,8 +198,13 @@ def write_shard(examples: Iterable[jsonl.Example], source: str, vocabulary: seqi
     return {"file": stem, **stats}
 
 
-def write_meta(folder: str, source: str, prepared_settings: Mapping[str, Any], shards: list[dict[str, Any]],
-               inputs: Any = None) -> dict[str, Any]:
+def write_meta(
+    folder: str,
+    source: str,
+    prepared_settings: Mapping[str, Any],
+    shards: list[dict[str, Any]],
+    inputs: Any = None,
+) -> dict[str, Any]:
     """Writes meta.json last, which marks the folder complete.
 
     Args:
@@ -186,8 +217,13 @@ def write_meta(folder: str, source: str, prepared_settings: Mapping[str, Any], s
     Returns:
         The meta dict.
     """
-    meta = {**prepared_settings, "source": source, "num_examples": sum(s["examples"] for s in shards),
-            "shards": sorted(shards, key=lambda s: s["file"]), "inputs": inputs}
+    meta = {
+        **prepared_settings,
+        "source": source,
+        "num_examples": sum(s["examples"] for s in shards),
+        "shards": sorted(shards, key=lambda s: s["file"]),
+        "inputs": inputs,
+    }
     path = epath.Path(folder, META_FILE)
     temporary = epath.Path(folder, META_FILE + ".tmp")
     temporary.write_text(json.dumps(meta, indent=1))

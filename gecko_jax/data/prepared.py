@@ -64,43 +64,59 @@ class PreparedSource:
                 prepared for other settings.
         """
         if "://" in folder:
-            raise UserError(f"{folder}: ArrayRecord reads local files only; mount the bucket with Cloud Storage "
-                            "FUSE (gcsfuse) and give the mounted folder")
+            raise UserError(
+                f"{folder}: ArrayRecord reads local files only; mount the bucket with Cloud Storage "
+                "FUSE (gcsfuse) and give the mounted folder"
+            )
         meta = read_meta(folder)
         if meta is None:
-            raise UserError(f"{folder}: not a prepared data folder (no readable {prepare.META_FILE}); prepare it "
-                            "with data_pipelines/prepare_data.py")
+            raise UserError(
+                f"{folder}: not a prepared data folder (no readable {prepare.META_FILE}); prepare it "
+                "with data_pipelines/prepare_data.py"
+            )
         if meta.get("format_version") != prepare.FORMAT_VERSION:
-            raise UserError(f"{folder}: prepared by another version of gecko_jax (format "
-                            f"{meta.get('format_version')}, this one reads {prepare.FORMAT_VERSION}); prepare it again")
+            raise UserError(
+                f"{folder}: prepared by another version of gecko_jax (format "
+                f"{meta.get('format_version')}, this one reads {prepare.FORMAT_VERSION}); prepare it again"
+            )
         if expected_settings is not None:
             differ = [k for k in ("vocabulary", "format", "lengths") if meta.get(k) != expected_settings[k]]
             if differ:
                 wanted = "; ".join(f"{k} {meta.get(k)} there, {expected_settings[k]} here" for k in differ)
-                raise UserError(f"{folder}: prepared for other settings ({wanted}); prepare it again with this "
-                                "config's model.vocab, data.format and data lengths")
+                raise UserError(
+                    f"{folder}: prepared for other settings ({wanted}); prepare it again with this "
+                    "config's model.vocab, data.format and data lengths"
+                )
         self.folder, self.meta = folder, meta
         self.name = meta["source"]
         self.num_examples = int(meta["num_examples"])
         shards = meta["shards"]
         self._readers = []
         for shard in shards:
-            reader = array_record_module.ArrayRecordReader(os.path.join(folder, f"{shard['file']}.array_record"),
-                                                           _READER_OPTIONS)
+            reader = array_record_module.ArrayRecordReader(
+                os.path.join(folder, f"{shard['file']}.array_record"), _READER_OPTIONS
+            )
             if reader.num_records() != shard["examples"]:
-                raise UserError(f"{folder}: shard {shard['file']} holds {reader.num_records()} records but "
-                                f"meta.json says {shard['examples']}; the folder is damaged, prepare it again")
+                raise UserError(
+                    f"{folder}: shard {shard['file']} holds {reader.num_records()} records but "
+                    f"meta.json says {shard['examples']}; the folder is damaged, prepare it again"
+                )
             self._readers.append(reader)
         sizes = np.array([s["examples"] for s in shards], dtype=np.int64)
         self._shard_ends = np.cumsum(sizes)
         self._shard_starts = self._shard_ends - sizes
-        self._lengths = [np.load(os.path.join(folder, f"{s['file']}.lengths.npy"), mmap_mode="r") for s in shards]
+        self._lengths = [
+            np.load(os.path.join(folder, f"{s['file']}.lengths.npy"), mmap_mode="r") for s in shards
+        ]
 
     def _by_shard(self, rows: np.ndarray) -> list[tuple[int, np.ndarray, np.ndarray]]:
         """(shard, positions in `rows`, rows within the shard) for each shard that `rows` touches."""
         shards = np.searchsorted(self._shard_ends, rows, side="right")
-        return [(int(shard), chosen, rows[chosen] - self._shard_starts[shard])
-                for shard in np.unique(shards) for chosen in [np.flatnonzero(shards == shard)]]
+        return [
+            (int(shard), chosen, rows[chosen] - self._shard_starts[shard])
+            for shard in np.unique(shards)
+            for chosen in [np.flatnonzero(shards == shard)]
+        ]
 
     def lengths(self, rows: np.ndarray) -> np.ndarray:
         """Stored (query, positive, negative) lengths of rows, int32 [n, 3]."""
@@ -119,12 +135,19 @@ class PreparedSource:
         return records.decode_batch(found, rows, self.name, padded, pad_id)
 
     def log_line(self) -> str:
-        """The source's size and how often its texts reach their length limit (were cut, or are exactly that long)."""
+        """The source's size and how often its texts reach their length limit.
+
+        A text at its limit was cut, or is exactly that long.
+        """
         shards = self.meta["shards"]
         count = sum(s["examples"] for s in shards)
         with_negative = sum(s["with_negative"] for s in shards)
-        share = {k: sum(s["at_limit"][k] for s in shards) / max(count if k != "negative" else with_negative, 1)
-                 for k in batch_spec.TEXT_FIELDS}
+        share = {
+            k: sum(s["at_limit"][k] for s in shards) / max(count if k != "negative" else with_negative, 1)
+            for k in batch_spec.TEXT_FIELDS
+        }
         # A missing negative has length 0, never the limit, so its share is over examples with one.
-        return (f"{self.name}: {count} examples, {with_negative} with a hard negative; at the length limit (cut): "
-                + ", ".join(f"{k} {share[k]:.1%}" for k in batch_spec.TEXT_FIELDS))
+        return (
+            f"{self.name}: {count} examples, {with_negative} with a hard negative; "
+            "at the length limit (cut): " + ", ".join(f"{k} {share[k]:.1%}" for k in batch_spec.TEXT_FIELDS)
+        )

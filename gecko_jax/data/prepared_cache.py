@@ -57,7 +57,9 @@ def vocabulary_fingerprint(vocabulary: seqio.Vocabulary) -> str:
         digest.update(model)
     elif hasattr(vocabulary, "tokens"):
         digest.update("\n".join(vocabulary.tokens).encode("utf-8"))
-    digest.update(f"{vocabulary.vocab_size}:{vocabulary.bos_id}:{vocabulary.eos_id}:{vocabulary.pad_id}".encode())
+    digest.update(
+        f"{vocabulary.vocab_size}:{vocabulary.bos_id}:{vocabulary.eos_id}:{vocabulary.pad_id}".encode()
+    )
     return digest.hexdigest()[:32]
 
 
@@ -72,8 +74,10 @@ def _sha256(path: str) -> str:
 def _file_state(path: str) -> dict[str, Any]:
     """A file's identity at this moment: absolute path, size, modification time and SHA-256."""
     if "://" in path:
-        raise UserError(f"{path}: files in a bucket are prepared with data_pipelines/prepare_data.py; train on the "
-                        "prepared folder (mounted with gcsfuse), or copy the files to a local disk")
+        raise UserError(
+            f"{path}: files in a bucket are prepared with data_pipelines/prepare_data.py; train on the "
+            "prepared folder (mounted with gcsfuse), or copy the files to a local disk"
+        )
     if not os.path.isfile(path):
         raise UserError(f"{path}: training file not found; check the path in --config.data.train_files")
     return {"path": os.path.abspath(path), **_stat(path), "sha256": _sha256(path)}
@@ -83,7 +87,12 @@ def _stat(path: str) -> dict[str, int]:
     # Any write to a file sets its change time (ctime), which, unlike the
     # modification time, no tool can set back: equal stats mean equal contents.
     stat = os.stat(path)
-    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "ctime_ns": stat.st_ctime_ns, "inode": stat.st_ino}
+    return {
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "ctime_ns": stat.st_ctime_ns,
+        "inode": stat.st_ino,
+    }
 
 
 def _unchanged(recorded: Mapping[str, Any]) -> bool:
@@ -98,9 +107,15 @@ def _unchanged(recorded: Mapping[str, Any]) -> bool:
 
 
 def _entry_folder(root: str, source: mixtures.SourceInput, prepared_settings: Mapping[str, Any]) -> str:
-    key = json.dumps({"source": source.name, "identity": source.identity,
-                      "files": [os.path.abspath(p) for p in source.files], "settings": prepared_settings},
-                     sort_keys=True)
+    key = json.dumps(
+        {
+            "source": source.name,
+            "identity": source.identity,
+            "files": [os.path.abspath(p) for p in source.files],
+            "settings": prepared_settings,
+        },
+        sort_keys=True,
+    )
     return os.path.join(root, f"{source.name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}")
 
 
@@ -119,8 +134,13 @@ def _locked(path: str) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def open_source(source: mixtures.SourceInput, vocabulary: seqio.Vocabulary, fmt: str,
-                lengths: Mapping[str, int], root: str) -> prepared.PreparedSource:
+def open_source(
+    source: mixtures.SourceInput,
+    vocabulary: seqio.Vocabulary,
+    fmt: str,
+    lengths: Mapping[str, int],
+    root: str,
+) -> prepared.PreparedSource:
     """The prepared form of one training source, preparing it first if needed.
 
     Args:
@@ -149,17 +169,28 @@ def open_source(source: mixtures.SourceInput, vocabulary: seqio.Vocabulary, fmt:
                 logging.info("data: %s: prepared data reused from %s", source.name, entry)
             else:
                 if meta is not None:
-                    print(f"Data source {source.name}: an input file changed since it was prepared; "
-                          "preparing it again", flush=True)
+                    print(
+                        f"Data source {source.name}: an input file changed since it was prepared; "
+                        "preparing it again",
+                        flush=True,
+                    )
                 _prepare(entry, source, vocabulary, fmt, lengths, prepared_settings)
     except PermissionError as e:
-        raise UserError(f"cannot write the prepared-data cache at {root} ({e.strerror}); set "
-                        f"--config.data.cache_dir or ${CACHE_ENV} to a writable folder") from None
+        raise UserError(
+            f"cannot write the prepared-data cache at {root} ({e.strerror}); set "
+            f"--config.data.cache_dir or ${CACHE_ENV} to a writable folder"
+        ) from None
     return prepared.PreparedSource(entry, prepared_settings)
 
 
-def _prepare(entry: str, source: mixtures.SourceInput, vocabulary: seqio.Vocabulary, fmt: str,
-             lengths: Mapping[str, int], prepared_settings: Mapping[str, Any]) -> None:
+def _prepare(
+    entry: str,
+    source: mixtures.SourceInput,
+    vocabulary: seqio.Vocabulary,
+    fmt: str,
+    lengths: Mapping[str, int],
+    prepared_settings: Mapping[str, Any],
+) -> None:
     """Prepares `source` into `entry`, replacing what is there only once the new folder is complete."""
     for stale in glob.glob(glob.escape(entry) + ".partial-*"):
         shutil.rmtree(stale, ignore_errors=True)  # Left by a killed run; we hold the lock.
@@ -167,14 +198,17 @@ def _prepare(entry: str, source: mixtures.SourceInput, vocabulary: seqio.Vocabul
     partial = f"{entry}.partial-{os.getpid()}"
     with tqdm.tqdm(desc=f"Preparing {source.name}", unit=" examples", mininterval=2.0) as bar:
         try:
-            shard = prepare.write_shard(source.read(), source.name, vocabulary, fmt, lengths, partial,
-                                        progress=bar.update)
+            shard = prepare.write_shard(
+                source.read(), source.name, vocabulary, fmt, lengths, partial, progress=bar.update
+            )
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
             raise
     if not shard["examples"]:
         shutil.rmtree(partial, ignore_errors=True)
-        raise UserError(f"data source {source.name!r} gave no examples; check its files or drop it from the mixture")
+        raise UserError(
+            f"data source {source.name!r} gave no examples; check its files or drop it from the mixture"
+        )
     prepare.write_meta(partial, source.name, prepared_settings, [shard], inputs)
     if os.path.isdir(entry):
         replaced = f"{entry}.replaced-{os.getpid()}"

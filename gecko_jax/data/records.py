@@ -23,6 +23,7 @@ import numpy as np
 
 from gecko_jax.data.batch_spec import IDENTITY_FEATURES
 from gecko_jax.data.batch_spec import TEXT_FIELDS
+
 _HEADER = len(TEXT_FIELDS) + len(IDENTITY_FEATURES) + 1
 
 
@@ -36,8 +37,9 @@ def example_key(source: str, example_id: str | int | None, row: int) -> str:
     return f"{source}#{row}" if example_id is None else f"{source}/{example_id}"
 
 
-def encode(sequences: Mapping[str, np.ndarray], query_hash: int, positive_hash: int,
-           example_id: int | None) -> bytes:
+def encode(
+    sequences: Mapping[str, np.ndarray], query_hash: int, positive_hash: int, example_id: int | None
+) -> bytes:
     """Serializes one example.
 
     Args:
@@ -53,12 +55,14 @@ def encode(sequences: Mapping[str, np.ndarray], query_hash: int, positive_hash: 
     """
     header = [len(sequences[k]) for k in TEXT_FIELDS]
     header += [query_hash, positive_hash, example_id or 0, example_id is not None]
-    return np.concatenate([np.asarray(header, np.int32)] +
-                          [np.asarray(sequences[k], np.int32) for k in TEXT_FIELDS]).tobytes()
+    return np.concatenate(
+        [np.asarray(header, np.int32)] + [np.asarray(sequences[k], np.int32) for k in TEXT_FIELDS]
+    ).tobytes()
 
 
-def decode_batch(records: Sequence[bytes], rows: Sequence[int], source: str, padded: Mapping[str, int],
-                 pad_id: int) -> dict[str, np.ndarray]:
+def decode_batch(
+    records: Sequence[bytes], rows: Sequence[int], source: str, padded: Mapping[str, int], pad_id: int
+) -> dict[str, np.ndarray]:
     """Pads a batch of records to the model's arrays.
 
     Args:
@@ -84,10 +88,10 @@ def decode_batch(records: Sequence[bytes], rows: Sequence[int], source: str, pad
         start = _HEADER
         for k, key in enumerate(TEXT_FIELDS):
             length = int(words[k])
-            out[f"{key}_ids"][i, :length] = words[start:start + length]
+            out[f"{key}_ids"][i, :length] = words[start : start + length]
             out[f"{key}_mask"][i, :length] = 1
             start += length
-        identity[i] = words[len(TEXT_FIELDS):_HEADER - 1]
+        identity[i] = words[len(TEXT_FIELDS) : _HEADER - 1]
         if not words[_HEADER - 1]:
             identity[i, 2] = text_fingerprint(example_key(source, None, int(row)))
     out["has_negative"] = (out["negative_mask"][:, 0] > 0).astype(np.int32)

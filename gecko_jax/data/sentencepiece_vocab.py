@@ -39,14 +39,12 @@ _USER_DEFINED = 4
 
 def cache_dir() -> str:
     """Folder for derived files ($GECKO_JAX_CACHE, else ~/.cache/gecko_jax)."""
-    base = os.environ.get(_CACHE_ENV) or os.path.join(
-        os.path.expanduser("~"), ".cache", "gecko_jax")
+    base = os.environ.get(_CACHE_ENV) or os.path.join(os.path.expanduser("~"), ".cache", "gecko_jax")
     os.makedirs(base, exist_ok=True)
     return base
 
 
-def model_proto_from_gguf(metadata: dict, path: str = "GGUF"
-                          ) -> spm_pb2.ModelProto:
+def model_proto_from_gguf(metadata: dict, path: str = "GGUF") -> spm_pb2.ModelProto:
     """Rebuilds a SentencePiece BPE model from GGUF tokenizer metadata.
 
     Args:
@@ -61,16 +59,16 @@ def model_proto_from_gguf(metadata: dict, path: str = "GGUF"
     """
     kind = metadata.get("tokenizer.ggml.model")
     if kind != "llama":
-        raise UserError(f"{path}: tokenizer model {kind!r} is not SentencePiece "
-                        "('llama'); only SentencePiece GGUF vocabularies are "
-                        "supported.")
+        raise UserError(
+            f"{path}: tokenizer model {kind!r} is not SentencePiece "
+            "('llama'); only SentencePiece GGUF vocabularies are "
+            "supported."
+        )
     pieces = metadata["tokenizer.ggml.tokens"]
     scores = np.asarray(metadata["tokenizer.ggml.scores"], np.float32)
     types = np.asarray(metadata["tokenizer.ggml.token_type"], np.int64)
-    if not len(pieces) == len(scores) == len(types) or not set(
-            np.unique(types)) <= _TYPES:
-        raise UserError(f"{path}: tokenizer pieces, scores and types disagree; "
-                        "the file is damaged.")
+    if not len(pieces) == len(scores) == len(types) or not set(np.unique(types)) <= _TYPES:
+        raise UserError(f"{path}: tokenizer pieces, scores and types disagree; the file is damaged.")
     proto = spm_pb2.ModelProto()
     trainer = proto.trainer_spec
     trainer.model_type = spm_pb2.TrainerSpec.BPE
@@ -91,8 +89,7 @@ def model_proto_from_gguf(metadata: dict, path: str = "GGUF"
     trainer.pad_piece = pieces[trainer.pad_id]
     normalizer = proto.normalizer_spec
     normalizer.name = "identity"
-    normalizer.add_dummy_prefix = bool(
-        metadata.get("tokenizer.ggml.add_space_prefix", False))
+    normalizer.add_dummy_prefix = bool(metadata.get("tokenizer.ggml.add_space_prefix", False))
     normalizer.remove_extra_whitespaces = False
     normalizer.escape_whitespaces = True
     for piece, score, kind in zip(pieces, scores.tolist(), types.tolist()):
@@ -123,8 +120,7 @@ def write_model(proto: spm_pb2.ModelProto) -> str:
 
 def gguf_model_file(gguf_path: str) -> str:
     """The cached SentencePiece model file rebuilt from a GGUF file."""
-    return write_model(model_proto_from_gguf(GgufFile(gguf_path).metadata,
-                                             gguf_path))
+    return write_model(model_proto_from_gguf(GgufFile(gguf_path).metadata, gguf_path))
 
 
 def sentencepiece_vocabulary(model_file: str) -> seqio.SentencePieceVocabulary:

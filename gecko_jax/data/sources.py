@@ -42,7 +42,8 @@ NLI_TASK = "semantic similarity"
 _DATA_HELP = (
     "pass --config.data.data_dir=DIR, a folder laid out like ../shared/data: squad/train-v1.1.json or "
     "squad/train-du-split.json (SQuAD v1.1 JSON) and snli/ (SentEval's layout s1.dev, s2.dev, labels.dev); "
-    "see the README")
+    "see the README"
+)
 
 
 def bundled_path() -> str:
@@ -73,7 +74,9 @@ def squad_title(title: str) -> str:
     return urllib.parse.unquote(title).replace("_", " ")
 
 
-def squad(path: str, hard_negatives: bool = True, seed: int = 0, max_examples: int | None = None) -> list[Example]:
+def squad(
+    path: str, hard_negatives: bool = True, seed: int = 0, max_examples: int | None = None
+) -> list[Example]:
     """Reads SQuAD v1.1 JSON as (question, paragraph[, other paragraph]) examples.
 
     Args:
@@ -101,8 +104,14 @@ def squad(path: str, hard_negatives: bool = True, seed: int = 0, max_examples: i
                 for qa in paragraph["qas"]:
                     if max_examples is not None and len(examples) >= max_examples:
                         return examples
-                    example = {"query": qa["question"].strip(), "positive": contexts[p_index], "task": SQUAD_TASK,
-                               "title": title, "symmetric": False, "id": qa["id"]}
+                    example = {
+                        "query": qa["question"].strip(),
+                        "positive": contexts[p_index],
+                        "task": SQUAD_TASK,
+                        "title": title,
+                        "symmetric": False,
+                        "id": qa["id"],
+                    }
                     if hard_negatives and len(contexts) > 1:
                         # Draw among the other paragraphs: skip over our own index.
                         other = int(rng.integers(len(contexts) - 1))
@@ -135,16 +144,20 @@ def snli(folder: str, split: str = "dev", max_examples: int | None = None) -> li
         One example per premise that has both an entailment and a
         contradiction, in file order, with id "snli-SPLIT-N" (N counts premises).
     """
-    premises, hypotheses, labels = (_read_lines(os.path.join(folder, f"{name}.{split}"))
-                                    for name in ("s1", "s2", "labels"))
+    premises, hypotheses, labels = (
+        _read_lines(os.path.join(folder, f"{name}.{split}")) for name in ("s1", "s2", "labels")
+    )
     if not len(premises) == len(hypotheses) == len(labels):
-        raise UserError(f"{folder}: s1.{split}, s2.{split} and labels.{split} have different line counts "
-                        f"({len(premises)}, {len(hypotheses)}, {len(labels)}); fetch the SNLI files again")
+        raise UserError(
+            f"{folder}: s1.{split}, s2.{split} and labels.{split} have different line counts "
+            f"({len(premises)}, {len(hypotheses)}, {len(labels)}); fetch the SNLI files again"
+        )
     return nli_triplets(zip(premises, hypotheses, labels), f"snli-{split}", max_examples)
 
 
-def nli_triplets(rows: Iterable[tuple[str, str, str]], id_prefix: str,
-                 max_examples: int | None = None) -> list[Example]:
+def nli_triplets(
+    rows: Iterable[tuple[str, str, str]], id_prefix: str, max_examples: int | None = None
+) -> list[Example]:
     """Groups (premise, hypothesis, label) rows by premise into NLI triplets.
 
     Args:
@@ -165,7 +178,13 @@ def nli_triplets(rows: Iterable[tuple[str, str, str]], id_prefix: str,
         if max_examples is not None and len(examples) >= max_examples:
             break
         if "entailment" in by_label and "contradiction" in by_label:
-            example = {"query": premise, "positive": by_label["entailment"], "negative": by_label["contradiction"],
-                       "task": NLI_TASK, "symmetric": True, "id": f"{id_prefix}-{index}"}
+            example = {
+                "query": premise,
+                "positive": by_label["entailment"],
+                "negative": by_label["contradiction"],
+                "task": NLI_TASK,
+                "symmetric": True,
+                "id": f"{id_prefix}-{index}",
+            }
             examples.append(_checked(example, f"{id_prefix}: premise {index}"))
     return examples

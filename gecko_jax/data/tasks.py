@@ -32,8 +32,10 @@ MODEL_FEATURES = tuple(f"{k}_{part}" for k in TEXT_FEATURES for part in ("ids", 
 
 # Raw string columns the source yields; missing optional fields are "".
 _STRING_COLUMNS = ("query", "positive", "negative", "task", "title", "negative_title")
-_COLUMN_SPECS = {**{key: tf.TensorSpec([None], tf.string) for key in _STRING_COLUMNS},
-                 "symmetric": tf.TensorSpec([None], tf.bool)}
+_COLUMN_SPECS = {
+    **{key: tf.TensorSpec([None], tf.string) for key in _STRING_COLUMNS},
+    "symmetric": tf.TensorSpec([None], tf.bool),
+}
 
 # Texts are cut to this many characters per token of their length limit before
 # tokenizing, so that one huge example (a 10 MB page) costs no more memory than
@@ -67,7 +69,9 @@ def chunked(items: Iterable, size: int) -> Iterator[list]:
         yield chunk
 
 
-def examples_dataset(load_examples: Callable[[], Iterable[jsonl.Example]], chunk_size: int = 1024) -> tf.data.Dataset:
+def examples_dataset(
+    load_examples: Callable[[], Iterable[jsonl.Example]], chunk_size: int = 1024
+) -> tf.data.Dataset:
     """The raw columns of a stream of examples, one example per element.
 
     The examples are read and converted a chunk at a time, so a source of any
@@ -122,12 +126,16 @@ def format_fn(fmt: str) -> Callable[[Mapping[str, tf.Tensor]], dict[str, tf.Tens
             return {k: ex[k] for k in TEXT_FEATURES}
 
         def target(text, title):
-            return tf.where(ex["symmetric"], _tf_gecko_query(ex["task"], text), _tf_gecko_document(text, title))
+            return tf.where(
+                ex["symmetric"], _tf_gecko_query(ex["task"], text), _tf_gecko_document(text, title)
+            )
 
         return {
             "query": _tf_gecko_query(ex["task"], ex["query"]),
             "positive": target(ex["positive"], ex["title"]),
-            "negative": tf.where(tf.equal(ex["negative"], ""), "", target(ex["negative"], ex["negative_title"])),
+            "negative": tf.where(
+                tf.equal(ex["negative"], ""), "", target(ex["negative"], ex["negative_title"])
+            ),
         }
 
     return format_texts
@@ -147,8 +155,11 @@ def _encode_batch(vocabulary: seqio.Vocabulary, texts: tf.Tensor) -> tf.RaggedTe
     if isinstance(vocabulary, _BATCHED_VOCABULARIES):
         return vocabulary.encode_tf(texts)
     # `Vocabulary.encode_tf` is defined on one text only.
-    return tf.map_fn(lambda text: tf.cast(vocabulary.encode_tf(text), tf.int32), texts,
-                     fn_output_signature=tf.RaggedTensorSpec([None], tf.int32))
+    return tf.map_fn(
+        lambda text: tf.cast(vocabulary.encode_tf(text), tf.int32),
+        texts,
+        fn_output_signature=tf.RaggedTensorSpec([None], tf.int32),
+    )
 
 
 def format_and_tokenize(fmt: str, batch_size: int = 1024) -> Callable[..., tf.data.Dataset]:
@@ -174,8 +185,11 @@ def format_and_tokenize(fmt: str, batch_size: int = 1024) -> Callable[..., tf.da
     """
     format_texts = format_fn(fmt)
 
-    def preprocess(dataset: tf.data.Dataset, output_features: Mapping[str, seqio.Feature],
-                   sequence_length: Mapping[str, int] | None = None) -> tf.data.Dataset:
+    def preprocess(
+        dataset: tf.data.Dataset,
+        output_features: Mapping[str, seqio.Feature],
+        sequence_length: Mapping[str, int] | None = None,
+    ) -> tf.data.Dataset:
         vocabulary = output_features[TEXT_FEATURES[0]].vocabulary
 
         def cut(text: tf.Tensor, key: str) -> tf.Tensor:
@@ -187,7 +201,10 @@ def format_and_tokenize(fmt: str, batch_size: int = 1024) -> Callable[..., tf.da
             texts = format_texts(batch)
             count = tf.shape(texts[TEXT_FEATURES[0]])[0]
             ids = _encode_batch(vocabulary, tf.concat([cut(texts[k], k) for k in TEXT_FEATURES], axis=0))
-            return {key: tf.cast(ids[i * count:(i + 1) * count], tf.int32) for i, key in enumerate(TEXT_FEATURES)}
+            return {
+                key: tf.cast(ids[i * count : (i + 1) * count], tf.int32)
+                for i, key in enumerate(TEXT_FEATURES)
+            }
 
         return dataset.batch(batch_size).map(run, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
 
@@ -199,8 +216,9 @@ def task_name(name: str) -> str:
     return "gecko_jax." + re.sub(r"[^\w.:]", "_", name)
 
 
-def register_task(name: str, load_examples: Callable[[], Sequence[jsonl.Example]], vocabulary: seqio.Vocabulary,
-                  fmt: str) -> seqio.Task:
+def register_task(
+    name: str, load_examples: Callable[[], Sequence[jsonl.Example]], vocabulary: seqio.Vocabulary, fmt: str
+) -> seqio.Task:
     """Registers (or re-registers) a SeqIO Task over a list of examples.
 
     Re-registering replaces the old definition, so a process can build the
@@ -231,12 +249,15 @@ def register_task(name: str, load_examples: Callable[[], Sequence[jsonl.Example]
     )
 
 
-def _pack_tf(tokens: tf.RaggedTensor, length: int, bos_id: int, eos_id: int,
-             pad_id: int) -> tuple[tf.Tensor, tf.Tensor]:
+def _pack_tf(
+    tokens: tf.RaggedTensor, length: int, bos_id: int, eos_id: int, pad_id: int
+) -> tuple[tf.Tensor, tf.Tensor]:
     """TF twin of `packing.pack` for a batch of sequences ([B, None] -> [B, length])."""
     rows = tokens.nrows()
-    sequence = tf.concat([tf.fill([rows, 1], bos_id), tf.cast(tokens[:, :length - 2], tf.int32),
-                          tf.fill([rows, 1], eos_id)], axis=1)
+    sequence = tf.concat(
+        [tf.fill([rows, 1], bos_id), tf.cast(tokens[:, : length - 2], tf.int32), tf.fill([rows, 1], eos_id)],
+        axis=1,
+    )
     ids = sequence.to_tensor(default_value=pad_id, shape=[None, length])
     mask = tf.cast(tf.range(length, dtype=tf.int64)[None, :] < sequence.row_lengths()[:, None], tf.int32)
     return ids, mask
@@ -253,7 +274,11 @@ class DualEncoderFeatureConverter(seqio.FeatureConverter):
 
     TASK_FEATURES = {k: seqio.FeatureConverter.FeatureSpec(dtype=tf.int32) for k in TEXT_FEATURES}
     MODEL_FEATURES = {
-        **{k: seqio.FeatureConverter.FeatureSpec(dtype=tf.int32) for k in MODEL_FEATURES if k != "has_negative"},
+        **{
+            k: seqio.FeatureConverter.FeatureSpec(dtype=tf.int32)
+            for k in MODEL_FEATURES
+            if k != "has_negative"
+        },
         "has_negative": seqio.FeatureConverter.FeatureSpec(dtype=tf.int32, rank=0),
     }
     PACKING_FEATURE_DTYPES = {}
@@ -271,7 +296,9 @@ class DualEncoderFeatureConverter(seqio.FeatureConverter):
         super().__init__(pack=False, apply_length_check=False)
         self._special_ids = (int(bos_id), int(eos_id), int(pad_id))
 
-    def _convert_features(self, ds: tf.data.Dataset, task_feature_lengths: Mapping[str, int]) -> tf.data.Dataset:
+    def _convert_features(
+        self, ds: tf.data.Dataset, task_feature_lengths: Mapping[str, int]
+    ) -> tf.data.Dataset:
         for key, length in task_feature_lengths.items():
             if length < 2:
                 raise ValueError(f"feature length of {key!r} must be at least 2 (bos + eos), got {length}")
@@ -280,8 +307,9 @@ class DualEncoderFeatureConverter(seqio.FeatureConverter):
         def convert(batch):
             out = {}
             for key in TEXT_FEATURES:
-                out[f"{key}_ids"], out[f"{key}_mask"] = _pack_tf(batch[key], task_feature_lengths[key],
-                                                                 *self._special_ids)
+                out[f"{key}_ids"], out[f"{key}_mask"] = _pack_tf(
+                    batch[key], task_feature_lengths[key], *self._special_ids
+                )
             has_negative = batch["negative"].row_lengths() > 0
             out["negative_ids"] = tf.where(has_negative[:, None], out["negative_ids"], pad_id)
             out["negative_mask"] = tf.where(has_negative[:, None], out["negative_mask"], 0)
@@ -298,8 +326,12 @@ class DualEncoderFeatureConverter(seqio.FeatureConverter):
         return lengths
 
 
-def converted_batches(task: seqio.Task, converter: DualEncoderFeatureConverter, lengths: Mapping[str, int],
-                      batch_size: int = 1024) -> Iterator[dict[str, np.ndarray]]:
+def converted_batches(
+    task: seqio.Task,
+    converter: DualEncoderFeatureConverter,
+    lengths: Mapping[str, int],
+    batch_size: int = 1024,
+) -> Iterator[dict[str, np.ndarray]]:
     """Runs a Task and the converter over its "train" split, in order, a batch at a time.
 
     Args:
@@ -316,8 +348,12 @@ def converted_batches(task: seqio.Task, converter: DualEncoderFeatureConverter, 
         yield {k: batch[k].astype(np.int32) for k in MODEL_FEATURES}
 
 
-def materialize(task: seqio.Task, converter: DualEncoderFeatureConverter,
-                lengths: Mapping[str, int], batch_size: int = 1024) -> dict[str, np.ndarray]:
+def materialize(
+    task: seqio.Task,
+    converter: DualEncoderFeatureConverter,
+    lengths: Mapping[str, int],
+    batch_size: int = 1024,
+) -> dict[str, np.ndarray]:
     """All of `converted_batches`, concatenated.
 
     Returns:
@@ -325,6 +361,8 @@ def materialize(task: seqio.Task, converter: DualEncoderFeatureConverter,
     """
     parts = list(converted_batches(task, converter, lengths, batch_size))
     if not parts:
-        return {k: np.zeros((0, lengths[k.rsplit("_", 1)[0]]) if k != "has_negative" else (0,), np.int32)
-                for k in MODEL_FEATURES}
+        return {
+            k: np.zeros((0, lengths[k.rsplit("_", 1)[0]]) if k != "has_negative" else (0,), np.int32)
+            for k in MODEL_FEATURES
+        }
     return {k: np.concatenate([part[k] for part in parts]) for k in MODEL_FEATURES}

@@ -47,8 +47,10 @@ class TeacherStore:
         paths = [os.path.join(folder, name) for name in (VECTORS_FILE, IDS_FILE, META_FILE)]
         missing = [p for p in paths if not os.path.exists(p)]
         if missing:
-            raise UserError(f"{folder} is not a teacher store (missing {', '.join(missing)}); "
-                            "write one with data_pipelines/teacher_vectors.py")
+            raise UserError(
+                f"{folder} is not a teacher store (missing {', '.join(missing)}); "
+                "write one with data_pipelines/teacher_vectors.py"
+            )
         self.folder = folder
         with open(paths[2]) as f:
             self.meta = json.load(f)
@@ -56,8 +58,10 @@ class TeacherStore:
         with open(paths[1], encoding="utf-8") as f:
             ids = f.read().splitlines()
         if len(ids) != self.vectors.shape[0]:
-            raise UserError(f"{folder}: {len(ids)} ids but {self.vectors.shape[0]} vectors; the "
-                            "store is incomplete, write it again")
+            raise UserError(
+                f"{folder}: {len(ids)} ids but {self.vectors.shape[0]} vectors; the "
+                "store is incomplete, write it again"
+            )
         self._row = {example_id: row for row, example_id in enumerate(ids)}
 
     @property

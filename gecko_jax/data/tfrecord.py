@@ -16,6 +16,7 @@ import tensorflow as tf
 from gecko_jax.data import jsonl
 from gecko_jax.errors import UserError
 
+
 def is_tfrecord(path: str) -> bool:
     """Whether a training file is read as TFRecord: its name contains .tfrec (.tfrecord, shards too)."""
     return ".tfrec" in os.path.basename(path)
@@ -26,11 +27,17 @@ def to_proto(example: jsonl.Example) -> bytes:
     feature = {}
     for key in jsonl.REQUIRED_TEXT_FIELDS + jsonl.OPTIONAL_TEXT_FIELDS:
         if key in example:
-            feature[key] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[example[key].encode("utf-8")]))
+            feature[key] = tf.train.Feature(
+                bytes_list=tf.train.BytesList(value=[example[key].encode("utf-8")])
+            )
     if "id" in example:
-        feature["id"] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[str(example["id"]).encode("utf-8")]))
+        feature["id"] = tf.train.Feature(
+            bytes_list=tf.train.BytesList(value=[str(example["id"]).encode("utf-8")])
+        )
     if "symmetric" in example:
-        feature["symmetric"] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(example["symmetric"])]))
+        feature["symmetric"] = tf.train.Feature(
+            int64_list=tf.train.Int64List(value=[int(example["symmetric"])])
+        )
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
@@ -59,7 +66,9 @@ def _from_proto(serialized: bytes) -> dict:
             try:
                 obj[key] = value.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise ValueError(f'feature "{key}" is not valid UTF-8 (byte {e.start} of the value)') from None
+                raise ValueError(
+                    f'feature "{key}" is not valid UTF-8 (byte {e.start} of the value)'
+                ) from None
         else:
             obj[key] = value
     return obj
@@ -104,8 +113,10 @@ def iter_tfrecord(path: str, also_required: tuple[str, ...] = ()) -> Iterator[js
                 obj = _from_proto(serialized)
             except Exception as e:  # pylint: disable=broad-except
                 # A proto that does not parse raises a protobuf-specific DecodeError.
-                raise UserError(f"{path}: record {number}: not a tf.train.Example of the training schema "
-                                f"({e}); write records with gecko_jax.data.tfrecord.write_tfrecord") from None
+                raise UserError(
+                    f"{path}: record {number}: not a tf.train.Example of the training schema "
+                    f"({e}); write records with gecko_jax.data.tfrecord.write_tfrecord"
+                ) from None
             try:
                 example = jsonl.validate_example(obj, dropped, number, also_required)
             except ValueError as e:
@@ -114,8 +125,10 @@ def iter_tfrecord(path: str, also_required: tuple[str, ...] = ()) -> Iterator[js
                 count += 1
                 yield example
     except tf.errors.DataLossError:
-        raise UserError(f"{path}: not a TFRecord file or truncated (corrupted record after {count} "
-                        "examples); write it again") from None
+        raise UserError(
+            f"{path}: not a TFRecord file or truncated (corrupted record after {count} "
+            "examples); write it again"
+        ) from None
     dropped.warn()
     if not count:
         raise UserError(f"{path}: no examples in this TFRecord file")

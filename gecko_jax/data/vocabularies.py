@@ -34,22 +34,23 @@ def _minilm(arg: str) -> seqio.Vocabulary:
 
 def _wordpiece(path: str) -> seqio.Vocabulary:
     if not path:
-        raise UserError("Vocabulary spec 'wordpiece:' needs a path: "
-                        "'wordpiece:/path/to/vocab.txt' (or tokenizer.json).")
+        raise UserError(
+            "Vocabulary spec 'wordpiece:' needs a path: 'wordpiece:/path/to/vocab.txt' (or tokenizer.json)."
+        )
     return WordPieceVocabulary(path)
 
 
 def _sentencepiece(path: str) -> seqio.Vocabulary:
     if not path:
-        raise UserError("Vocabulary spec 'sentencepiece:' needs a path: "
-                        "'sentencepiece:/path/to/tokenizer.model'.")
+        raise UserError(
+            "Vocabulary spec 'sentencepiece:' needs a path: 'sentencepiece:/path/to/tokenizer.model'."
+        )
     return sentencepiece_vocab.sentencepiece_vocabulary(path)
 
 
 def _gguf(path: str) -> seqio.Vocabulary:
     if not path:
-        raise UserError("Vocabulary spec 'gguf:' needs a path: "
-                        "'gguf:/path/to/model.gguf'.")
+        raise UserError("Vocabulary spec 'gguf:' needs a path: 'gguf:/path/to/model.gguf'.")
     return sentencepiece_vocab.gguf_vocabulary(path)
 
 
@@ -68,8 +69,7 @@ _BUILDERS: dict[str, Callable[[str], seqio.Vocabulary]] = {
 }
 # Specs that take no argument.
 _BARE = ("minilm", "gemma3-270m")
-_VALID = ("'minilm', 'wordpiece:PATH', 'sentencepiece:PATH', 'gguf:PATH', "
-          "'gemma3-270m'")
+_VALID = "'minilm', 'wordpiece:PATH', 'sentencepiece:PATH', 'gguf:PATH', 'gemma3-270m'"
 
 
 @functools.lru_cache(maxsize=None)
@@ -88,6 +88,5 @@ def get_vocabulary(spec: str) -> seqio.Vocabulary:
     kind, sep, arg = spec.partition(":")
     builder = _BUILDERS.get(kind)
     if builder is None or (kind in _BARE and sep):
-        raise UserError(f"Unknown vocabulary spec {spec!r}; valid specs are "
-                        f"{_VALID}.")
+        raise UserError(f"Unknown vocabulary spec {spec!r}; valid specs are {_VALID}.")
     return builder(arg)

@@ -80,11 +80,7 @@ def _char_kind(ch: str) -> str:
         return "space"
     if cat in _DROPPED_CATEGORIES or cp == 0xFFFD:
         return "drop"
-    if (
-        cat.startswith("P")
-        or _in_ranges(cp, _ASCII_PUNCT_RANGES)
-        or _in_ranges(cp, _CJK_RANGES)
-    ):
+    if cat.startswith("P") or _in_ranges(cp, _ASCII_PUNCT_RANGES) or _in_ranges(cp, _CJK_RANGES):
         return "isolate"
     return "keep"
 
@@ -119,8 +115,9 @@ def _read_vocab(path: str) -> list[str]:
         with tf.io.gfile.GFile(path, "r") as f:
             text = f.read()
     except tf.errors.NotFoundError as e:
-        raise UserError(f"WordPiece vocabulary {path!r} not found; pass a BERT "
-                        "vocab.txt or tokenizer.json.") from e
+        raise UserError(
+            f"WordPiece vocabulary {path!r} not found; pass a BERT vocab.txt or tokenizer.json."
+        ) from e
     if not path.endswith(".json"):
         tokens = text.split("\n")
         # A final newline ends the last line; it does not start a new token.
@@ -130,12 +127,13 @@ def _read_vocab(path: str) -> list[str]:
         model, normalizer = spec["model"], spec.get("normalizer") or {}
     except (ValueError, KeyError, TypeError) as e:
         raise UserError(f"{path} is not an HF tokenizer.json ({e}).") from e
-    if (model.get("type") != "WordPiece"
-            or model.get("continuing_subword_prefix", _SUFFIX) != _SUFFIX
-            or normalizer.get("type") != "BertNormalizer"
-            or not normalizer.get("lowercase", True)):
-        raise UserError(f"{path} is not an uncased BERT WordPiece tokenizer; "
-                        "only those are supported.")
+    if (
+        model.get("type") != "WordPiece"
+        or model.get("continuing_subword_prefix", _SUFFIX) != _SUFFIX
+        or normalizer.get("type") != "BertNormalizer"
+        or not normalizer.get("lowercase", True)
+    ):
+        raise UserError(f"{path} is not an uncased BERT WordPiece tokenizer; only those are supported.")
     vocab = model["vocab"]
     # A vocab.txt with a repeated token leaves its earlier id unused; an empty
     # string holds the place and can never match a word piece.
@@ -174,13 +172,12 @@ class WordPieceVocabulary(seqio.Vocabulary):
         self._token_to_id = {t: i for i, t in enumerate(self._id_to_token)}
         for token in _SPECIAL_TOKENS[:4]:
             if token not in self._token_to_id:
-                raise UserError(f"WordPiece vocabulary {vocab_path!r} has no "
-                                f"{token} token; is it a BERT vocab.txt?")
+                raise UserError(
+                    f"WordPiece vocabulary {vocab_path!r} has no {token} token; is it a BERT vocab.txt?"
+                )
         self._special = [t for t in _SPECIAL_TOKENS if t in self._token_to_id]
-        self._special_re = re.compile(
-            "(" + "|".join(re.escape(t) for t in self._special) + ")")
-        self._wordpiece_cached = functools.lru_cache(maxsize=1 << 16)(
-            self._wordpiece)
+        self._special_re = re.compile("(" + "|".join(re.escape(t) for t in self._special) + ")")
+        self._wordpiece_cached = functools.lru_cache(maxsize=1 << 16)(self._wordpiece)
         self._tf_state = None
 
     @property
@@ -250,8 +247,10 @@ class WordPieceVocabulary(seqio.Vocabulary):
             # tokens, so an id that no piece maps to (a repeated token's
             # earlier id, a placeholder) gets a token with a space, which no
             # word (split on whitespace) can match.
-            unique = [token if self._token_to_id.get(token) == i else f" unused {i}"
-                      for i, token in enumerate(self._id_to_token)]
+            unique = [
+                token if self._token_to_id.get(token) == i else f" unused {i}"
+                for i, token in enumerate(self._id_to_token)
+            ]
             # Outside any tf.function/dataset graph so that the model is an
             # eager resource every later graph can capture.
             with tf.init_scope():
@@ -283,23 +282,23 @@ class WordPieceVocabulary(seqio.Vocabulary):
         text = tf.strings.regex_replace(text, r"\p{Mn}", "")
         text = tf.strings.regex_replace(text, "\u03a3", "\u03c3")
         text = tf.strings.lower(text, encoding="utf-8")
-        words = tf_text.regex_split(
-            text, f"{_RE2_WHITESPACE}|{_RE2_PUNCT_OR_CJK}", _RE2_PUNCT_OR_CJK)
+        words = tf_text.regex_split(text, f"{_RE2_WHITESPACE}|{_RE2_PUNCT_OR_CJK}", _RE2_PUNCT_OR_CJK)
 
         # A special piece is one word, itself, instead of what the basic split
         # made of it ("[", "sep", "]").
         keep = tf.RaggedTensor.from_row_splits(
-            tf.repeat(tf.logical_not(is_special), words.row_lengths()),
-            words.row_splits)
-        words = tf.concat([
-            tf.ragged.boolean_mask(flat[:, None], is_special[:, None]),
-            tf.ragged.boolean_mask(words, keep),
-        ], axis=1)  # [pieces, words]
+            tf.repeat(tf.logical_not(is_special), words.row_lengths()), words.row_splits
+        )
+        words = tf.concat(
+            [
+                tf.ragged.boolean_mask(flat[:, None], is_special[:, None]),
+                tf.ragged.boolean_mask(words, keep),
+            ],
+            axis=1,
+        )  # [pieces, words]
 
-        too_long = tf.strings.length(
-            words.flat_values, unit="UTF8_CHAR") > _MAX_CHARS_PER_WORD
-        words = words.with_flat_values(
-            tf.where(too_long, "[UNK]", words.flat_values))
+        too_long = tf.strings.length(words.flat_values, unit="UTF8_CHAR") > _MAX_CHARS_PER_WORD
+        words = words.with_flat_values(tf.where(too_long, "[UNK]", words.flat_values))
         ids = wordpiece.tokenize(words)  # [pieces, words, word-pieces]
         return pieces.with_flat_values(ids).merge_dims(1, 3)
 
@@ -311,9 +310,7 @@ class WordPieceVocabulary(seqio.Vocabulary):
 
     def _decode_tf(self, ids: tf.Tensor) -> tf.Tensor:
         _, tokens = self._tf_objects()
-        keep = tf.reduce_all(
-            tf.not_equal(ids[..., None], [self.pad_id, self.bos_id, self.eos_id]),
-            axis=-1)
+        keep = tf.reduce_all(tf.not_equal(ids[..., None], [self.pad_id, self.bos_id, self.eos_id]), axis=-1)
         pieces = tf.ragged.boolean_mask(tf.gather(tokens, ids), keep)
         text = tf.strings.reduce_join(pieces, axis=-1, separator=" ")
         return tf.strings.regex_replace(text, " " + re.escape(_SUFFIX), "")
@@ -328,12 +325,10 @@ class WordPieceVocabulary(seqio.Vocabulary):
         return (WordPieceVocabulary, (self.vocab_path,))
 
     def __eq__(self, other) -> bool:
-        return (isinstance(other, WordPieceVocabulary)
-                and self._id_to_token == other._id_to_token)
+        return isinstance(other, WordPieceVocabulary) and self._id_to_token == other._id_to_token
 
     def __hash__(self) -> int:
         return hash((len(self._id_to_token), tuple(self._id_to_token[:64])))
 
     def __str__(self) -> str:
-        return (f"WordPieceVocabulary(vocab_path={self.vocab_path!r}, "
-                f"vocab_size={self.vocab_size})")
+        return f"WordPieceVocabulary(vocab_path={self.vocab_path!r}, vocab_size={self.vocab_size})"

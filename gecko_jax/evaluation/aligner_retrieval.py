@@ -58,9 +58,14 @@ class SalienceEncoder(Protocol):
     """Anything that gives token vectors with saliences (`Encoder.encode_tokens_and_saliences`)."""
 
     def encode_tokens_and_saliences(
-        self, texts: Sequence[str], side: str, prompt: str | None = None,
-        dim: int | None = None, batch_size: int | None = None,
-        show_progress: bool | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        self,
+        texts: Sequence[str],
+        side: str,
+        prompt: str | None = None,
+        dim: int | None = None,
+        batch_size: int | None = None,
+        show_progress: bool | None = None,
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Returns per text float [n_i, d] token vectors and float [n_i] saliences."""
 
 
@@ -87,13 +92,16 @@ class SearchOptions:
         """Raises UserError for an option out of range, naming its flag."""
         for flag, value in (("--prune_doc", self.prune_doc), ("--prune_query", self.prune_query)):
             if not 0 < value <= 1:
-                raise UserError(f"{flag}={value} is out of range; use a fraction in (0, 1], "
-                                "e.g. 0.4 to keep 40% of the tokens")
+                raise UserError(
+                    f"{flag}={value} is out of range; use a fraction in (0, 1], "
+                    "e.g. 0.4 to keep 40% of the tokens"
+                )
         if self.token_k <= 0:
             raise UserError(f"--token_k must be positive, got {self.token_k}")
         if self.adapt_queries < 0:
-            raise UserError(f"--adapt_alignment must be 0 (off) or a number of queries, got "
-                            f"{self.adapt_queries}")
+            raise UserError(
+                f"--adapt_alignment must be 0 (off) or a number of queries, got {self.adapt_queries}"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,13 +123,15 @@ def pad_tokens(vectors: Sequence[np.ndarray], saliences: Sequence[np.ndarray]) -
     """Stacks per-text [n_i, d] vectors and [n_i] saliences, normalising the vectors."""
     length = max(len(v) for v in vectors)
     dim = vectors[0].shape[1]
-    out = PaddedTokens(np.zeros((len(vectors), length, dim), np.float32),
-                       np.zeros((len(vectors), length), np.int32),
-                       np.zeros((len(vectors), length), np.float32))
+    out = PaddedTokens(
+        np.zeros((len(vectors), length, dim), np.float32),
+        np.zeros((len(vectors), length), np.int32),
+        np.zeros((len(vectors), length), np.float32),
+    )
     for i, (v, u) in enumerate(zip(vectors, saliences)):
-        out.vectors[i, :len(v)] = multi_vector.unit_rows(v)
-        out.mask[i, :len(v)] = 1
-        out.saliences[i, :len(v)] = u
+        out.vectors[i, : len(v)] = multi_vector.unit_rows(v)
+        out.mask[i, : len(v)] = 1
+        out.saliences[i, : len(v)] = u
     return out
 
 
@@ -135,34 +145,48 @@ def most_salient(saliences: np.ndarray, fraction: float) -> np.ndarray:
     return np.sort(np.argsort(-saliences, kind="stable")[:keep])
 
 
-def build_pruned_index(doc_vectors: Sequence[np.ndarray], doc_saliences: Sequence[np.ndarray],
-                       prune_doc: float) -> multi_vector.TokenIndex:
+def build_pruned_index(
+    doc_vectors: Sequence[np.ndarray], doc_saliences: Sequence[np.ndarray], prune_doc: float
+) -> multi_vector.TokenIndex:
     """The token index of each document's ceil(beta^d * m) most salient tokens."""
     return multi_vector.build_token_index(
-        [v[most_salient(u, prune_doc)] for v, u in zip(doc_vectors, doc_saliences)])
+        [v[most_salient(u, prune_doc)] for v, u in zip(doc_vectors, doc_saliences)]
+    )
 
 
-def candidates(query_vectors: Sequence[np.ndarray], query_saliences: Sequence[np.ndarray],
-               index: multi_vector.TokenIndex, prune_query: float, token_k: int
-               ) -> list[np.ndarray]:
+def candidates(
+    query_vectors: Sequence[np.ndarray],
+    query_saliences: Sequence[np.ndarray],
+    index: multi_vector.TokenIndex,
+    prune_query: float,
+    token_k: int,
+) -> list[np.ndarray]:
     """Per query, the documents (ascending indices) its most salient tokens fetch."""
-    search_tokens = [v[most_salient(u, prune_query)]
-                     for v, u in zip(query_vectors, query_saliences)]
-    return [np.unique(docs) for _, _, docs in
-            multi_vector.retrieve_query_tokens(search_tokens, index, token_k)]
+    search_tokens = [v[most_salient(u, prune_query)] for v, u in zip(query_vectors, query_saliences)]
+    return [
+        np.unique(docs) for _, _, docs in multi_vector.retrieve_query_tokens(search_tokens, index, token_k)
+    ]
 
 
 @functools.cache
 def _refine_fn():
     """The jitted scorer of one query against a block of documents."""
+
     def scores(query, query_mask, query_salience, docs, doc_mask, doc_salience, alignment):
-        return aligner.aligner_scores(query[None], query_mask[None], query_salience[None],
-                                      docs, doc_mask, doc_salience, alignment)[0]
+        return aligner.aligner_scores(
+            query[None], query_mask[None], query_salience[None], docs, doc_mask, doc_salience, alignment
+        )[0]
+
     return jax.jit(scores, static_argnames="alignment")
 
 
-def refine(queries: PaddedTokens, query: int, docs: PaddedTokens, doc_indices: np.ndarray,
-           alignment: alignment_lib.Alignment) -> np.ndarray:
+def refine(
+    queries: PaddedTokens,
+    query: int,
+    docs: PaddedTokens,
+    doc_indices: np.ndarray,
+    alignment: alignment_lib.Alignment,
+) -> np.ndarray:
     """sim(Q, D) of one query against the given documents, all tokens counted.
 
     Args:
@@ -177,22 +201,36 @@ def refine(queries: PaddedTokens, query: int, docs: PaddedTokens, doc_indices: n
     """
     out = np.empty(len(doc_indices), np.float32)
     for start in range(0, len(doc_indices), _CANDIDATE_BLOCK):
-        block = doc_indices[start:start + _CANDIDATE_BLOCK]
+        block = doc_indices[start : start + _CANDIDATE_BLOCK]
         size = max(_MIN_BLOCK, 1 << (len(block) - 1).bit_length())
         # Filler rows repeat document 0 with an empty mask: they score 0 and are dropped.
         rows = np.zeros(size, np.int64)
-        rows[:len(block)] = block
+        rows[: len(block)] = block
         mask = docs.mask[rows]
-        mask[len(block):] = 0
-        scores = _refine_fn()(queries.vectors[query], queries.mask[query], queries.saliences[query],
-                         docs.vectors[rows], mask, docs.saliences[rows], alignment)
-        out[start:start + len(block)] = np.asarray(scores)[:len(block)]
+        mask[len(block) :] = 0
+        scores = _refine_fn()(
+            queries.vectors[query],
+            queries.mask[query],
+            queries.saliences[query],
+            docs.vectors[rows],
+            mask,
+            docs.saliences[rows],
+            alignment,
+        )
+        out[start : start + len(block)] = np.asarray(scores)[: len(block)]
     return out
 
 
-def rank(queries: PaddedTokens, docs: PaddedTokens, query_candidates: Sequence[np.ndarray],
-         which: Sequence[int], alignment: alignment_lib.Alignment, k: int,
-         excluded: np.ndarray | None, tie_order: np.ndarray | None) -> list[np.ndarray]:
+def rank(
+    queries: PaddedTokens,
+    docs: PaddedTokens,
+    query_candidates: Sequence[np.ndarray],
+    which: Sequence[int],
+    alignment: alignment_lib.Alignment,
+    k: int,
+    excluded: np.ndarray | None,
+    tie_order: np.ndarray | None,
+) -> list[np.ndarray]:
     """Rankings of the queries numbered `which`, each over its candidates, by sim.
 
     Args:
@@ -213,8 +251,9 @@ def rank(queries: PaddedTokens, docs: PaddedTokens, query_candidates: Sequence[n
     for i in which:
         found = query_candidates[i]
         scores = refine(queries, i, docs, found, alignment)
-        rankings.append(multi_vector.rank_candidates(
-            found, scores, k, -1 if excluded is None else excluded[i], tie_order))
+        rankings.append(
+            multi_vector.rank_candidates(found, scores, k, -1 if excluded is None else excluded[i], tie_order)
+        )
     return rankings
 
 
@@ -252,35 +291,41 @@ def evaluate_aligner_retrieval(
     options.check()
     query_ids = retrieval.judged_query_ids(corpus, queries, qrels)
     if options.adapt_queries >= len(query_ids):
-        raise UserError(f"--adapt_alignment={options.adapt_queries} leaves none of the "
-                        f"{len(query_ids)} judged queries to score; use fewer")
+        raise UserError(
+            f"--adapt_alignment={options.adapt_queries} leaves none of the "
+            f"{len(query_ids)} judged queries to score; use fewer"
+        )
     doc_ids = list(corpus)
     documents = retrieval.format_documents(corpus, doc_ids, doc_format, missing_title)
     common = dict(dim=dim, batch_size=batch_size, show_progress=show_progress)
     query_vectors, query_saliences = encoder.encode_tokens_and_saliences(
-        [queries[query_id] for query_id in query_ids], "query", prompt=query_prompt, **common)
+        [queries[query_id] for query_id in query_ids], "query", prompt=query_prompt, **common
+    )
     doc_vectors, doc_saliences = encoder.encode_tokens_and_saliences(
-        documents, "document", prompt=doc_prompt, **common)
+        documents, "document", prompt=doc_prompt, **common
+    )
     index = build_pruned_index(doc_vectors, doc_saliences, options.prune_doc)
     num_doc_tokens = sum(len(v) for v in doc_vectors)
-    logging.info("AligneR retrieval: %d queries over %d documents, %d of %d tokens indexed,"
-                 " k'=%d", len(query_ids), len(doc_ids), len(index.vectors), num_doc_tokens,
-                 options.token_k)
-    query_candidates = candidates(query_vectors, query_saliences, index, options.prune_query,
-                                  options.token_k)
+    logging.info(
+        "AligneR retrieval: %d queries over %d documents, %d of %d tokens indexed, k'=%d",
+        len(query_ids),
+        len(doc_ids),
+        len(index.vectors),
+        num_doc_tokens,
+        options.token_k,
+    )
+    query_candidates = candidates(query_vectors, query_saliences, index, options.prune_query, options.token_k)
     padded_queries = pad_tokens(query_vectors, query_saliences)
     padded_docs = pad_tokens(doc_vectors, doc_saliences)
-    excluded = (retrieval.identical_id_indices(query_ids, doc_ids)
-                if ignore_identical_ids else None)
-    ranking_args = (max(retrieval.RECALL_CUTOFFS), excluded,
-                    retrieval.descending_id_order(doc_ids))
+    excluded = retrieval.identical_id_indices(query_ids, doc_ids) if ignore_identical_ids else None
+    ranking_args = (max(retrieval.RECALL_CUTOFFS), excluded, retrieval.descending_id_order(doc_ids))
 
     def metrics_of(which, alignment):
-        rankings = rank(padded_queries, padded_docs, query_candidates, which, alignment,
-                        *ranking_args)
+        rankings = rank(padded_queries, padded_docs, query_candidates, which, alignment, *ranking_args)
         return retrieval.retrieval_metrics(
             {query_ids[i]: [doc_ids[j] for j in ranking] for i, ranking in zip(which, rankings)},
-            {query_ids[i]: qrels[query_ids[i]] for i in which})
+            {query_ids[i]: qrels[query_ids[i]] for i in which},
+        )
 
     extra = {}
     alignment, scored = options.alignment, list(range(len(query_ids)))
@@ -294,11 +339,20 @@ def evaluate_aligner_retrieval(
             if best is None or value > best:
                 alignment, best = candidate, value
         extra["adaptation_queries"] = len(shots)
-        logging.info("AligneR adaptation on %d queries chose %s (%s %.4f)", len(shots),
-                     alignment.name, _ADAPTATION_METRIC, best)
+        logging.info(
+            "AligneR adaptation on %d queries chose %s (%s %.4f)",
+            len(shots),
+            alignment.name,
+            _ADAPTATION_METRIC,
+            best,
+        )
     metrics = metrics_of(scored, alignment)
-    metrics.update(num_docs=len(doc_ids), num_doc_tokens=num_doc_tokens,
-                   num_index_tokens=len(index.vectors),
-                   index_fraction=len(index.vectors) / num_doc_tokens,
-                   alignment=alignment.name, **extra)
+    metrics.update(
+        num_docs=len(doc_ids),
+        num_doc_tokens=num_doc_tokens,
+        num_index_tokens=len(index.vectors),
+        index_fraction=len(index.vectors) / num_doc_tokens,
+        alignment=alignment.name,
+        **extra,
+    )
     return metrics

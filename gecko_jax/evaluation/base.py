@@ -79,8 +79,7 @@ def encode_normalized(
     )
     if embeddings.ndim != 2 or embeddings.shape[0] != len(texts):
         raise ValueError(
-            f"encoder returned shape {embeddings.shape} for {len(texts)} texts;"
-            " expected [num_texts, dim]"
+            f"encoder returned shape {embeddings.shape} for {len(texts)} texts; expected [num_texts, dim]"
         )
     norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
     # An all-zero row stays zero (similarity 0 to everything) instead of NaN.

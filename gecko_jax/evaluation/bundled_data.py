@@ -19,9 +19,13 @@ from gecko_jax.evaluation.labeled_csv import read_labeled_csv, write_labeled_csv
 from gecko_jax.evaluation.retrieval import load_squad
 
 
-def squad_to_beir(squad_path: str, folder: str,
-                  max_articles: int | None = None,
-                  max_queries: int | None = None, seed: int = 0) -> None:
+def squad_to_beir(
+    squad_path: str,
+    folder: str,
+    max_articles: int | None = None,
+    max_queries: int | None = None,
+    seed: int = 0,
+) -> None:
     """Writes a SQuAD v1.1 file as a BEIR folder with a `test` split.
 
     Args:
@@ -34,11 +38,12 @@ def squad_to_beir(squad_path: str, folder: str,
       seed: seeds the sample.
     """
     dataset = load_squad(squad_path)
-    corpus = {doc_id: doc for doc_id, doc in dataset.corpus.items()
-              if max_articles is None
-              or int(doc_id.split("-")[0]) < max_articles}
-    query_ids = [query_id for query_id, judgements in dataset.qrels.items()
-                 if set(judgements) <= set(corpus)]
+    corpus = {
+        doc_id: doc
+        for doc_id, doc in dataset.corpus.items()
+        if max_articles is None or int(doc_id.split("-")[0]) < max_articles
+    }
+    query_ids = [query_id for query_id, judgements in dataset.qrels.items() if set(judgements) <= set(corpus)]
     if max_queries is not None and max_queries < len(query_ids):
         query_ids = random.Random(seed).sample(query_ids, max_queries)
     os.makedirs(os.path.join(folder, "qrels"), exist_ok=True)
@@ -47,8 +52,7 @@ def squad_to_beir(squad_path: str, folder: str,
             f.write(json.dumps({"_id": doc_id, **doc}) + "\n")
     with open(os.path.join(folder, "queries.jsonl"), "w", encoding="utf-8") as f:
         for query_id in query_ids:
-            f.write(json.dumps({"_id": query_id,
-                                "text": dataset.queries[query_id]}) + "\n")
+            f.write(json.dumps({"_id": query_id, "text": dataset.queries[query_id]}) + "\n")
     with open(os.path.join(folder, "qrels", "test.tsv"), "w", encoding="utf-8") as f:
         f.write("query-id\tcorpus-id\tscore\n")
         for query_id in query_ids:
@@ -56,8 +60,9 @@ def squad_to_beir(squad_path: str, folder: str,
                 f.write(f"{query_id}\t{doc_id}\t{relevance}\n")
 
 
-def split_train_test(csv_path: str, folder: str, test_fraction: float = 0.25,
-                     max_rows: int | None = None, seed: int = 0) -> None:
+def split_train_test(
+    csv_path: str, folder: str, test_fraction: float = 0.25, max_rows: int | None = None, seed: int = 0
+) -> None:
     """Splits a labelled CSV into `folder/train.csv` and `folder/test.csv`.
 
     Args:
@@ -80,13 +85,14 @@ def split_train_test(csv_path: str, folder: str, test_fraction: float = 0.25,
     num_test = round(len(order) * test_fraction)
     os.makedirs(folder, exist_ok=True)
     for name, rows in (("test", order[:num_test]), ("train", order[num_test:])):
-        write_labeled_csv(os.path.join(folder, f"{name}.csv"),
-                          [data.texts[i] for i in rows],
-                          [data.labels[i] for i in rows])
+        write_labeled_csv(
+            os.path.join(folder, f"{name}.csv"), [data.texts[i] for i in rows], [data.labels[i] for i in rows]
+        )
 
 
-def stackoverflow_to_csv(stackoverflow_dir: str, csv_path: str,
-                         max_rows: int | None = None, seed: int = 0) -> None:
+def stackoverflow_to_csv(
+    stackoverflow_dir: str, csv_path: str, max_rows: int | None = None, seed: int = 0
+) -> None:
     """Joins `title_StackOverflow.txt` and `label_StackOverflow.txt` into a CSV.
 
     Args:
@@ -98,20 +104,17 @@ def stackoverflow_to_csv(stackoverflow_dir: str, csv_path: str,
     Raises:
       UserError: the files are missing or do not have the same line count.
     """
-    paths = [os.path.join(stackoverflow_dir, f"{kind}_StackOverflow.txt")
-             for kind in ("title", "label")]
+    paths = [os.path.join(stackoverflow_dir, f"{kind}_StackOverflow.txt") for kind in ("title", "label")]
     for path in paths:
         if not os.path.isfile(path):
             raise UserError(f"{path}: no such file")
     titles, labels = (_stripped_lines(path) for path in paths)
     if len(titles) != len(labels):
-        raise UserError(f"{stackoverflow_dir}: {len(titles)} titles but"
-                        f" {len(labels)} labels")
+        raise UserError(f"{stackoverflow_dir}: {len(titles)} titles but {len(labels)} labels")
     rows = [i for i in range(len(titles)) if titles[i]]
     if max_rows is not None:
         rows = sorted(random.Random(seed).sample(rows, min(max_rows, len(rows))))
-    write_labeled_csv(csv_path, [titles[i] for i in rows],
-                      [labels[i] for i in rows])
+    write_labeled_csv(csv_path, [titles[i] for i in rows], [labels[i] for i in rows])
 
 
 def _stripped_lines(path: str) -> list[str]:

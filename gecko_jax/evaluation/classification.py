@@ -65,8 +65,7 @@ def load_classification(folder: str) -> ClassificationDataset:
         count as misclassified, as in MTEB.)
     """
     if not os.path.isdir(folder):
-        raise UserError(
-            f"{folder}: expected a folder holding train.csv and test.csv")
+        raise UserError(f"{folder}: expected a folder holding train.csv and test.csv")
     train = read_labeled_csv(os.path.join(folder, "train.csv"))
     test = read_labeled_csv(os.path.join(folder, "test.csv"))
     if len(set(train.labels)) < 2:
@@ -134,13 +133,16 @@ def score_classification(
       their standard deviations `accuracy_std` and `f1_std`, and the counts
       `num_train` (texts in one draw, at most), `num_test`, `num_labels`.
     """
-    draws = undersample(dataset.train.labels, n_experiments,
-                        samples_per_label, seed)
+    draws = undersample(dataset.train.labels, n_experiments, samples_per_label, seed)
     needed = sorted(set().union(*draws))
     row_of = {index: row for row, index in enumerate(needed)}
-    encode = lambda texts: np.asarray(encoder.encode(
-        texts, prompt=prompt, dim=dim, batch_size=batch_size,
-        show_progress=show_progress), dtype=np.float32)
+
+    def encode(texts):
+        return np.asarray(
+            encoder.encode(texts, prompt=prompt, dim=dim, batch_size=batch_size, show_progress=show_progress),
+            dtype=np.float32,
+        )
+
     train_embeddings = encode([dataset.train.texts[i] for i in needed])
     test_embeddings = encode(dataset.test.texts)
     accuracies, f1s = [], []
@@ -149,13 +151,12 @@ def score_classification(
         with warnings.catch_warnings():
             # MTEB also stops at 100 iterations, converged or not.
             warnings.simplefilter("ignore", sklearn_exceptions.ConvergenceWarning)
-            classifier.fit(train_embeddings[[row_of[i] for i in draw]],
-                           [dataset.train.labels[i] for i in draw])
+            classifier.fit(
+                train_embeddings[[row_of[i] for i in draw]], [dataset.train.labels[i] for i in draw]
+            )
         predicted = classifier.predict(test_embeddings)
-        accuracies.append(sklearn_metrics.accuracy_score(
-            dataset.test.labels, predicted))
-        f1s.append(sklearn_metrics.f1_score(
-            dataset.test.labels, predicted, average="macro"))
+        accuracies.append(sklearn_metrics.accuracy_score(dataset.test.labels, predicted))
+        f1s.append(sklearn_metrics.f1_score(dataset.test.labels, predicted, average="macro"))
     return {
         "accuracy": float(np.mean(accuracies)),
         "accuracy_std": float(np.std(accuracies)),

@@ -37,8 +37,7 @@ def load_clustering(path: str) -> LabeledTexts:
     return dataset
 
 
-def cluster_v_measure(embeddings: np.ndarray, labels: list[str],
-                      seed: int = SEED) -> float:
+def cluster_v_measure(embeddings: np.ndarray, labels: list[str], seed: int = SEED) -> float:
     """Clusters `embeddings` into as many clusters as labels; V-measure.
 
     Args:
@@ -50,8 +49,12 @@ def cluster_v_measure(embeddings: np.ndarray, labels: list[str],
       V-measure in [0, 1].
     """
     kmeans = sklearn_cluster.MiniBatchKMeans(
-        n_clusters=len(set(labels)), batch_size=KMEANS_BATCH_SIZE,
-        n_init="auto", compute_labels=True, random_state=seed)
+        n_clusters=len(set(labels)),
+        batch_size=KMEANS_BATCH_SIZE,
+        n_init="auto",
+        compute_labels=True,
+        random_state=seed,
+    )
     kmeans.fit(embeddings)
     return float(sklearn_metrics.v_measure_score(labels, kmeans.labels_))
 
@@ -79,9 +82,12 @@ def score_clustering(
     Returns:
       `v_measure` (a fraction), `num_texts` and `num_labels`.
     """
-    embeddings = np.asarray(encoder.encode(
-        dataset.texts, prompt=prompt, dim=dim, batch_size=batch_size,
-        show_progress=show_progress), dtype=np.float32)
+    embeddings = np.asarray(
+        encoder.encode(
+            dataset.texts, prompt=prompt, dim=dim, batch_size=batch_size, show_progress=show_progress
+        ),
+        dtype=np.float32,
+    )
     return {
         "v_measure": cluster_v_measure(embeddings, dataset.labels, seed),
         "num_texts": len(dataset.texts),

@@ -15,9 +15,17 @@ from gecko_jax.evaluation import tasks
 from gecko_jax.evaluation.prompts import Prompts, default_prompts
 
 # The keys of a suite entry and the type of each value.
-SUITE_KEYS = {"name": str, "task": str, "data": str, "split": str, "dim": int,
-              "prompt": str, "doc_prompt": str, "doc_format": str,
-              "ignore_identical_ids": bool}
+SUITE_KEYS = {
+    "name": str,
+    "task": str,
+    "data": str,
+    "split": str,
+    "dim": int,
+    "prompt": str,
+    "doc_prompt": str,
+    "doc_format": str,
+    "ignore_identical_ids": bool,
+}
 _TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false"}
 
 
@@ -63,9 +71,15 @@ class EvalSpec:
     def prompts(self, input_format: str) -> Prompts:
         """The prompts of a model trained in `input_format`, with this spec's overrides."""
         defaults = default_prompts(input_format, self.task)
-        overrides = {key: value for key, value in (
-            ("query", self.prompt), ("document", self.doc_prompt),
-            ("doc_format", self.doc_format)) if value is not None}
+        overrides = {
+            key: value
+            for key, value in (
+                ("query", self.prompt),
+                ("document", self.doc_prompt),
+                ("doc_format", self.doc_format),
+            )
+            if value is not None
+        }
         return dataclasses.replace(defaults, **overrides)
 
 
@@ -93,8 +107,7 @@ def read_suite(path: str) -> list[EvalSpec]:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"--suite={path}: not a JSON file ({e})") from None
     if not isinstance(entries, list) or not entries:
-        raise UserError(f"--suite={path}: expected a non-empty JSON list of"
-                        " objects with 'task' and 'data'")
+        raise UserError(f"--suite={path}: expected a non-empty JSON list of objects with 'task' and 'data'")
     return [_suite_spec(entry, f"--suite={path} entry {i}") for i, entry in enumerate(entries)]
 
 
@@ -105,14 +118,12 @@ def _suite_spec(entry, where: str) -> EvalSpec:
         raise UserError(f"{where}: expected an object with 'task' and 'data'")
     unknown = sorted(set(entry) - set(SUITE_KEYS))
     if unknown:
-        raise UserError(f"{where}: unknown key {unknown[0]!r}; keys:"
-                        f" {', '.join(sorted(SUITE_KEYS))}")
+        raise UserError(f"{where}: unknown key {unknown[0]!r}; keys: {', '.join(sorted(SUITE_KEYS))}")
     for key, value in entry.items():
         wanted = SUITE_KEYS[key]
         # bool is a subclass of int, but `"dim": true` is a mistake, not 1.
         if not isinstance(value, wanted) or (wanted is int and isinstance(value, bool)):
-            raise UserError(f"{where}: {key!r} must be {_TYPE_NAMES[wanted]},"
-                            f" got {json.dumps(value)}")
+            raise UserError(f"{where}: {key!r} must be {_TYPE_NAMES[wanted]}, got {json.dumps(value)}")
     tasks.check_task(entry["task"])
     dim = entry.pop("dim", None)
     check_dim(dim, where)

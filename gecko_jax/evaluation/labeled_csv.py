@@ -52,7 +52,8 @@ def read_labeled_csv(path: str) -> LabeledTexts:
             if "text" not in header or label_column is None:
                 raise UserError(
                     f"{path}:1: the header must name a 'text' column and a"
-                    f" 'label' or 'category' column; it has {header}")
+                    f" 'label' or 'category' column; it has {header}"
+                )
             texts, labels = [], []
             for row in reader:
                 where = f"{path}:{reader.line_num}"

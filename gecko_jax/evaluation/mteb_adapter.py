@@ -55,9 +55,14 @@ class MtebEncoder:
       dim: Matryoshka prefix width, or None for the full width.
     """
 
-    def __init__(self, encoder: Any, name: str = "gecko_jax", dim: int | None = None,
-                 input_format: str | None = None,
-                 prompts: Mapping[str, Prompts] | None = None):
+    def __init__(
+        self,
+        encoder: Any,
+        name: str = "gecko_jax",
+        dim: int | None = None,
+        input_format: str | None = None,
+        prompts: Mapping[str, Prompts] | None = None,
+    ):
         """Wraps an encoder.
 
         Args:
@@ -80,22 +85,29 @@ class MtebEncoder:
         ours = _TASK_TYPE_TO_OURS.get(task_type, "sts")
         return self._prompts.get(ours) or default_prompts(self._input_format, ours)
 
-    def _texts(self, batches: Iterable[Mapping[str, Any]], prompts: Prompts,
-               is_document: bool) -> list[str]:
+    def _texts(self, batches: Iterable[Mapping[str, Any]], prompts: Prompts, is_document: bool) -> list[str]:
         texts = []
         for batch in batches:
             if is_document and "body" in batch and prompts.doc_format != "{title} {text}":
                 titles = batch.get("title") or [""] * len(batch["body"])
-                texts += [prompts.doc_format.format(title=title or prompts.missing_title,
-                                                    text=body).strip()
-                          for title, body in zip(titles, batch["body"])]
+                texts += [
+                    prompts.doc_format.format(title=title or prompts.missing_title, text=body).strip()
+                    for title, body in zip(titles, batch["body"])
+                ]
             else:
                 texts += list(batch["text"])
         return texts
 
-    def encode(self, inputs: Iterable[Mapping[str, Any]], *, task_metadata: Any,
-               hf_split: str, hf_subset: str, prompt_type: Any = None,
-               **kwargs: Any) -> np.ndarray:
+    def encode(
+        self,
+        inputs: Iterable[Mapping[str, Any]],
+        *,
+        task_metadata: Any,
+        hf_split: str,
+        hf_subset: str,
+        prompt_type: Any = None,
+        **kwargs: Any,
+    ) -> np.ndarray:
         """Embeds mteb's batches of texts.
 
         Args:
@@ -116,9 +128,10 @@ class MtebEncoder:
         is_document = str(getattr(prompt_type, "value", prompt_type)) == "document"
         texts = self._texts(inputs, prompts, is_document)
         prompt = prompts.document if is_document else prompts.query
-        return np.asarray(self.encoder.encode(
-            texts, prompt=prompt, dim=self.dim, batch_size=kwargs.get("batch_size")),
-            dtype=np.float32)
+        return np.asarray(
+            self.encoder.encode(texts, prompt=prompt, dim=self.dim, batch_size=kwargs.get("batch_size")),
+            dtype=np.float32,
+        )
 
     def similarity(self, embeddings1, embeddings2) -> np.ndarray:
         """Cosine similarity of every row of the first to every row of the second."""
@@ -132,8 +145,7 @@ class MtebEncoder:
     @property
     def mteb_model_meta(self):
         """mteb's description of the model (its name; cosine similarity)."""
-        return ModelMeta.create_empty(overwrites={"name": self._name,
-                                                  "similarity_fn_name": "cosine"})
+        return ModelMeta.create_empty(overwrites={"name": self._name, "similarity_fn_name": "cosine"})
 
 
 def _unit_rows(embeddings) -> np.ndarray:

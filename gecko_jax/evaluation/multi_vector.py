@@ -36,9 +36,14 @@ _QUERY_TOKEN_BLOCK = 512
 class TokenEncoder(Protocol):
     """Anything that turns texts into per-token vectors (`Encoder.encode_tokens`)."""
 
-    def encode_tokens(self, texts: Sequence[str], prompt: str | None = None,
-                      dim: int | None = None, batch_size: int | None = None,
-                      show_progress: bool | None = None) -> list[np.ndarray]:
+    def encode_tokens(
+        self,
+        texts: Sequence[str],
+        prompt: str | None = None,
+        dim: int | None = None,
+        batch_size: int | None = None,
+        show_progress: bool | None = None,
+    ) -> list[np.ndarray]:
         """Returns one float [n_i, d] array of token vectors per text."""
 
 
@@ -75,13 +80,13 @@ def build_token_index(doc_tokens: Sequence[np.ndarray]) -> TokenIndex:
     Returns:
       The index, rows normalised to unit length.
     """
-    doc_indices = np.repeat(np.arange(len(doc_tokens)),
-                            [len(tokens) for tokens in doc_tokens])
+    doc_indices = np.repeat(np.arange(len(doc_tokens)), [len(tokens) for tokens in doc_tokens])
     return TokenIndex(unit_rows(np.concatenate(doc_tokens)), doc_indices)
 
 
-def retrieve_tokens(query_tokens: np.ndarray, index: TokenIndex, token_k: int
-                    ) -> tuple[np.ndarray, np.ndarray]:
+def retrieve_tokens(
+    query_tokens: np.ndarray, index: TokenIndex, token_k: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Top-k' index tokens of each query token, exactly.
 
     Args:
@@ -97,8 +102,7 @@ def retrieve_tokens(query_tokens: np.ndarray, index: TokenIndex, token_k: int
     return scores, index.doc_indices[rows]
 
 
-def xtr_scores(token_scores: np.ndarray, token_docs: np.ndarray
-               ) -> tuple[np.ndarray, np.ndarray]:
+def xtr_scores(token_scores: np.ndarray, token_docs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """f_XTR' of each candidate document from one query's retrieved tokens.
 
     Args:
@@ -115,14 +119,18 @@ def xtr_scores(token_scores: np.ndarray, token_docs: np.ndarray
     rows = np.broadcast_to(np.arange(len(token_scores))[:, None], token_docs.shape)
     # Retrieved similarities are at least m_i, so a maximum over m_i and them
     # is the best retrieved one wherever the token retrieved the document.
-    np.maximum.at(per_token, (rows, position.reshape(token_docs.shape)),
-                  token_scores)
+    np.maximum.at(per_token, (rows, position.reshape(token_docs.shape)), token_scores)
     return candidates, per_token.mean(axis=0, dtype=np.float32)
 
 
-def search(query_tokens: Sequence[np.ndarray], index: TokenIndex, token_k: int,
-           k: int, excluded: np.ndarray | None = None,
-           tie_order: np.ndarray | None = None) -> list[np.ndarray]:
+def search(
+    query_tokens: Sequence[np.ndarray],
+    index: TokenIndex,
+    token_k: int,
+    k: int,
+    excluded: np.ndarray | None = None,
+    tie_order: np.ndarray | None = None,
+) -> list[np.ndarray]:
     """Ranks documents for each query by f_XTR'.
 
     Args:
@@ -142,13 +150,13 @@ def search(query_tokens: Sequence[np.ndarray], index: TokenIndex, token_k: int,
     rankings = []
     for i, scores, docs in retrieve_query_tokens(query_tokens, index, token_k):
         candidates, doc_scores = xtr_scores(scores, docs)
-        rankings.append(rank_candidates(
-            candidates, doc_scores, k, -1 if excluded is None else excluded[i], tie_order))
+        rankings.append(
+            rank_candidates(candidates, doc_scores, k, -1 if excluded is None else excluded[i], tie_order)
+        )
     return rankings
 
 
-def retrieve_query_tokens(query_tokens: Sequence[np.ndarray], index: TokenIndex,
-                          token_k: int):
+def retrieve_query_tokens(query_tokens: Sequence[np.ndarray], index: TokenIndex, token_k: int):
     """`retrieve_tokens` for many queries, their tokens searched together in groups.
 
     Args:
@@ -168,8 +176,13 @@ def retrieve_query_tokens(query_tokens: Sequence[np.ndarray], index: TokenIndex,
             yield i, scores[lo:hi], docs[lo:hi]
 
 
-def rank_candidates(candidates: np.ndarray, scores: np.ndarray, k: int, excluded: int = -1,
-                    tie_order: np.ndarray | None = None) -> np.ndarray:
+def rank_candidates(
+    candidates: np.ndarray,
+    scores: np.ndarray,
+    k: int,
+    excluded: int = -1,
+    tie_order: np.ndarray | None = None,
+) -> np.ndarray:
     """The best k of one query's scored candidates.
 
     Args:
@@ -229,25 +242,31 @@ def evaluate_multi_vector_retrieval(
     """
     query_ids = retrieval.judged_query_ids(corpus, queries, qrels)
     doc_ids = list(corpus)
-    documents = retrieval.format_documents(corpus, doc_ids, doc_format,
-                                           missing_title)
+    documents = retrieval.format_documents(corpus, doc_ids, doc_format, missing_title)
     common = dict(dim=dim, batch_size=batch_size, show_progress=show_progress)
     query_tokens = encoder.encode_tokens(
-        [queries[query_id] for query_id in query_ids], prompt=query_prompt,
-        **common)
-    index = build_token_index(
-        encoder.encode_tokens(documents, prompt=doc_prompt, **common))
-    logging.info("multi-vector retrieval: %d queries over %d documents"
-                 " (%d tokens), k'=%d", len(query_ids), len(doc_ids),
-                 len(index.vectors), token_k)
-    excluded = (retrieval.identical_id_indices(query_ids, doc_ids)
-                if ignore_identical_ids else None)
-    rankings = search(query_tokens, index, token_k,
-                      max(retrieval.RECALL_CUTOFFS), excluded,
-                      retrieval.descending_id_order(doc_ids))
+        [queries[query_id] for query_id in query_ids], prompt=query_prompt, **common
+    )
+    index = build_token_index(encoder.encode_tokens(documents, prompt=doc_prompt, **common))
+    logging.info(
+        "multi-vector retrieval: %d queries over %d documents (%d tokens), k'=%d",
+        len(query_ids),
+        len(doc_ids),
+        len(index.vectors),
+        token_k,
+    )
+    excluded = retrieval.identical_id_indices(query_ids, doc_ids) if ignore_identical_ids else None
+    rankings = search(
+        query_tokens,
+        index,
+        token_k,
+        max(retrieval.RECALL_CUTOFFS),
+        excluded,
+        retrieval.descending_id_order(doc_ids),
+    )
     metrics = retrieval.retrieval_metrics(
-        {query_id: [doc_ids[i] for i in ranking]
-         for query_id, ranking in zip(query_ids, rankings)},
-        {query_id: qrels[query_id] for query_id in query_ids})
+        {query_id: [doc_ids[i] for i in ranking] for query_id, ranking in zip(query_ids, rankings)},
+        {query_id: qrels[query_id] for query_id in query_ids},
+    )
     metrics.update(num_docs=len(doc_ids), num_doc_tokens=len(index.vectors))
     return metrics

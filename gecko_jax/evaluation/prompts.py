@@ -61,8 +61,7 @@ def default_prompts(input_format: str, task_type: str) -> Prompts:
     """
     formats.check_format(input_format)
     if task_type not in TASK_TYPES:
-        raise UserError(f"unknown task type {task_type!r}; use one of"
-                        f" {', '.join(TASK_TYPES)}")
+        raise UserError(f"unknown task type {task_type!r}; use one of {', '.join(TASK_TYPES)}")
     if input_format == "plain":
         return Prompts()
     return Prompts(

@@ -37,8 +37,7 @@ Qrels = dict[str, dict[str, int]]
 RECALL_CUTOFFS = (1, 5, 10, 100)
 NDCG_CUTOFF = 10
 MRR_CUTOFF = 10
-_METRIC_NAMES = (*(f"recall@{k}" for k in RECALL_CUTOFFS),
-                 f"ndcg@{NDCG_CUTOFF}", f"mrr@{MRR_CUTOFF}")
+_METRIC_NAMES = (*(f"recall@{k}" for k in RECALL_CUTOFFS), f"ndcg@{NDCG_CUTOFF}", f"mrr@{MRR_CUTOFF}")
 
 # BEIR / sentence-transformers join title and text with a space. Gecko and
 # EmbeddingGemma use `title: {title} | text: {text}`.
@@ -79,9 +78,7 @@ def _read_jsonl(path: str):
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError as e:
-                    raise UserError(
-                        f"{path}:{line_number}: not valid JSON ({e.msg})"
-                    ) from None
+                    raise UserError(f"{path}:{line_number}: not valid JSON ({e.msg})") from None
                 if not isinstance(record, dict):
                     raise UserError(f"{path}:{line_number}: expected a JSON object")
                 yield line_number, record
@@ -105,8 +102,7 @@ def _reject_empty(texts: Sequence[str], where: str, record_id: str) -> None:
     # Caught here rather than by the encoder, which knows neither file nor
     # line and runs only after the model has loaded.
     if not any(text.strip() for text in texts):
-        raise UserError(
-            f"{where}: empty text (id {record_id!r}); drop the line or fill it in")
+        raise UserError(f"{where}: empty text (id {record_id!r}); drop the line or fill it in")
 
 
 def _read_corpus(path: str) -> Corpus:
@@ -157,9 +153,7 @@ def _read_qrels(path: str) -> Qrels:
                 except ValueError:
                     if line_number == 1:  # The `query-id corpus-id score` header.
                         continue
-                    raise UserError(
-                        f"{where}: score {score!r} is not an integer"
-                    ) from None
+                    raise UserError(f"{where}: score {score!r} is not an integer") from None
                 qrels.setdefault(query_id, {})[doc_id] = relevance
     except UnicodeDecodeError as e:
         raise UserError(f"{path}: not UTF-8 text ({e.reason})") from None
@@ -191,17 +185,12 @@ def load_beir(folder: str, split: str = "test") -> RetrievalDataset:
             for name in (os.listdir(qrels_dir) if os.path.isdir(qrels_dir) else [])
             if name.endswith(".tsv")
         )
-        raise UserError(
-            f"{qrels_path}: no such file; splits here: {', '.join(splits) or 'none'}"
-        )
+        raise UserError(f"{qrels_path}: no such file; splits here: {', '.join(splits) or 'none'}")
     qrels = _read_qrels(qrels_path)
     all_queries = _read_queries(os.path.join(folder, "queries.jsonl"))
     missing = [query_id for query_id in qrels if query_id not in all_queries]
     if missing:
-        raise UserError(
-            f"{qrels_path}: {len(missing)} query id(s) not in queries.jsonl,"
-            f" e.g. {missing[0]!r}"
-        )
+        raise UserError(f"{qrels_path}: {len(missing)} query id(s) not in queries.jsonl, e.g. {missing[0]!r}")
     queries = {query_id: all_queries[query_id] for query_id in qrels}
     corpus = _read_corpus(os.path.join(folder, "corpus.jsonl"))
     _warn_of_documents_missing(qrels, corpus, qrels_path)
@@ -215,11 +204,22 @@ def _warn_of_documents_missing(qrels: Qrels, corpus: dict, qrels_path: str) -> N
     cannot be retrieved counts as a miss, which lowers every metric. Usually a
     corpus file was cut or the wrong split is read, so it is worth saying.
     """
-    missing = sorted({doc_id for judged in qrels.values() for doc_id, relevance in judged.items()
-                      if relevance > 0 and doc_id not in corpus})
+    missing = sorted(
+        {
+            doc_id
+            for judged in qrels.values()
+            for doc_id, relevance in judged.items()
+            if relevance > 0 and doc_id not in corpus
+        }
+    )
     if missing:
-        logging.warning("%s: %d relevant document id(s) are not in corpus.jsonl (e.g. %r); they "
-                        "count as misses in every metric", qrels_path, len(missing), missing[0])
+        logging.warning(
+            "%s: %d relevant document id(s) are not in corpus.jsonl (e.g. %r); they "
+            "count as misses in every metric",
+            qrels_path,
+            len(missing),
+            missing[0],
+        )
 
 
 def load_squad(path: str) -> RetrievalDataset:
@@ -259,9 +259,7 @@ def load_squad(path: str) -> RetrievalDataset:
             for paragraph_index, paragraph in enumerate(article["paragraphs"]):
                 where = f"article {article_index} paragraph {paragraph_index}"
                 context = paragraph["context"]
-                doc_id = doc_id_by_context.setdefault(
-                    context, f"{article_index}-{paragraph_index}"
-                )
+                doc_id = doc_id_by_context.setdefault(context, f"{article_index}-{paragraph_index}")
                 corpus.setdefault(doc_id, {"title": title, "text": context})
                 for qa in paragraph["qas"]:
                     query_id = str(qa["id"])
@@ -270,9 +268,7 @@ def load_squad(path: str) -> RetrievalDataset:
                     queries[query_id] = qa["question"]
                     qrels[query_id] = {doc_id: 1}
     except (KeyError, TypeError, AttributeError) as e:
-        raise UserError(
-            f"{path}: not a SQuAD v1.1 file ({where}: bad or missing {e})"
-        ) from None
+        raise UserError(f"{path}: not a SQuAD v1.1 file ({where}: bad or missing {e})") from None
     return RetrievalDataset(corpus, queries, qrels, path, None)
 
 
@@ -300,8 +296,7 @@ def load_retrieval(path: str, split: str | None = None) -> RetrievalDataset:
             " qrels/<split>.tsv) or a SQuAD v1.1 .json file"
         )
     if split is not None:
-        logging.warning("%s is a SQuAD file without splits; split %r ignored",
-                        path, split)
+        logging.warning("%s is a SQuAD file without splits; split %r ignored", path, split)
     return load_squad(path)
 
 
@@ -329,14 +324,11 @@ def format_documents(
       UserError: the template names another field or is malformed.
     """
     try:
-        fields = {name for _, name, _, _ in string.Formatter().parse(doc_format)
-                  if name is not None}
+        fields = {name for _, name, _, _ in string.Formatter().parse(doc_format) if name is not None}
     except ValueError as e:
         raise UserError(f"bad document format {doc_format!r}: {e}") from None
     if not fields <= {"title", "text"}:
-        raise UserError(
-            f"document format {doc_format!r} may use only {{title}} and {{text}}"
-        )
+        raise UserError(f"document format {doc_format!r} may use only {{title}} and {{text}}")
     return [
         doc_format.format(
             title=corpus[doc_id].get("title") or missing_title,
@@ -366,12 +358,10 @@ def descending_id_order(doc_ids: Sequence[str]) -> np.ndarray:
     return order
 
 
-def identical_id_indices(query_ids: Sequence[str],
-                         doc_ids: Sequence[str]) -> np.ndarray:
+def identical_id_indices(query_ids: Sequence[str], doc_ids: Sequence[str]) -> np.ndarray:
     """int [num_queries]: the index of the document with each query's id, or -1."""
     doc_index = {doc_id: i for i, doc_id in enumerate(doc_ids)}
-    return np.array([doc_index.get(query_id, -1) for query_id in query_ids],
-                    np.int64)
+    return np.array([doc_index.get(query_id, -1) for query_id in query_ids], np.int64)
 
 
 def top_k(
@@ -403,19 +393,18 @@ def top_k(
     all_scores = np.empty((num_queries, k), np.float32)
     all_indices = np.empty((num_queries, k), np.int64)
     for q_start in range(0, num_queries, _QUERY_BLOCK):
-        queries = query_embeddings[q_start:q_start + _QUERY_BLOCK]
+        queries = query_embeddings[q_start : q_start + _QUERY_BLOCK]
         rows = np.arange(len(queries))
         best_scores = np.empty((len(queries), 0), np.float32)
         best_indices = np.empty((len(queries), 0), np.int64)
         for d_start in range(0, num_docs, _DOC_BLOCK):
-            docs = doc_embeddings[d_start:d_start + _DOC_BLOCK]
+            docs = doc_embeddings[d_start : d_start + _DOC_BLOCK]
             scores = (queries @ docs.T).astype(np.float32)
             if excluded is not None:
-                local = excluded[q_start:q_start + len(queries)] - d_start
+                local = excluded[q_start : q_start + len(queries)] - d_start
                 hit = (local >= 0) & (local < len(docs))
                 scores[rows[hit], local[hit]] = -np.inf
-            indices = np.broadcast_to(
-                np.arange(d_start, d_start + len(docs)), scores.shape)
+            indices = np.broadcast_to(np.arange(d_start, d_start + len(docs)), scores.shape)
             best_scores = np.concatenate([best_scores, scores], axis=1)
             best_indices = np.concatenate([best_indices, indices], axis=1)
             if best_scores.shape[1] > k:
@@ -424,10 +413,8 @@ def top_k(
                 best_indices = np.take_along_axis(best_indices, keep, axis=1)
         ties = best_indices if tie_order is None else tie_order[best_indices]
         order = np.lexsort((ties, -best_scores), axis=1)
-        all_scores[q_start:q_start + len(queries)] = np.take_along_axis(
-            best_scores, order, axis=1)
-        all_indices[q_start:q_start + len(queries)] = np.take_along_axis(
-            best_indices, order, axis=1)
+        all_scores[q_start : q_start + len(queries)] = np.take_along_axis(best_scores, order, axis=1)
+        all_indices[q_start : q_start + len(queries)] = np.take_along_axis(best_indices, order, axis=1)
     return all_scores, all_indices
 
 
@@ -437,25 +424,20 @@ def _dcg(gains: Sequence[int]) -> float:
 
 
 def _check_some_relevant(qrels: Mapping[str, Mapping[str, int]]) -> None:
-    if not any(rel > 0 for judgements in qrels.values()
-               for rel in judgements.values()):
+    if not any(rel > 0 for judgements in qrels.values() for rel in judgements.values()):
         raise UserError("no query has a relevant document (score > 0) in the qrels")
 
 
-def _query_metrics(ranking: Sequence[str],
-                   judgements: Mapping[str, int]) -> dict[str, float]:
+def _query_metrics(ranking: Sequence[str], judgements: Mapping[str, int]) -> dict[str, float]:
     """The metrics of one query's ranking, named as `retrieval_metrics` names them."""
     relevant = {doc_id: rel for doc_id, rel in judgements.items() if rel > 0}
     if not relevant:  # pytrec_eval's value: nothing to find, nothing found.
         return dict.fromkeys(_METRIC_NAMES, 0.0)
     gains = [relevant.get(doc_id, 0) for doc_id in ranking]
     ideal = sorted(relevant.values(), reverse=True)
-    metrics = {f"recall@{k}": sum(gain > 0 for gain in gains[:k]) / len(relevant)
-               for k in RECALL_CUTOFFS}
-    metrics[f"ndcg@{NDCG_CUTOFF}"] = (
-        _dcg(gains[:NDCG_CUTOFF]) / _dcg(ideal[:NDCG_CUTOFF]))
-    first_hit = next(
-        (rank for rank, gain in enumerate(gains[:MRR_CUTOFF], 1) if gain > 0), None)
+    metrics = {f"recall@{k}": sum(gain > 0 for gain in gains[:k]) / len(relevant) for k in RECALL_CUTOFFS}
+    metrics[f"ndcg@{NDCG_CUTOFF}"] = _dcg(gains[:NDCG_CUTOFF]) / _dcg(ideal[:NDCG_CUTOFF])
+    first_hit = next((rank for rank, gain in enumerate(gains[:MRR_CUTOFF], 1) if gain > 0), None)
     metrics[f"mrr@{MRR_CUTOFF}"] = 0.0 if first_hit is None else 1.0 / first_hit
     return metrics
 
@@ -480,10 +462,12 @@ def retrieval_metrics(
       UserError: no query has a relevant document.
     """
     _check_some_relevant(qrels)
-    per_query = [_query_metrics(rankings.get(query_id, ()), judgements)
-                 for query_id, judgements in qrels.items() if judgements]
-    metrics = {name: float(np.mean([query[name] for query in per_query]))
-               for name in _METRIC_NAMES}
+    per_query = [
+        _query_metrics(rankings.get(query_id, ()), judgements)
+        for query_id, judgements in qrels.items()
+        if judgements
+    ]
+    metrics = {name: float(np.mean([query[name] for query in per_query])) for name in _METRIC_NAMES}
     metrics["num_queries"] = len(per_query)
     return metrics
 
@@ -503,10 +487,7 @@ def judged_query_ids(corpus: Corpus, queries: Queries, qrels: Qrels) -> list[str
     query_ids = [query_id for query_id, judgements in qrels.items() if judgements]
     missing = [query_id for query_id in query_ids if query_id not in queries]
     if missing:
-        raise UserError(
-            f"{len(missing)} judged query id(s) have no query text, e.g."
-            f" {missing[0]!r}"
-        )
+        raise UserError(f"{len(missing)} judged query id(s) have no query text, e.g. {missing[0]!r}")
     _check_some_relevant(qrels)
     return query_ids
 
@@ -555,20 +536,22 @@ def evaluate_retrieval(
     query_ids = judged_query_ids(corpus, queries, qrels)
     doc_ids = list(corpus)
     documents = format_documents(corpus, doc_ids, doc_format, missing_title)
-    logging.info("retrieval: %d queries over %d documents", len(query_ids),
-                 len(doc_ids))
+    logging.info("retrieval: %d queries over %d documents", len(query_ids), len(doc_ids))
     query_embeddings = encode_normalized(
-        encoder, [queries[query_id] for query_id in query_ids],
-        prompt=query_prompt, dim=dim, batch_size=batch_size,
-        show_progress=show_progress)
+        encoder,
+        [queries[query_id] for query_id in query_ids],
+        prompt=query_prompt,
+        dim=dim,
+        batch_size=batch_size,
+        show_progress=show_progress,
+    )
     doc_embeddings = encode_normalized(
-        encoder, documents, prompt=doc_prompt, dim=dim, batch_size=batch_size,
-        show_progress=show_progress)
-    excluded = (identical_id_indices(query_ids, doc_ids)
-                if ignore_identical_ids else None)
+        encoder, documents, prompt=doc_prompt, dim=dim, batch_size=batch_size, show_progress=show_progress
+    )
+    excluded = identical_id_indices(query_ids, doc_ids) if ignore_identical_ids else None
     scores, indices = top_k(
-        query_embeddings, doc_embeddings, max(RECALL_CUTOFFS), excluded,
-        descending_id_order(doc_ids))
+        query_embeddings, doc_embeddings, max(RECALL_CUTOFFS), excluded, descending_id_order(doc_ids)
+    )
     rankings = {
         query_id: [doc_ids[i] for i, s in zip(row, row_scores) if s > -np.inf]
         for query_id, row, row_scores in zip(query_ids, indices, scores)

@@ -74,14 +74,10 @@ def _canonical_split(split: str) -> str:
     try:
         return _SPLIT_ALIASES[split.lower()]
     except KeyError:
-        raise UserError(
-            f"unknown split {split!r}; use one of {sorted(_SPLIT_ALIASES)}"
-        ) from None
+        raise UserError(f"unknown split {split!r}; use one of {sorted(_SPLIT_ALIASES)}") from None
 
 
-def resolve_sts_file(
-    path: str, split: str | None
-) -> tuple[str, str | None, bool]:
+def resolve_sts_file(path: str, split: str | None) -> tuple[str, str | None, bool]:
     """Finds the file to read and the split it holds or is filtered on.
 
     Args:
@@ -160,8 +156,9 @@ def _stsb_pair(row: list[str], path: str, line: int) -> tuple[str, str, float]:
     )
 
 
-def _split_and_row_filter(file_path: str, header: list[str],
-                          split: str | None) -> tuple[str | None, str | None]:
+def _split_and_row_filter(
+    file_path: str, header: list[str], split: str | None
+) -> tuple[str | None, str | None]:
     """(split to report, split to keep rows of) for a file of unknown splits."""
     if "sentence_A" in header and "SemEval_set" in header:
         # The full SICK release mixes all three splits; like a folder, it
@@ -170,8 +167,10 @@ def _split_and_row_filter(file_path: str, header: list[str],
         return split, split
     if split is not None:
         logging.warning(
-            "%s holds a single split (no SemEval_set column); split %r ignored,"
-            " reading the whole file", file_path, split)
+            "%s holds a single split (no SemEval_set column); split %r ignored, reading the whole file",
+            file_path,
+            split,
+        )
     return None, None
 
 
@@ -194,12 +193,8 @@ def _read_sick_rows(rows, header: list[str], path: str, split: str | None):
             continue
         where = f"{path}:{rows.line_num}"
         if len(row) != len(header):
-            raise UserError(
-                f"{where}: {len(row)} tab-separated columns, the header has"
-                f" {len(header)}"
-            )
-        if (split is not None
-                and row[index["SemEval_set"]].upper() != _SICK_SPLIT_VALUES[split]):
+            raise UserError(f"{where}: {len(row)} tab-separated columns, the header has {len(header)}")
+        if split is not None and row[index["SemEval_set"]].upper() != _SICK_SPLIT_VALUES[split]:
             continue
         yield (
             _check_sentence(row[index["sentence_A"]], where, "sentence_A"),
@@ -236,11 +231,9 @@ def load_sts(path: str, split: str | None = None) -> StsDataset:
                 raise UserError(f"{file_path}: file is empty")
             row_filter = None
             if not file_is_split:
-                split, row_filter = _split_and_row_filter(
-                    file_path, first_row, split)
+                split, row_filter = _split_and_row_filter(file_path, first_row, split)
             if "sentence_A" in first_row:
-                pairs = list(
-                    _read_sick_rows(rows, first_row, file_path, row_filter))
+                pairs = list(_read_sick_rows(rows, first_row, file_path, row_filter))
             else:
                 pairs = list(_read_stsb_rows(rows, first_row, file_path))
     except UnicodeDecodeError as e:
@@ -292,7 +285,11 @@ def score_sts(
     unique = list(dict.fromkeys(dataset.sentences1 + dataset.sentences2))
     row = {sentence: i for i, sentence in enumerate(unique)}
     embeddings = encode_normalized(
-        encoder, unique, prompt=prompt, dim=dim, batch_size=batch_size,
+        encoder,
+        unique,
+        prompt=prompt,
+        dim=dim,
+        batch_size=batch_size,
         show_progress=show_progress,
     )
     first = embeddings[[row[s] for s in dataset.sentences1]]
@@ -333,6 +330,10 @@ def evaluate_sts(
       The metrics of `score_sts` (correlations as fractions in [-1, 1]).
     """
     return score_sts(
-        encoder, load_sts(path, split), prompt=prompt, dim=dim,
-        batch_size=batch_size, show_progress=show_progress,
+        encoder,
+        load_sts(path, split),
+        prompt=prompt,
+        dim=dim,
+        batch_size=batch_size,
+        show_progress=show_progress,
     )

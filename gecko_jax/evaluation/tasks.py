@@ -58,8 +58,10 @@ def load_task_data(task: str, path: str, split: str | None = None) -> Any:
     if task == "retrieval":
         return retrieval.load_retrieval(path, split)
     if split not in (None, "test"):
-        raise UserError(f"--split={split} does not apply to {task}: it reads"
-                        f" {'train.csv and test.csv' if task == 'classification' else 'one CSV file'}")
+        raise UserError(
+            f"--split={split} does not apply to {task}: it reads"
+            f" {'train.csv and test.csv' if task == 'classification' else 'one CSV file'}"
+        )
     if task == "classification":
         return classification.load_classification(path)
     return clustering.load_clustering(path)
@@ -103,24 +105,34 @@ def score_task(
     common = dict(dim=dim, batch_size=batch_size, show_progress=show_progress)
     if task == "retrieval":
         retrieval_kwargs = dict(
-            query_prompt=prompts.query, doc_prompt=prompts.document,
+            query_prompt=prompts.query,
+            doc_prompt=prompts.document,
             doc_format=prompts.doc_format,
             missing_title=prompts.missing_title,
-            ignore_identical_ids=ignore_identical_ids, **common)
+            ignore_identical_ids=ignore_identical_ids,
+            **common,
+        )
         if getattr(encoder, "has_saliences", False):
             return aligner_retrieval.evaluate_aligner_retrieval(
-                encoder, dataset.corpus, dataset.queries, dataset.qrels,
-                options=aligner_search, **retrieval_kwargs)
+                encoder,
+                dataset.corpus,
+                dataset.queries,
+                dataset.qrels,
+                options=aligner_search,
+                **retrieval_kwargs,
+            )
         if getattr(encoder, "multi_vector_dim", 0):
             return multi_vector.evaluate_multi_vector_retrieval(
-                encoder, dataset.corpus, dataset.queries, dataset.qrels,
-                token_k=token_k, **retrieval_kwargs)
+                encoder, dataset.corpus, dataset.queries, dataset.qrels, token_k=token_k, **retrieval_kwargs
+            )
         return retrieval.evaluate_retrieval(
-            encoder, dataset.corpus, dataset.queries, dataset.qrels,
-            **retrieval_kwargs)
-    scorer = {"sts": sts.score_sts,
-              "classification": classification.score_classification,
-              "clustering": clustering.score_clustering}[task]
+            encoder, dataset.corpus, dataset.queries, dataset.qrels, **retrieval_kwargs
+        )
+    scorer = {
+        "sts": sts.score_sts,
+        "classification": classification.score_classification,
+        "clustering": clustering.score_clustering,
+    }[task]
     return scorer(encoder, dataset, prompt=prompts.query, **common)
 
 

@@ -14,8 +14,7 @@ import numpy as np
 from gecko_jax.export import torch_linear
 
 
-def bert_tensors(backbone: dict[str, Any], num_layers: int
-                 ) -> dict[str, np.ndarray]:
+def bert_tensors(backbone: dict[str, Any], num_layers: int) -> dict[str, np.ndarray]:
     """HF `BertModel` tensors of a `BertEncoder` parameter tree.
 
     Args:
@@ -42,22 +41,22 @@ def bert_tensors(backbone: dict[str, Any], num_layers: int
         attention = layer["attention"]
         for name in ("query", "key", "value"):
             tensors[f"{prefix}.attention.self.{name}.weight"] = torch_linear.in_projection(
-                attention[f"{name}_kernel"])
-            tensors[f"{prefix}.attention.self.{name}.bias"] = np.reshape(
-                attention[f"{name}_bias"], -1)
-        tensors[f"{prefix}.attention.output.dense.weight"] = (
-            torch_linear.out_projection(attention["out_kernel"]))
+                attention[f"{name}_kernel"]
+            )
+            tensors[f"{prefix}.attention.self.{name}.bias"] = np.reshape(attention[f"{name}_bias"], -1)
+        tensors[f"{prefix}.attention.output.dense.weight"] = torch_linear.out_projection(
+            attention["out_kernel"]
+        )
         tensors[f"{prefix}.attention.output.dense.bias"] = attention["out_bias"]
         norm(f"{prefix}.attention.output.LayerNorm", layer["attention_norm"])
         tensors[f"{prefix}.intermediate.dense.weight"] = torch_linear.in_projection(
-            layer["mlp"]["wi"]["kernel"])
+            layer["mlp"]["wi"]["kernel"]
+        )
         tensors[f"{prefix}.intermediate.dense.bias"] = layer["mlp"]["wi"]["bias"]
-        tensors[f"{prefix}.output.dense.weight"] = torch_linear.in_projection(
-            layer["mlp"]["wo"]["kernel"])
+        tensors[f"{prefix}.output.dense.weight"] = torch_linear.in_projection(layer["mlp"]["wo"]["kernel"])
         tensors[f"{prefix}.output.dense.bias"] = layer["mlp"]["wo"]["bias"]
         norm(f"{prefix}.output.LayerNorm", layer["mlp_norm"])
-    return {name: np.ascontiguousarray(value, np.float32)
-            for name, value in tensors.items()}
+    return {name: np.ascontiguousarray(value, np.float32) for name, value in tensors.items()}
 
 
 def bert_hf_config(model: ml_collections.ConfigDict) -> dict[str, Any]:

@@ -25,16 +25,19 @@ _UNUSED_WINDOW = 4096
 def check_exportable(model: ml_collections.ConfigDict) -> None:
     """Raises UserError unless the Gemma tower has an EmbeddingGemma layout."""
     if model.gemma_version != 3:
-        raise UserError(f"Gemma {model.gemma_version} towers cannot be exported; "
-                        "the sentence-transformers layout (EmbeddingGemma's) is "
-                        "Gemma 3 only.")
+        raise UserError(
+            f"Gemma {model.gemma_version} towers cannot be exported; "
+            "the sentence-transformers layout (EmbeddingGemma's) is "
+            "Gemma 3 only."
+        )
     if model.attn_logit_softcap:
-        raise UserError("model.attn_logit_softcap is set, which Gemma 3 in "
-                        "transformers does not apply; export needs it 0.")
+        raise UserError(
+            "model.attn_logit_softcap is set, which Gemma 3 in "
+            "transformers does not apply; export needs it 0."
+        )
 
 
-def gemma_tensors(backbone: dict[str, Any], num_layers: int
-                  ) -> dict[str, np.ndarray]:
+def gemma_tensors(backbone: dict[str, Any], num_layers: int) -> dict[str, np.ndarray]:
     """HF `Gemma3TextModel` tensors of a Gemma 3 parameter tree.
 
     Args:
@@ -44,45 +47,54 @@ def gemma_tensors(backbone: dict[str, Any], num_layers: int
     Returns:
       Name -> float32 array, as `Gemma3TextModel.save_pretrained` names them.
     """
-    tensors = {"embed_tokens.weight": backbone["embedder"]["embedding"],
-               "norm.weight": backbone["final_norm"]["scale"]}
+    tensors = {
+        "embed_tokens.weight": backbone["embedder"]["embedding"],
+        "norm.weight": backbone["final_norm"]["scale"],
+    }
     for i in range(num_layers):
         layer = backbone[f"layers_{i}"]
         prefix = f"layers.{i}"
         attention = layer["attention"]
         for ours, theirs in (("q", "q_proj"), ("k", "k_proj"), ("v", "v_proj")):
-            tensors[f"{prefix}.self_attn.{theirs}.weight"] = (
-                torch_linear.in_projection(attention[f"{ours}_kernel"]))
-        tensors[f"{prefix}.self_attn.o_proj.weight"] = (
-            torch_linear.out_projection(attention["out_kernel"]))
+            tensors[f"{prefix}.self_attn.{theirs}.weight"] = torch_linear.in_projection(
+                attention[f"{ours}_kernel"]
+            )
+        tensors[f"{prefix}.self_attn.o_proj.weight"] = torch_linear.out_projection(attention["out_kernel"])
         tensors[f"{prefix}.self_attn.q_norm.weight"] = attention["q_norm"]["scale"]
         tensors[f"{prefix}.self_attn.k_norm.weight"] = attention["k_norm"]["scale"]
-        for ours, theirs in (("pre_attention_norm", "input_layernorm"),
-                             ("post_attention_norm", "post_attention_layernorm"),
-                             ("pre_mlp_norm", "pre_feedforward_layernorm"),
-                             ("post_mlp_norm", "post_feedforward_layernorm")):
+        for ours, theirs in (
+            ("pre_attention_norm", "input_layernorm"),
+            ("post_attention_norm", "post_attention_layernorm"),
+            ("pre_mlp_norm", "pre_feedforward_layernorm"),
+            ("post_mlp_norm", "post_feedforward_layernorm"),
+        ):
             tensors[f"{prefix}.{theirs}.weight"] = layer[ours]["scale"]
-        for ours, theirs in (("gate_kernel", "gate_proj"),
-                             ("up_kernel", "up_proj"),
-                             ("down_kernel", "down_proj")):
-            tensors[f"{prefix}.mlp.{theirs}.weight"] = (
-                torch_linear.in_projection(layer["mlp"][ours]))
-    return {name: np.ascontiguousarray(value, np.float32)
-            for name, value in tensors.items()}
+        for ours, theirs in (
+            ("gate_kernel", "gate_proj"),
+            ("up_kernel", "up_proj"),
+            ("down_kernel", "down_proj"),
+        ):
+            tensors[f"{prefix}.mlp.{theirs}.weight"] = torch_linear.in_projection(layer["mlp"][ours])
+    return {name: np.ascontiguousarray(value, np.float32) for name, value in tensors.items()}
 
 
 def _rope_parameters(model: ml_collections.ConfigDict) -> dict[str, Any]:
     full = {"rope_type": "default", "rope_theta": model.rope_global_base}
     if model.rope_scaling_factor != 1.0:
-        full = {"rope_type": "linear", "rope_theta": model.rope_global_base,
-                "factor": model.rope_scaling_factor}
-    return {"full_attention": full,
-            "sliding_attention": {"rope_type": "default",
-                                  "rope_theta": model.rope_local_base}}
+        full = {
+            "rope_type": "linear",
+            "rope_theta": model.rope_global_base,
+            "factor": model.rope_scaling_factor,
+        }
+    return {
+        "full_attention": full,
+        "sliding_attention": {"rope_type": "default", "rope_theta": model.rope_local_base},
+    }
 
 
-def gemma_hf_config(model: ml_collections.ConfigDict, max_length: int,
-                    special_ids: dict[str, int]) -> dict[str, Any]:
+def gemma_hf_config(
+    model: ml_collections.ConfigDict, max_length: int, special_ids: dict[str, int]
+) -> dict[str, Any]:
     """The HF `Gemma3TextConfig` (config.json) of a `config.model` section.
 
     Args:
@@ -96,8 +108,9 @@ def gemma_hf_config(model: ml_collections.ConfigDict, max_length: int,
     bidirectional = model.attention == "bidirectional"
     window = model.sliding_window
     layer_types = [
-        "sliding_attention" if window and (i + 1) % model.sliding_window_pattern
-        else "full_attention" for i in range(model.num_layers)]
+        "sliding_attention" if window and (i + 1) % model.sliding_window_pattern else "full_attention"
+        for i in range(model.num_layers)
+    ]
     if not window:
         written_window = _UNUSED_WINDOW
     else:

@@ -17,8 +17,7 @@ from gecko_jax.data import formats
 from gecko_jax.errors import UserError
 from gecko_jax.models import gemma_import
 from gecko_jax.models import specs
-from gecko_jax.models.bert_import import (ImportedModel, load_bert_folder,
-                                          resolve_pretrained)
+from gecko_jax.models.bert_import import ImportedModel, load_bert_folder, resolve_pretrained
 from gecko_jax.pretrained_packages import minilm_folder
 
 # The sentence-transformers file that holds a model's prompts.
@@ -54,8 +53,7 @@ def folder_prompts(folder: str) -> dict[str, str]:
         try:
             prompts = json.load(f).get("prompts") or {}
         except (ValueError, AttributeError) as e:
-            raise UserError(f"{path} is not a JSON object ({e}); fix or delete "
-                            "it.") from e
+            raise UserError(f"{path} is not a JSON object ({e}); fix or delete it.") from e
     return {str(name): str(text) for name, text in prompts.items()}
 
 
@@ -85,9 +83,11 @@ def workdir_prompts(config: ml_collections.ConfigDict) -> dict[str, str]:
     """
     prompts = {}
     if config.data.format == "gecko":
-        prompts = {"query": formats.gecko_query(_RETRIEVAL_TASK, ""),
-                   "document": formats.gecko_document(""),
-                   "STS": formats.gecko_query(_STS_TASK, "")}
+        prompts = {
+            "query": formats.gecko_query(_RETRIEVAL_TASK, ""),
+            "document": formats.gecko_document(""),
+            "STS": formats.gecko_query(_STS_TASK, ""),
+        }
     if config.export.query_prompt:
         prompts["query"] = config.export.query_prompt
     if config.export.sts_prompt:
@@ -96,8 +96,7 @@ def workdir_prompts(config: ml_collections.ConfigDict) -> dict[str, str]:
 
 
 def _from_imported(imported: ImportedModel, folder: str) -> ExportSource:
-    return ExportSource(imported.model_config, imported.params,
-                        imported.max_length, folder_prompts(folder))
+    return ExportSource(imported.model_config, imported.params, imported.max_length, folder_prompts(folder))
 
 
 def load_source(spec: str) -> ExportSource:

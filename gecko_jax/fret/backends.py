@@ -42,8 +42,15 @@ def is_http_spec(spec: str) -> bool:
     return spec.split(":", 1)[0] in HTTP_SCHEMES
 
 
-def load_backend(spec: str, *, batch_size: int = 8, timeout_s: float = 120.0, max_retries: int = 4,
-                 concurrency: int = 8, api_key: Optional[str] = None) -> LLMBackend:
+def load_backend(
+    spec: str,
+    *,
+    batch_size: int = 8,
+    timeout_s: float = 120.0,
+    max_retries: int = 4,
+    concurrency: int = 8,
+    api_key: Optional[str] = None,
+) -> LLMBackend:
     """Builds the backend a spec names (see the module docstring).
 
     Args:
@@ -61,6 +68,7 @@ def load_backend(spec: str, *, batch_size: int = 8, timeout_s: float = 120.0, ma
       UserError: an unknown or malformed spec.
     """
     if is_http_spec(spec):
-        return http_backend.from_spec(spec, timeout_s=timeout_s, max_retries=max_retries,
-                                      concurrency=concurrency, api_key=api_key)
+        return http_backend.from_spec(
+            spec, timeout_s=timeout_s, max_retries=max_retries, concurrency=concurrency, api_key=api_key
+        )
     return LocalBackend(spec, batch_size=batch_size)

@@ -93,5 +93,4 @@ def load_index(prefixes: Sequence[str]) -> CorpusIndex:
             raise ValueError(f"{prefix}: {len(rows)} passages but {len(block)} vectors")
         vectors.append(block)
         passages.extend(rows)
-    return CorpusIndex(np.concatenate(vectors), passages,
-                       {p["id"]: i for i, p in enumerate(passages)})
+    return CorpusIndex(np.concatenate(vectors), passages, {p["id"]: i for i, p in enumerate(passages)})

@@ -61,18 +61,28 @@ def _one_line(text: str, limit: int = 200) -> str:
 def _cut_at_stop(text: str, stop: Sequence[str]) -> str:
     """`text` up to its first stop string; servers differ in honouring `stop`."""
     cuts = [i for i in (text.find(s) for s in stop if s) if i >= 0]
-    return text[:min(cuts)] if cuts else text
+    return text[: min(cuts)] if cuts else text
 
 
 class _HttpBackend(LLMBackend):
     """POSTs JSON with timeouts, retries and a bounded thread pool."""
 
-    def __init__(self, base_url: str, model: str, *, api_key: Optional[str] = None,
-                 timeout_s: float = 120.0, max_retries: int = 4, concurrency: int = 8,
-                 backoff_s: float = 0.5):
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key: Optional[str] = None,
+        timeout_s: float = 120.0,
+        max_retries: int = 4,
+        concurrency: int = 8,
+        backoff_s: float = 0.5,
+    ):
         if timeout_s <= 0 or max_retries < 0 or concurrency < 1:
-            raise UserError(f"LLM endpoint needs timeout_s > 0, max_retries >= 0 and "
-                            f"concurrency >= 1, got {timeout_s}, {max_retries}, {concurrency}")
+            raise UserError(
+                f"LLM endpoint needs timeout_s > 0, max_retries >= 0 and "
+                f"concurrency >= 1, got {timeout_s}, {max_retries}, {concurrency}"
+            )
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.timeout_s = timeout_s
@@ -104,13 +114,14 @@ class _HttpBackend(LLMBackend):
           LLMError: a 4xx other than 429, or the retries are spent.
         """
         body = json.dumps(payload).encode("utf-8")
-        advice = (f"check that the server is up and serves {self.model!r}; if it is "
-                  f"overloaded or slow, raise --llm_timeout (now {self.timeout_s:g} s) or "
-                  f"lower --llm_concurrency (now {self.concurrency})")
+        advice = (
+            f"check that the server is up and serves {self.model!r}; if it is "
+            f"overloaded or slow, raise --llm_timeout (now {self.timeout_s:g} s) or "
+            f"lower --llm_concurrency (now {self.concurrency})"
+        )
         problem = ""
         for attempt in range(self.max_retries + 1):
-            request = urllib.request.Request(url, data=body, headers=self._headers(),
-                                             method="POST")
+            request = urllib.request.Request(url, data=body, headers=self._headers(), method="POST")
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
                     raw = response.read()
@@ -118,15 +129,20 @@ class _HttpBackend(LLMBackend):
                 detail = _one_line(e.read().decode("utf-8", "replace"))
                 problem = f"HTTP {e.code}" + (f" ({detail})" if detail else "")
                 if e.code != 429 and e.code < 500:
-                    raise LLMError(self._redact(
-                        f"{self.name}: POST {url} failed: {problem}; a retry cannot fix "
-                        f"this: check the model name, the base URL and the API key")) from None
+                    raise LLMError(
+                        self._redact(
+                            f"{self.name}: POST {url} failed: {problem}; a retry cannot fix "
+                            f"this: check the model name, the base URL and the API key"
+                        )
+                    ) from None
             except TimeoutError:  # A read that timed out (socket.timeout).
                 problem = f"timed out after {self.timeout_s:g} s"
             except urllib.error.URLError as e:  # Connecting failed or timed out.
-                problem = (f"timed out after {self.timeout_s:g} s"
-                           if isinstance(e.reason, TimeoutError)
-                           else f"connection failed ({_one_line(str(e.reason))})")
+                problem = (
+                    f"timed out after {self.timeout_s:g} s"
+                    if isinstance(e.reason, TimeoutError)
+                    else f"connection failed ({_one_line(str(e.reason))})"
+                )
             except (OSError, http.client.HTTPException) as e:  # Reset, truncated answer.
                 problem = f"connection failed ({type(e).__name__}: {_one_line(str(e))})"
             else:
@@ -139,16 +155,27 @@ class _HttpBackend(LLMBackend):
                     try:
                         return parse(answer)
                     except _GARBAGE_ERRORS as e:
-                        problem = (f"answer lacks the expected fields ({type(e).__name__}: "
-                                   f"{_one_line(str(e), 80)}): {text[:80]!r}")
+                        problem = (
+                            f"answer lacks the expected fields ({type(e).__name__}: "
+                            f"{_one_line(str(e), 80)}): {text[:80]!r}"
+                        )
             if attempt < self.max_retries:
                 delay = self.backoff_s * 2**attempt * (1 + 0.25 * random.random())
-                logging.warning("%s: POST %s: %s; retry %d/%d in %.2f s", self.name, url,
-                                self._redact(problem), attempt + 1, self.max_retries, delay)
+                logging.warning(
+                    "%s: POST %s: %s; retry %d/%d in %.2f s",
+                    self.name,
+                    url,
+                    self._redact(problem),
+                    attempt + 1,
+                    self.max_retries,
+                    delay,
+                )
                 time.sleep(delay)
-        raise LLMError(self._redact(
-            f"{self.name}: POST {url} failed {self.max_retries + 1} times, last: {problem}; "
-            f"{advice}"))
+        raise LLMError(
+            self._redact(
+                f"{self.name}: POST {url} failed {self.max_retries + 1} times, last: {problem}; {advice}"
+            )
+        )
 
     def _map(self, fn: Callable[..., T], *columns: Sequence[Any]) -> list[T]:
         """`[fn(*row) for row in zip(*columns)]`, `concurrency` rows at a time."""
@@ -188,8 +215,7 @@ class OpenAICompletionsBackend(_HttpBackend):
             return _cut_at_stop(text, stop)
 
         def one(prompt):
-            payload = {"model": self.model, "prompt": prompt, "max_tokens": max_new_tokens,
-                       "temperature": 0}
+            payload = {"model": self.model, "prompt": prompt, "max_tokens": max_new_tokens, "temperature": 0}
             if stop:
                 payload["stop"] = stop
             return self._post(f"{self.base_url}/completions", payload, parse)
@@ -203,8 +229,14 @@ class OpenAICompletionsBackend(_HttpBackend):
         # left out: the tokenizer merged the two, so neither side owns it.
         def one(prompt, continuation):
             start, end = len(prompt), len(prompt) + len(continuation)
-            payload = {"model": self.model, "prompt": prompt + continuation, "max_tokens": 1,
-                       "echo": True, "logprobs": 1, "temperature": 0}
+            payload = {
+                "model": self.model,
+                "prompt": prompt + continuation,
+                "max_tokens": 1,
+                "echo": True,
+                "logprobs": 1,
+                "temperature": 0,
+            }
 
             def parse(answer):
                 logprobs = answer["choices"][0]["logprobs"]
@@ -213,13 +245,13 @@ class OpenAICompletionsBackend(_HttpBackend):
                     raise ValueError("token_logprobs and text_offset differ in length")
                 # text_offset counts characters of the prompt; the generated token
                 # (max_tokens=1) starts at `end` and is excluded.
-                picked = [float(v) for v, o in zip(values, offsets)
-                          if v is not None and start <= o < end]
+                picked = [float(v) for v, o in zip(values, offsets) if v is not None and start <= o < end]
                 if not picked and continuation:
                     raise LLMError(
                         f"{self.name}: the server's echo/logprobs answer covered no token of the "
                         f"continuation {continuation[:40]!r}; it must support echo=true with "
-                        f"logprobs on /completions (vLLM does; many servers do not)")
+                        f"logprobs on /completions (vLLM does; many servers do not)"
+                    )
                 return math.fsum(picked)
 
             return self._post(f"{self.base_url}/completions", payload, parse)
@@ -242,8 +274,10 @@ class GeminiBackend(_HttpBackend):
         return headers
 
     def _request(self, prompt: str, config: dict[str, Any]) -> dict[str, Any]:
-        return {"contents": [{"role": "user", "parts": [{"text": prompt}]}],
-                "generationConfig": {"temperature": 0, **config}}
+        return {
+            "contents": [{"role": "user", "parts": [{"text": prompt}]}],
+            "generationConfig": {"temperature": 0, **config},
+        }
 
     def generate(self, prompts, max_new_tokens, stop=()):
         stop = [s for s in stop if s]
@@ -271,7 +305,8 @@ class GeminiBackend(_HttpBackend):
         raise LLMError(
             f"{self.name}: generateContent gives no log-probabilities of given text, so query-"
             f"likelihood reranking needs a local model or an OpenAI-compatible endpoint: use "
-            f"--rerank_llm=gemma3-270m or --rerank_llm=openai:MODEL@URL")
+            f"--rerank_llm=gemma3-270m or --rerank_llm=openai:MODEL@URL"
+        )
 
     def label_log_probs(self, prompts, labels):
         # One generated token with its 20 most likely alternatives: every label
@@ -297,8 +332,15 @@ class GeminiBackend(_HttpBackend):
         return np.asarray(rows, dtype=np.float64).reshape(len(prompts), len(labels))
 
 
-def from_spec(spec: str, *, timeout_s: float, max_retries: int, concurrency: int,
-              api_key: Optional[str], backoff_s: float = 0.5) -> LLMBackend:
+def from_spec(
+    spec: str,
+    *,
+    timeout_s: float,
+    max_retries: int,
+    concurrency: int,
+    api_key: Optional[str],
+    backoff_s: float = 0.5,
+) -> LLMBackend:
     """Builds the HTTP backend a spec names (see the module docstring).
 
     Args:
@@ -321,24 +363,24 @@ def from_spec(spec: str, *, timeout_s: float, max_retries: int, concurrency: int
         raise UserError(f"bad LLM spec {spec!r}: expected {_SPEC_FORMATS}")
     splits = list(_URL_START.finditer(rest))
     if splits:
-        model, base_url = rest[:splits[-1].start()], rest[splits[-1].end():]
+        model, base_url = rest[: splits[-1].start()], rest[splits[-1].end() :]
     else:
         model, base_url = rest, ""
     if not model or (base_url and not re.match(r"https?://[^/\s]+", base_url)):
         raise UserError(f"bad LLM spec {spec!r}: expected {_SPEC_FORMATS}")
-    kwargs = dict(timeout_s=timeout_s, max_retries=max_retries, concurrency=concurrency,
-                  backoff_s=backoff_s)
+    kwargs = dict(timeout_s=timeout_s, max_retries=max_retries, concurrency=concurrency, backoff_s=backoff_s)
     if scheme == "openai":
         if not base_url:
-            raise UserError(f"bad LLM spec {spec!r}: an openai spec needs its server, "
-                            f"openai:MODEL@BASE_URL, e.g. openai:google/gemma-3-27b-it@"
-                            f"http://localhost:8000/v1")
+            raise UserError(
+                f"bad LLM spec {spec!r}: an openai spec needs its server, "
+                f"openai:MODEL@BASE_URL, e.g. openai:google/gemma-3-27b-it@"
+                f"http://localhost:8000/v1"
+            )
         key = api_key or os.environ.get("OPENAI_API_KEY") or None
         return OpenAICompletionsBackend(base_url, model, api_key=key, **kwargs)
     key = api_key or os.environ.get("GEMINI_API_KEY") or os.environ.get("GOOGLE_API_KEY") or None
     if not base_url:
         base_url = GEMINI_DEFAULT_URL
     if key is None and base_url.rstrip("/") == GEMINI_DEFAULT_URL:
-        raise UserError(f"LLM spec {spec!r} uses Google's Gemini API, which needs a key: "
-                        f"set GEMINI_API_KEY")
+        raise UserError(f"LLM spec {spec!r} uses Google's Gemini API, which needs a key: set GEMINI_API_KEY")
     return GeminiBackend(base_url, model, api_key=key, **kwargs)

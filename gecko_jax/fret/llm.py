@@ -30,22 +30,19 @@ class LLMBackend(abc.ABC):
     name: str = "llm"
 
     @abc.abstractmethod
-    def generate(self, prompts: Sequence[str], max_new_tokens: int,
-                 stop: Sequence[str] = ()) -> list[str]:
+    def generate(self, prompts: Sequence[str], max_new_tokens: int, stop: Sequence[str] = ()) -> list[str]:
         """Greedy continuations of `prompts`, each cut before its first `stop`."""
 
     @abc.abstractmethod
-    def score(self, prompts: Sequence[str], continuations: Sequence[str]
-              ) -> np.ndarray:
+    def score(self, prompts: Sequence[str], continuations: Sequence[str]) -> np.ndarray:
         """float64 [N]: total log P(continuations[i] | prompts[i]) in nats."""
 
-    def label_log_probs(self, prompts: Sequence[str], labels: Sequence[str]
-                        ) -> np.ndarray:
+    def label_log_probs(self, prompts: Sequence[str], labels: Sequence[str]) -> np.ndarray:
         """float64 [N, len(labels)]: log P(label | prompt) for every pair.
 
         The default scores every (prompt, label) pair with `score`; backends
         that read all labels from one forward pass override it.
         """
-        pairs = [(p, l) for p in prompts for l in labels]
-        scores = self.score([p for p, _ in pairs], [l for _, l in pairs])
+        pairs = [(prompt, label) for prompt in prompts for label in labels]
+        scores = self.score([prompt for prompt, _ in pairs], [label for _, label in pairs])
         return scores.reshape(len(prompts), len(labels))

@@ -11,8 +11,10 @@ from gecko_jax.fret import backends
 from gecko_jax.fret.stages import LLMOptions
 from gecko_jax.models import specs
 
-_LLM_HELP = ("use 'gemma3-270m', 'gguf:PATH' (a .gguf file), 'hf:PATH', an HF Gemma folder, "
-             "'openai:MODEL@BASE_URL' or 'gemini:MODEL[@BASE_URL]'")
+_LLM_HELP = (
+    "use 'gemma3-270m', 'gguf:PATH' (a .gguf file), 'hf:PATH', an HF Gemma folder, "
+    "'openai:MODEL@BASE_URL' or 'gemini:MODEL[@BASE_URL]'"
+)
 
 
 def check_llm(options: LLMOptions) -> None:
@@ -24,8 +26,12 @@ def check_llm(options: LLMOptions) -> None:
     """
     if backends.is_http_spec(options.spec):
         # Building the client checks the spec and the key; it sends nothing.
-        backends.load_backend(options.spec, timeout_s=options.timeout_s,
-                              max_retries=options.max_retries, concurrency=options.concurrency)
+        backends.load_backend(
+            options.spec,
+            timeout_s=options.timeout_s,
+            max_retries=options.max_retries,
+            concurrency=options.concurrency,
+        )
     else:
         specs.resolve_gemma(options.spec, _LLM_HELP)
 

@@ -27,8 +27,9 @@ def parse_passage(line: str, where: str) -> Passage:
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as e:
-        raise UserError(f"{where}: not valid JSON ({e.msg}); each line must be "
-                        '{"id": ..., "title": ..., "text": ...}') from None
+        raise UserError(
+            f'{where}: not valid JSON ({e.msg}); each line must be {{"id": ..., "title": ..., "text": ...}}'
+        ) from None
     if not isinstance(obj, dict):
         raise UserError(f"{where}: expected a JSON object with id and text")
     if isinstance(obj.get("id"), bool) or not isinstance(obj.get("id"), (str, int)):
@@ -50,8 +51,9 @@ def iter_lines(path: str) -> Iterator[tuple[int, str]]:
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise UserError(f"{path}:{number}: not valid UTF-8 (byte {e.start}); re-encode "
-                                "the file as UTF-8") from None
+                raise UserError(
+                    f"{path}:{number}: not valid UTF-8 (byte {e.start}); re-encode the file as UTF-8"
+                ) from None
             if line.strip():
                 yield number, line
 
@@ -66,8 +68,10 @@ def check_passages(path: str) -> int:
     for number, line in iter_lines(path):
         passage = parse_passage(line, f"{path}:{number}")
         if passage["id"] in seen:
-            raise UserError(f"{path}:{number}: id {passage['id']!r} repeats line "
-                            f"{seen[passage['id']]}; passage ids must be unique")
+            raise UserError(
+                f"{path}:{number}: id {passage['id']!r} repeats line "
+                f"{seen[passage['id']]}; passage ids must be unique"
+            )
         seen[passage["id"]] = number
     if not seen:
         raise UserError(f"{path}: no passages; give one JSON object per line")

@@ -58,8 +58,10 @@ def parse_prompt(text: str, path: str, fields: tuple[str, ...]) -> Prompt:
     """Splits a prompt file's text; `fields` are the placeholders its template needs."""
     sections = [s.strip("\n") for s in _SEPARATOR.split(text)]
     if len(sections) < 2 or not all(s.strip() for s in sections):
-        raise UserError(f"{path}: a prompt file needs instructions, examples and a template "
-                        "separated by lines of ----, none of them empty")
+        raise UserError(
+            f"{path}: a prompt file needs instructions, examples and a template "
+            "separated by lines of ----, none of them empty"
+        )
     template = sections[-1]
     for field in fields:
         if "{" + field + "}" not in template:
@@ -85,9 +87,11 @@ class PromptSet:
                 raise UserError(f"{path} not found; --prompts_dir must hold {', '.join(PROMPT_FILES)}")
             with open(path, encoding="utf-8") as f:
                 texts.append((f.read(), path))
-        return cls(parse_prompt(*texts[0], ("passage",)),
-                   parse_prompt(*texts[1], ("passage",)),
-                   parse_prompt(*texts[2], ("passage", "query")))
+        return cls(
+            parse_prompt(*texts[0], ("passage",)),
+            parse_prompt(*texts[1], ("passage",)),
+            parse_prompt(*texts[2], ("passage", "query")),
+        )
 
 
 def passage_text(passage: dict, max_words: int) -> str:
@@ -116,7 +120,7 @@ def parse_generation(text: str) -> Optional[tuple[str, str]]:
     query = None
     for line in lines[1:]:
         if line.strip().lower().startswith("query:"):
-            query = line.strip()[len("query:"):].strip()
+            query = line.strip()[len("query:") :].strip()
             break
     if not task or not query or task.lower().startswith("query:"):
         return None

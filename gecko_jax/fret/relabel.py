@@ -56,8 +56,9 @@ class Relabelled:
     order: tuple[int, ...]  # Candidates by fused score, best first.
 
 
-def relabel(fused: Sequence[float], texts: Sequence[str], negative: str,
-            rng: np.random.Generator) -> Optional[Relabelled]:
+def relabel(
+    fused: Sequence[float], texts: Sequence[str], negative: str, rng: np.random.Generator
+) -> Optional[Relabelled]:
     """Picks the positive and hard negative among the candidates.
 
     Args:

@@ -22,9 +22,15 @@ DEFAULT_QUERY_BLOCK = 256
 
 
 @functools.partial(jax.jit, static_argnames="k")
-def _merge_block(best_scores: jax.Array, best_indices: jax.Array, queries: jax.Array,
-                 block: jax.Array, block_start: jax.Array, block_valid: jax.Array, k: int
-                 ) -> tuple[jax.Array, jax.Array]:
+def _merge_block(
+    best_scores: jax.Array,
+    best_indices: jax.Array,
+    queries: jax.Array,
+    block: jax.Array,
+    block_start: jax.Array,
+    block_valid: jax.Array,
+    k: int,
+) -> tuple[jax.Array, jax.Array]:
     """The running top-k after seeing one corpus block."""
     scores = jnp.dot(queries, block.T, preferred_element_type=jnp.float32)
     columns = jnp.arange(block.shape[0])
@@ -38,9 +44,13 @@ def _merge_block(best_scores: jax.Array, best_indices: jax.Array, queries: jax.A
     return best_scores, jnp.take_along_axis(indices, picked, axis=1)
 
 
-def exact_top_k(queries: np.ndarray, corpus: np.ndarray, k: int,
-                corpus_block: int = DEFAULT_CORPUS_BLOCK,
-                query_block: int = DEFAULT_QUERY_BLOCK) -> tuple[np.ndarray, np.ndarray]:
+def exact_top_k(
+    queries: np.ndarray,
+    corpus: np.ndarray,
+    k: int,
+    corpus_block: int = DEFAULT_CORPUS_BLOCK,
+    query_block: int = DEFAULT_QUERY_BLOCK,
+) -> tuple[np.ndarray, np.ndarray]:
     """The k corpus rows with the largest dot product, for every query.
 
     Args:
@@ -63,7 +73,7 @@ def exact_top_k(queries: np.ndarray, corpus: np.ndarray, k: int,
     for q_start in range(0, num_queries, query_block):
         q = np.zeros((query_block, queries.shape[1]), np.float32)
         rows = min(query_block, num_queries - q_start)
-        q[:rows] = queries[q_start:q_start + rows]
+        q[:rows] = queries[q_start : q_start + rows]
         best_scores = jnp.full((query_block, k), -jnp.inf, jnp.float32)
         # Placeholders sort after every real row: -inf loses to any score, and
         # as running results they only win ties against other -inf columns.
@@ -71,10 +81,16 @@ def exact_top_k(queries: np.ndarray, corpus: np.ndarray, k: int,
         for d_start in range(0, num_docs, corpus_block):
             block = np.zeros((corpus_block, corpus.shape[1]), np.float32)
             valid = min(corpus_block, num_docs - d_start)
-            block[:valid] = corpus[d_start:d_start + valid]
+            block[:valid] = corpus[d_start : d_start + valid]
             best_scores, best_indices = _merge_block(
-                best_scores, best_indices, jnp.asarray(q), jnp.asarray(block),
-                jnp.int32(d_start), jnp.int32(valid), k=k)
-        out_scores[q_start:q_start + rows] = np.asarray(best_scores)[:rows]
-        out_indices[q_start:q_start + rows] = np.asarray(best_indices)[:rows]
+                best_scores,
+                best_indices,
+                jnp.asarray(q),
+                jnp.asarray(block),
+                jnp.int32(d_start),
+                jnp.int32(valid),
+                k=k,
+            )
+        out_scores[q_start : q_start + rows] = np.asarray(best_scores)[:rows]
+        out_indices[q_start : q_start + rows] = np.asarray(best_indices)[:rows]
     return out_scores, out_indices

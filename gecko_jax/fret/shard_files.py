@@ -80,8 +80,9 @@ def merge_stats(output_dir: str, num_shards: int) -> dict[str, Any]:
         "counts": counts,
         "parse_failures": counts.get("parse_failures", 0),
         "positive_changed_fraction": counts.get("positive_changed", 0) / examples if examples else 0.0,
-        "seed_in_top_n_fraction": (counts.get("seed_in_top_n", 0) / counts["retrieved"]
-                                   if counts.get("retrieved") else 0.0),
+        "seed_in_top_n_fraction": (
+            counts.get("seed_in_top_n", 0) / counts["retrieved"] if counts.get("retrieved") else 0.0
+        ),
         "seconds_per_stage": {k: round(v, 2) for k, v in seconds.items()},
     }
     write_atomically(os.path.join(output_dir, STATS_FILE), json.dumps(stats, indent=1).encode("utf-8"))
@@ -114,13 +115,16 @@ def check_run(output_dir: str, run: dict[str, Any]) -> None:
     write_atomically(path, json.dumps(run, indent=1).encode("utf-8"))
 
 
-def _check_unchanged(output_dir: str, work: str, names: Sequence[str], previous: dict[str, Any],
-                     run: dict[str, Any]) -> None:
+def _check_unchanged(
+    output_dir: str, work: str, names: Sequence[str], previous: dict[str, Any], run: dict[str, Any]
+) -> None:
     changed = [k for k in names if run.get(k) != previous.get(k)]
     if changed:
         detail = ", ".join(f"--{k}={previous.get(k)!r} (now {run.get(k)!r})" for k in changed)
-        raise UserError(f"{output_dir} holds {work} made with {detail}; rerun with those flags to "
-                        "resume, or give a new --output")
+        raise UserError(
+            f"{output_dir} holds {work} made with {detail}; rerun with those flags to "
+            "resume, or give a new --output"
+        )
 
 
 def output_files(output_dir: str, kind: str = "jsonl") -> list[str]:
@@ -128,8 +132,9 @@ def output_files(output_dir: str, kind: str = "jsonl") -> list[str]:
     return sorted(tf.io.gfile.glob(os.path.join(output_dir, SHARD_GLOB.replace("jsonl", kind))))
 
 
-def register_task(output_dir: str, vocabulary: seqio.Vocabulary, name: str = "fret",
-                  fmt: str = "gecko") -> seqio.Task:
+def register_task(
+    output_dir: str, vocabulary: seqio.Vocabulary, name: str = "fret", fmt: str = "gecko"
+) -> seqio.Task:
     """Registers a FRet output folder as the SeqIO task `gecko_jax.NAME`.
 
     Raises:
@@ -138,6 +143,9 @@ def register_task(output_dir: str, vocabulary: seqio.Vocabulary, name: str = "fr
     files = output_files(output_dir, "tfrecord")
     if not files:
         raise UserError(f"{output_dir} has no FRet shards; run data_pipelines/fret/run.py first")
-    return tasks.register_task(tasks.task_name(name),
-                               lambda: mixtures.read_files(",".join(files), "fret_files", ("task",)),
-                               vocabulary, fmt)
+    return tasks.register_task(
+        tasks.task_name(name),
+        lambda: mixtures.read_files(",".join(files), "fret_files", ("task",)),
+        vocabulary,
+        fmt,
+    )

@@ -55,8 +55,13 @@ class LLMOptions:
 
 @functools.lru_cache(maxsize=None)
 def shared_backend(options: LLMOptions) -> LLMBackend:
-    return load_backend(options.spec, batch_size=options.batch_size, timeout_s=options.timeout_s,
-                        max_retries=options.max_retries, concurrency=options.concurrency)
+    return load_backend(
+        options.spec,
+        batch_size=options.batch_size,
+        timeout_s=options.timeout_s,
+        max_retries=options.max_retries,
+        concurrency=options.concurrency,
+    )
 
 
 @functools.lru_cache(maxsize=None)
@@ -65,8 +70,15 @@ def shared_encoder(spec: str, batch_size: int = 64) -> Encoder:
 
 
 def new_shard(index: int, num_shards: int, passages: list) -> Shard:
-    return {"index": index, "num_shards": num_shards, "passages": passages, "items": [],
-            "examples": [], "counts": {"sampled": len(passages)}, "seconds": {}}
+    return {
+        "index": index,
+        "num_shards": num_shards,
+        "passages": passages,
+        "items": [],
+        "examples": [],
+        "counts": {"sampled": len(passages)},
+        "seconds": {},
+    }
 
 
 def _count(shard: Shard, name: str, amount: int = 1) -> None:
@@ -76,8 +88,11 @@ def _count(shard: Shard, name: str, amount: int = 1) -> None:
 
 def _progress(stage: str, shard: Shard, line: str) -> None:
     seconds = shard["seconds"].get(stage, 0.0)
-    print(f"fret {stage}: shard {shard['index'] + 1} of {shard['num_shards']}: {line} ({seconds:.1f} s)",
-          file=sys.stderr, flush=True)
+    print(
+        f"fret {stage}: shard {shard['index'] + 1} of {shard['num_shards']}: {line} ({seconds:.1f} s)",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 @contextlib.contextmanager
@@ -92,7 +107,7 @@ def _split_into_shards(sampled: list, seed: int, shard_size: int) -> Iterator[Sh
     num_shards = math.ceil(len(ordered) / shard_size)
     print(f"fret sample: {len(ordered)} seed passages in {num_shards} shards", file=sys.stderr, flush=True)
     for index in range(num_shards):
-        yield new_shard(index, num_shards, ordered[index * shard_size:(index + 1) * shard_size])
+        yield new_shard(index, num_shards, ordered[index * shard_size : (index + 1) * shard_size])
 
 
 class SamplePassages(beam.PTransform):
@@ -108,10 +123,14 @@ class SamplePassages(beam.PTransform):
 
     def expand(self, passages):
         seed = self.seed
-        return (passages
-                | "Smallest hashes" >> beam.combiners.Top.Of(
-                    self.num_passages, key=lambda p: stable_hash(seed, p["id"]), reverse=True)
-                | "Split" >> beam.FlatMap(_split_into_shards, seed, self.shard_size))
+        return (
+            passages
+            | "Smallest hashes"
+            >> beam.combiners.Top.Of(
+                self.num_passages, key=lambda p: stable_hash(seed, p["id"]), reverse=True
+            )
+            | "Split" >> beam.FlatMap(_split_into_shards, seed, self.shard_size)
+        )
 
 
 class SkipFinished(beam.PTransform):
@@ -123,11 +142,12 @@ class SkipFinished(beam.PTransform):
 
     def expand(self, shards):
         output_dir = self.output_dir
-        return shards | beam.Filter(lambda s: not shard_files.is_written(output_dir, s["index"], s["num_shards"]))
+        return shards | beam.Filter(
+            lambda s: not shard_files.is_written(output_dir, s["index"], s["num_shards"])
+        )
 
 
 class _EmbedBlock(beam.DoFn):
-
     def __init__(self, embedder: str, index_dir: str, blocks: int):
         self.embedder, self.index_dir, self.blocks = embedder, index_dir, blocks
 
@@ -140,8 +160,12 @@ class _EmbedBlock(beam.DoFn):
             vectors = shared_encoder(self.embedder).encode([corpus_index.document_text(p) for p in passages])
             corpus_index.write_block(prefix, passages, vectors)
             Metrics.counter("fret", "corpus_embedded").inc(len(passages))
-            print(f"fret embed: block {block + 1} of {self.blocks}: {len(passages)} passages "
-                  f"({time.perf_counter() - start:.1f} s)", file=sys.stderr, flush=True)
+            print(
+                f"fret embed: block {block + 1} of {self.blocks}: {len(passages)} passages "
+                f"({time.perf_counter() - start:.1f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
         yield prefix
 
 
@@ -154,26 +178,33 @@ class EmbedCorpus(beam.PTransform):
 
     def expand(self, passages):
         blocks = self.blocks
-        return (passages
-                | "By block" >> beam.Map(lambda p: (corpus_index.block_of(p["id"], blocks), p))
-                | "Group" >> beam.GroupByKey()
-                | "Embed" >> beam.ParDo(_EmbedBlock(self.embedder, self.index_dir, blocks)))
+        return (
+            passages
+            | "By block" >> beam.Map(lambda p: (corpus_index.block_of(p["id"], blocks), p))
+            | "Group" >> beam.GroupByKey()
+            | "Embed" >> beam.ParDo(_EmbedBlock(self.embedder, self.index_dir, blocks))
+        )
 
 
 class _Generate(beam.DoFn):
-
-    def __init__(self, llm: LLMOptions, prompt: fret_prompts.Prompt, max_new_tokens: int,
-                 max_passage_words: int):
+    def __init__(
+        self, llm: LLMOptions, prompt: fret_prompts.Prompt, max_new_tokens: int, max_passage_words: int
+    ):
         self.llm, self.prompt = llm, prompt
         self.max_new_tokens, self.max_passage_words = max_new_tokens, max_passage_words
 
     def process(self, shard: Shard):
         with _timed(shard, "generate"):
-            texts = [self.prompt.render(fret_prompts.rotation_for(p["id"]),
-                                        passage=fret_prompts.passage_text(p, self.max_passage_words))
-                     for p in shard["passages"]]
-            outputs = shared_backend(self.llm).generate(texts, self.max_new_tokens,
-                                                        fret_prompts.GENERATION_STOPS)
+            texts = [
+                self.prompt.render(
+                    fret_prompts.rotation_for(p["id"]),
+                    passage=fret_prompts.passage_text(p, self.max_passage_words),
+                )
+                for p in shard["passages"]
+            ]
+            outputs = shared_backend(self.llm).generate(
+                texts, self.max_new_tokens, fret_prompts.GENERATION_STOPS
+            )
             for passage, output in zip(shard["passages"], outputs):
                 parsed = fret_prompts.parse_generation(output)
                 if parsed is None:
@@ -182,16 +213,25 @@ class _Generate(beam.DoFn):
                 task, query = parsed
                 shard["items"].append({"seed": passage, "task": task, "query": query})
                 _count(shard, "generated")
-        _progress("generate", shard, f"{len(shard['passages'])} passages -> {len(shard['items'])} queries, "
-                  f"{shard['counts'].get('parse_failures', 0)} unparseable")
+        _progress(
+            "generate",
+            shard,
+            f"{len(shard['passages'])} passages -> {len(shard['items'])} queries, "
+            f"{shard['counts'].get('parse_failures', 0)} unparseable",
+        )
         yield shard
 
 
 class GenerateQueries(beam.PTransform):
     """Shards -> shards whose items hold a (task, query) per parsed seed passage."""
 
-    def __init__(self, llm: LLMOptions, prompt: fret_prompts.Prompt, max_new_tokens: int = 64,
-                 max_passage_words: int = 160):
+    def __init__(
+        self,
+        llm: LLMOptions,
+        prompt: fret_prompts.Prompt,
+        max_new_tokens: int = 64,
+        max_passage_words: int = 160,
+    ):
         super().__init__()
         self.fn = _Generate(llm, prompt, max_new_tokens, max_passage_words)
 
@@ -200,7 +240,6 @@ class GenerateQueries(beam.PTransform):
 
 
 class _Retrieve(beam.DoFn):
-
     def __init__(self, embedder: str, top_n: int, query_template: str):
         self.embedder, self.top_n, self.query_template = embedder, top_n, query_template
         self._index: Optional[corpus_index.CorpusIndex] = None
@@ -225,8 +264,12 @@ class _Retrieve(beam.DoFn):
                         candidates[-1] = index.passages[index.position[seed_id]]
                     item["candidates"] = candidates
                     _count(shard, "retrieved")
-        _progress("retrieve", shard, f"{len(items)} queries x top {self.top_n}, "
-                  f"{shard['counts'].get('seed_in_top_n', 0)} found their seed")
+        _progress(
+            "retrieve",
+            shard,
+            f"{len(items)} queries x top {self.top_n}, "
+            f"{shard['counts'].get('seed_in_top_n', 0)} found their seed",
+        )
         yield shard
 
 
@@ -249,29 +292,35 @@ RERANKERS = ("rrf", "ql", "rc")
 
 
 class _Rerank(beam.DoFn):
-
-    def __init__(self, llm: LLMOptions, prompts: fret_prompts.PromptSet, max_passage_words: int,
-                 reranker: str):
+    def __init__(
+        self, llm: LLMOptions, prompts: fret_prompts.PromptSet, max_passage_words: int, reranker: str
+    ):
         self.llm, self.prompts, self.max_passage_words = llm, prompts, max_passage_words
         self.scorers = ("ql", "rc") if reranker == "rrf" else (reranker,)
 
     def _score(self, pairs: list) -> dict[str, np.ndarray]:
         backend, out = shared_backend(self.llm), {}
         if "ql" in self.scorers:
-            out["ql"] = backend.score([self.prompts.query_likelihood.render(passage=p) for _, p in pairs],
-                                      [" " + item["query"] for item, _ in pairs])
+            out["ql"] = backend.score(
+                [self.prompts.query_likelihood.render(passage=p) for _, p in pairs],
+                [" " + item["query"] for item, _ in pairs],
+            )
         if "rc" in self.scorers:
             labels = backend.label_log_probs(
                 [self.prompts.relevance.render(query=item["query"], passage=p) for item, p in pairs],
-                fret_prompts.RELEVANCE_LABELS)
+                fret_prompts.RELEVANCE_LABELS,
+            )
             out["rc"] = fret_relabel.expected_grade(labels, fret_prompts.RELEVANCE_GRADES)
         return out
 
     def process(self, shard: Shard):
         items = shard["items"]
         with _timed(shard, "rerank"):
-            pairs = [(item, fret_prompts.passage_text(c, self.max_passage_words))
-                     for item in items for c in item["candidates"]]
+            pairs = [
+                (item, fret_prompts.passage_text(c, self.max_passage_words))
+                for item in items
+                for c in item["candidates"]
+            ]
             if pairs:
                 scores = self._score(pairs)
                 start = 0
@@ -280,7 +329,9 @@ class _Rerank(beam.DoFn):
                     item["scores"] = {name: values[start:end].tolist() for name, values in scores.items()}
                     start = end
                 _count(shard, "reranked_pairs", len(pairs))
-        _progress("rerank", shard, f"{len(pairs)} (query, passage) pairs scored by {' and '.join(self.scorers)}")
+        _progress(
+            "rerank", shard, f"{len(pairs)} (query, passage) pairs scored by {' and '.join(self.scorers)}"
+        )
         yield shard
 
 
@@ -291,8 +342,13 @@ class Rerank(beam.PTransform):
     LLM too small for the other to help (see the README).
     """
 
-    def __init__(self, llm: LLMOptions, prompts: fret_prompts.PromptSet, max_passage_words: int = 160,
-                 reranker: str = "rrf"):
+    def __init__(
+        self,
+        llm: LLMOptions,
+        prompts: fret_prompts.PromptSet,
+        max_passage_words: int = 160,
+        reranker: str = "rrf",
+    ):
         super().__init__()
         if reranker not in RERANKERS:
             raise ValueError(f"reranker must be one of {RERANKERS}, got {reranker!r}")
@@ -305,10 +361,16 @@ class Rerank(beam.PTransform):
 def make_example(item: dict, choice: fret_relabel.Relabelled) -> dict:
     """The training row of one relabelled item (the jsonl.py schema plus FRet ids)."""
     positive, negative = item["candidates"][choice.positive], item["candidates"][choice.negative]
-    example = {"id": item["seed"]["id"], "task": item["task"], "query": item["query"],
-               "positive": positive["text"], "negative": negative["text"],
-               "positive_id": positive["id"], "negative_id": negative["id"],
-               "positive_changed": positive["id"] != item["seed"]["id"]}
+    example = {
+        "id": item["seed"]["id"],
+        "task": item["task"],
+        "query": item["query"],
+        "positive": positive["text"],
+        "negative": negative["text"],
+        "positive_id": positive["id"],
+        "negative_id": negative["id"],
+        "positive_changed": positive["id"] != item["seed"]["id"],
+    }
     if positive["title"]:
         example["title"] = positive["title"]
     if negative["title"]:
@@ -317,7 +379,6 @@ def make_example(item: dict, choice: fret_relabel.Relabelled) -> dict:
 
 
 class _Relabel(beam.DoFn):
-
     def __init__(self, negative: str, seed: int):
         self.negative, self.seed = negative, seed
 
@@ -327,7 +388,9 @@ class _Relabel(beam.DoFn):
                 # With one scorer, 1/rank orders the candidates as that scorer does.
                 fused = fret_relabel.reciprocal_rank_fusion(*item["scores"].values())
                 rng = np.random.default_rng(stable_hash(self.seed, "negative", item["seed"]["id"]))
-                choice = fret_relabel.relabel(fused, [c["text"] for c in item["candidates"]], self.negative, rng)
+                choice = fret_relabel.relabel(
+                    fused, [c["text"] for c in item["candidates"]], self.negative, rng
+                )
                 if choice is None:
                     _count(shard, "no_negative")
                     continue
@@ -335,8 +398,12 @@ class _Relabel(beam.DoFn):
                 shard["examples"].append(example)
                 _count(shard, "examples")
                 _count(shard, "positive_changed", int(example["positive_changed"]))
-        _progress("relabel", shard, f"{len(shard['examples'])} examples, "
-                  f"{shard['counts'].get('positive_changed', 0)} with a new positive")
+        _progress(
+            "relabel",
+            shard,
+            f"{len(shard['examples'])} examples, "
+            f"{shard['counts'].get('positive_changed', 0)} with a new positive",
+        )
         yield shard
 
 
@@ -354,7 +421,6 @@ class Relabel(beam.PTransform):
 
 
 class _Write(beam.DoFn):
-
     def __init__(self, output_dir: str):
         self.output_dir = output_dir
 

@@ -51,8 +51,10 @@ def load_sweep(path: str, config: ml_collections.ConfigDict) -> list[dict[str, A
     """
     module = _load_python(path, "sweep file")
     if not hasattr(module, "get_sweep"):
-        raise UserError(f"{path} has no get_sweep(); define one returning a list of dicts "
-                        "such as {'config.optimizer.learning_rate': 1e-5}")
+        raise UserError(
+            f"{path} has no get_sweep(); define one returning a list of dicts "
+            "such as {'config.optimizer.learning_rate': 1e-5}"
+        )
     points = module.get_sweep()
     if not isinstance(points, (list, tuple)) or not points:
         raise UserError(f"{path}: get_sweep() must return a non-empty list of dicts")
@@ -68,10 +70,11 @@ def _check_field(config: ml_collections.ConfigDict, key: str, where: str) -> Non
     parts = key.split(".")
     node = config
     for part in parts[1:]:
-        if parts[0] != "config" or not isinstance(node, ml_collections.ConfigDict) \
-                or part not in node:
-            raise UserError(f"{where}: unknown field {key!r}; keys look like "
-                            "'config.optimizer.learning_rate' (fields in gecko_jax/config_base.py)")
+        if parts[0] != "config" or not isinstance(node, ml_collections.ConfigDict) or part not in node:
+            raise UserError(
+                f"{where}: unknown field {key!r}; keys look like "
+                "'config.optimizer.learning_rate' (fields in gecko_jax/config_base.py)"
+            )
         node = node[part]
     if len(parts) < 2 or isinstance(node, ml_collections.ConfigDict):
         raise UserError(f"{where}: {key!r} is not a single field")
@@ -91,20 +94,25 @@ def point_flags(point: dict[str, Any]) -> list[str]:
 
 def point_name(index: int, point: dict[str, Any]) -> str:
     """A workdir name that says what the point changes, e.g. 'p01_learning_rate=1e-05'."""
-    parts = [f"{key.rsplit('.', 1)[-1]}={_flag_value(value).replace(',', '-')}"
-             for key, value in point.items()]
+    parts = [
+        f"{key.rsplit('.', 1)[-1]}={_flag_value(value).replace(',', '-')}" for key, value in point.items()
+    ]
     name = f"p{index:02d}" + ("_" + "_".join(parts) if parts else "")
     return re.sub(r"[^A-Za-z0-9_.=+-]", "", name)[:120]
 
 
-def train_args(config_spec: str, workdir: str, point: dict[str, Any],
-               extra: Sequence[str] = ()) -> list[str]:
+def train_args(config_spec: str, workdir: str, point: dict[str, Any], extra: Sequence[str] = ()) -> list[str]:
     """The flags of launch/train.py for one point."""
     return [f"--config={config_spec}", f"--workdir={workdir}", *extra, *point_flags(point)]
 
 
-def print_commands(config_spec: str, root: str, points: list[dict[str, Any]],
-                   extra: Sequence[str] = (), tpu: Optional[tpu_lib.Slice] = None) -> list[str]:
+def print_commands(
+    config_spec: str,
+    root: str,
+    points: list[dict[str, Any]],
+    extra: Sequence[str] = (),
+    tpu: Optional[tpu_lib.Slice] = None,
+) -> list[str]:
     """One shell command per point: launch/train.py, or launch/tpu/run.py with `tpu`."""
     lines = []
     for index, point in enumerate(points):
@@ -113,9 +121,19 @@ def print_commands(config_spec: str, root: str, points: list[dict[str, Any]],
         if tpu is None:
             lines.append(shlex.join(["python", TRAIN_SCRIPT, *args]))
         else:
-            lines.append(shlex.join(["python", os.path.join("launch", "tpu", "run.py"),
-                                     f"--name={tpu.name}", *tpu.location_flags(),
-                                     f"--run_name={name}", "--", *args]))
+            lines.append(
+                shlex.join(
+                    [
+                        "python",
+                        os.path.join("launch", "tpu", "run.py"),
+                        f"--name={tpu.name}",
+                        *tpu.location_flags(),
+                        f"--run_name={name}",
+                        "--",
+                        *args,
+                    ]
+                )
+            )
     return lines
 
 
@@ -147,14 +165,17 @@ def _last_eval(workdir: str) -> dict[str, float]:
     return {f"eval/{k}": v for k, v in record.items() if isinstance(v, (int, float))}
 
 
-def _run_point(repo: str, config_spec: str, workdir: str, point: dict[str, Any],
-               extra: Sequence[str]) -> dict[str, Any]:
+def _run_point(
+    repo: str, config_spec: str, workdir: str, point: dict[str, Any], extra: Sequence[str]
+) -> dict[str, Any]:
     os.makedirs(workdir, exist_ok=True)
-    command = [sys.executable, os.path.join(repo, TRAIN_SCRIPT),
-               *train_args(config_spec, workdir, point, extra)]
+    command = [
+        sys.executable,
+        os.path.join(repo, TRAIN_SCRIPT),
+        *train_args(config_spec, workdir, point, extra),
+    ]
     with open(os.path.join(workdir, LOG_FILE), "w") as log:
-        returncode = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT,
-                                    check=False).returncode
+        returncode = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
     with open(os.path.join(workdir, LOG_FILE)) as log:
         text = log.read()
     result = {"status": "ok" if returncode == 0 else f"failed (exit {returncode})"}
@@ -167,8 +188,9 @@ def _run_point(repo: str, config_spec: str, workdir: str, point: dict[str, Any],
     return result
 
 
-def run_local(config_spec: str, root: str, points: list[dict[str, Any]], parallel: int = 1,
-              extra: Sequence[str] = ()) -> list[dict[str, Any]]:
+def run_local(
+    config_spec: str, root: str, points: list[dict[str, Any]], parallel: int = 1, extra: Sequence[str] = ()
+) -> list[dict[str, Any]]:
     """Trains every point in its own workdir, `parallel` at a time; failures do not stop others.
 
     Args:
@@ -188,8 +210,10 @@ def run_local(config_spec: str, root: str, points: list[dict[str, Any]], paralle
     names = [point_name(i, p) for i, p in enumerate(points)]
     rows: list[Optional[dict[str, Any]]] = [None] * len(points)
     with concurrent.futures.ThreadPoolExecutor(max_workers=parallel) as pool:
-        futures = {pool.submit(_run_point, repo, config_spec, os.path.join(root, name), point,
-                               extra): i for i, (name, point) in enumerate(zip(names, points))}
+        futures = {
+            pool.submit(_run_point, repo, config_spec, os.path.join(root, name), point, extra): i
+            for i, (name, point) in enumerate(zip(names, points))
+        }
         for done, future in enumerate(concurrent.futures.as_completed(futures), start=1):
             index = futures[future]
             result = future.result()
@@ -210,8 +234,7 @@ def write_table(rows: list[dict[str, Any]], path: str) -> str:
         writer.writeheader()
         writer.writerows(rows)
     cells = [[_cell(row.get(column, "")) for column in columns] for row in rows]
-    widths = [max(len(column), *(len(line[i]) for line in cells))
-              for i, column in enumerate(columns)]
+    widths = [max(len(column), *(len(line[i]) for line in cells)) for i, column in enumerate(columns)]
     lines = ["  ".join(column.ljust(width) for column, width in zip(columns, widths))]
     lines += ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)) for line in cells]
     return "\n".join(lines)

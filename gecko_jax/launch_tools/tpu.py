@@ -33,6 +33,7 @@ class Slice:
       zone: its zone ('' = gcloud's configured default).
       project: its project ('' = gcloud's configured default).
     """
+
     name: str
     zone: str = ""
     project: str = ""
@@ -54,18 +55,17 @@ def _ssh(tpu: Slice, command: str, worker: str = "all") -> list[str]:
     return _tpu_vm(tpu, "ssh", tpu.name, f"--worker={worker}", f"--command={command}")
 
 
-def create_commands(tpu: Slice, accelerator_type: str, version: str, spot: bool = False
-                    ) -> list[list[str]]:
+def create_commands(tpu: Slice, accelerator_type: str, version: str, spot: bool = False) -> list[list[str]]:
     """Creates the slice (e.g. accelerator 'v5litepod-16': 16 chips on 4 hosts)."""
-    command = _tpu_vm(tpu, "create", tpu.name, f"--accelerator-type={accelerator_type}",
-                      f"--version={version}")
+    command = _tpu_vm(
+        tpu, "create", tpu.name, f"--accelerator-type={accelerator_type}", f"--version={version}"
+    )
     if spot:
         command.append("--spot")
     return [command]
 
 
-def install_commands(tpu: Slice, source: str = ".", repo: str = "", ref: str = "main"
-                     ) -> list[list[str]]:
+def install_commands(tpu: Slice, source: str = ".", repo: str = "", ref: str = "main") -> list[list[str]]:
     """Puts the project on every worker and installs it with JAX for TPU.
 
     Args:
@@ -79,19 +79,28 @@ def install_commands(tpu: Slice, source: str = ".", repo: str = "", ref: str = "
     """
     commands = []
     if repo:
-        fetch = (f"(test -d {REMOTE_DIR} || git clone {shlex.quote(repo)} {REMOTE_DIR}) && "
-                 f"cd {REMOTE_DIR} && git fetch origin && git checkout {shlex.quote(ref)} && cd ~")
+        fetch = (
+            f"(test -d {REMOTE_DIR} || git clone {shlex.quote(repo)} {REMOTE_DIR}) && "
+            f"cd {REMOTE_DIR} && git fetch origin && git checkout {shlex.quote(ref)} && cd ~"
+        )
     else:
         excludes = [f"--exclude={pattern}" for pattern in ARCHIVE_EXCLUDES]
         commands.append(["tar", "czf", ARCHIVE, *excludes, "-C", source, "."])
         commands.append(_tpu_vm(tpu, "scp", ARCHIVE, f"{tpu.name}:{ARCHIVE}", "--worker=all"))
         fetch = f"mkdir -p {REMOTE_DIR} && tar xzf {ARCHIVE} -C {REMOTE_DIR}"
-    commands.append(_ssh(tpu, " && ".join([
-        fetch,
-        f"python3 -m venv {REMOTE_VENV}",
-        f"{REMOTE_VENV}/bin/pip install -q -e {REMOTE_DIR}",
-        f"{REMOTE_VENV}/bin/pip install -q 'jax[tpu]==0.10.2'",
-    ])))
+    commands.append(
+        _ssh(
+            tpu,
+            " && ".join(
+                [
+                    fetch,
+                    f"python3 -m venv {REMOTE_VENV}",
+                    f"{REMOTE_VENV}/bin/pip install -q -e {REMOTE_DIR}",
+                    f"{REMOTE_VENV}/bin/pip install -q 'jax[tpu]==0.10.2'",
+                ]
+            ),
+        )
+    )
     return commands
 
 
@@ -106,19 +115,21 @@ def run_commands(tpu: Slice, train_args: Sequence[str], run_name: str) -> list[l
     ssh session, and `logs_commands` follows it.
     """
     if not any(arg.startswith("--config=") for arg in train_args):
-        raise UserError("give the training flags after --, at least --config=... and "
-                        "--workdir=gs://BUCKET/DIR")
+        raise UserError(
+            "give the training flags after --, at least --config=... and --workdir=gs://BUCKET/DIR"
+        )
     if not any(arg.startswith("--workdir=gs://") for arg in train_args):
-        raise UserError("a multi-host run needs a --workdir all hosts share, such as "
-                        "--workdir=gs://BUCKET/DIR")
+        raise UserError(
+            "a multi-host run needs a --workdir all hosts share, such as --workdir=gs://BUCKET/DIR"
+        )
     train = shlex.join([".venv/bin/python", "launch/train.py", *train_args])
     log = f"logs/{run_name}.log"
-    return [_ssh(tpu, f"cd {REMOTE_DIR} && mkdir -p logs && "
-                      f"nohup {train} > {log} 2>&1 < /dev/null &")]
+    return [_ssh(tpu, f"cd {REMOTE_DIR} && mkdir -p logs && nohup {train} > {log} 2>&1 < /dev/null &")]
 
 
-def logs_commands(tpu: Slice, run_name: str, worker: str = "0", lines: int = 50,
-                  follow: bool = False) -> list[list[str]]:
+def logs_commands(
+    tpu: Slice, run_name: str, worker: str = "0", lines: int = 50, follow: bool = False
+) -> list[list[str]]:
     """Shows the end of one worker's log (process 0 prints the progress lines)."""
     tail = ["tail", f"-n{lines}"] + (["-f"] if follow else []) + [_log_file(run_name)]
     return [_ssh(tpu, shlex.join(tail), worker=worker)]
@@ -138,11 +149,12 @@ def execute(commands: list[list[str]], dry_run: bool) -> None:
         try:
             returncode = subprocess.run(command, check=False).returncode
         except FileNotFoundError as err:
-            raise UserError(f"{command[0]} is not installed; install the Google Cloud CLI "
-                            "or use --dry-run to see the commands") from err
+            raise UserError(
+                f"{command[0]} is not installed; install the Google Cloud CLI "
+                "or use --dry-run to see the commands"
+            ) from err
         if returncode:
-            raise UserError(f"{command[0]} exited with status {returncode}; see its message "
-                            "above")
+            raise UserError(f"{command[0]} exited with status {returncode}; see its message above")
 
 
 def slice_arguments(parser: argparse.ArgumentParser) -> None:
@@ -150,13 +162,15 @@ def slice_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", required=True, help="TPU VM name.")
     parser.add_argument("--zone", default="", help="Zone (default: gcloud's).")
     parser.add_argument("--project", default="", help="Project (default: gcloud's).")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="Print the commands instead of running them.")
+    parser.add_argument("--dry-run", action="store_true", help="Print the commands instead of running them.")
 
 
-def main(description: str, add_arguments: Callable[[argparse.ArgumentParser], None],
-         build: Callable[[Slice, argparse.Namespace], list[list[str]]],
-         argv: Optional[list[str]] = None) -> None:
+def main(
+    description: str,
+    add_arguments: Callable[[argparse.ArgumentParser], None],
+    build: Callable[[Slice, argparse.Namespace], list[list[str]]],
+    argv: Optional[list[str]] = None,
+) -> None:
     """The body of a `launch/tpu/` script: parse, build the commands, print or run them.
 
     Args:

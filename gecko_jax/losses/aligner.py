@@ -75,9 +75,15 @@ def aligned_tokens(sims: jax.Array, doc_mask: jax.Array, alignment: Alignment) -
     return (masked >= threshold[..., None]) & real
 
 
-def aligner_scores(query: jax.Array, query_mask: jax.Array, query_salience: jax.Array,
-                   docs: jax.Array, doc_mask: jax.Array, doc_salience: jax.Array,
-                   alignment: Alignment = TOP1) -> jax.Array:
+def aligner_scores(
+    query: jax.Array,
+    query_mask: jax.Array,
+    query_salience: jax.Array,
+    docs: jax.Array,
+    doc_mask: jax.Array,
+    doc_salience: jax.Array,
+    alignment: Alignment = TOP1,
+) -> jax.Array:
     """sim(Q, D) of every query against every document.
 
     Args:
@@ -146,8 +152,15 @@ def aligner_loss(
         masks.append(negative_mask * present[:, None].astype(negative_mask.dtype))
         saliences.append(negative_salience)
         valid.append(present)
-    scores = aligner_scores(query, query_mask, query_salience, jnp.concatenate(docs),
-                            jnp.concatenate(masks), jnp.concatenate(saliences), alignment)
+    scores = aligner_scores(
+        query,
+        query_mask,
+        query_salience,
+        jnp.concatenate(docs),
+        jnp.concatenate(masks),
+        jnp.concatenate(saliences),
+        alignment,
+    )
     logits = jnp.where(jnp.concatenate(valid)[None, :], scores / temperature, -jnp.inf)
     target = jnp.diagonal(logits[:, :batch])
     return jnp.mean(jax.nn.logsumexp(logits, axis=1) - target)

@@ -39,9 +39,17 @@ TOP1 = Alignment("topk", 1)
 
 # The paper's few-shot adaptation grid: k in {1, 2, 4, 6, 8} and p in
 # {0.5, 1, 1.5, 2}%.
-ADAPTATION_GRID = (TOP1, Alignment("topk", 2), Alignment("topk", 4), Alignment("topk", 6),
-                   Alignment("topk", 8), Alignment("topp", 0.5), Alignment("topp", 1.0),
-                   Alignment("topp", 1.5), Alignment("topp", 2.0))
+ADAPTATION_GRID = (
+    TOP1,
+    Alignment("topk", 2),
+    Alignment("topk", 4),
+    Alignment("topk", 6),
+    Alignment("topk", 8),
+    Alignment("topp", 0.5),
+    Alignment("topp", 1.0),
+    Alignment("topp", 1.5),
+    Alignment("topp", 2.0),
+)
 
 
 def parse_alignment(text: str, where: str = "--alignment") -> Alignment:
@@ -61,5 +69,7 @@ def parse_alignment(text: str, where: str = "--alignment") -> Alignment:
         return Alignment("topk", int(number))
     if kind == "topp" and number is not None and 0 < number <= 100:
         return Alignment("topp", number)
-    raise UserError(f"{where}={text!r}; use top1, topk:K with K >= 1, or topp:P with P a "
-                    "percentage of the document's tokens in (0, 100], e.g. topp:1.5")
+    raise UserError(
+        f"{where}={text!r}; use top1, topk:K with K >= 1, or topp:P with P a "
+        "percentage of the document's tokens in (0, 100], e.g. topp:1.5"
+    )

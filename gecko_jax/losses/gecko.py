@@ -87,7 +87,13 @@ def matryoshka_gecko_loss(
     embeddings = {"query": query, "positive": positive, "negative": negative}
 
     def prefix_loss(prefixes):
-        return gecko_loss(prefixes["query"], prefixes["positive"], prefixes["negative"],
-                          negative_mask, temperature=temperature, same_tower=same_tower)
+        return gecko_loss(
+            prefixes["query"],
+            prefixes["positive"],
+            prefixes["negative"],
+            negative_mask,
+            temperature=temperature,
+            same_tower=same_tower,
+        )
 
     return matryoshka(prefix_loss, dims, weights)(embeddings)

@@ -75,8 +75,10 @@ def split_teachers(teacher: jax.Array, dims: Sequence[int]) -> list[jax.Array]:
     if not dims:
         return [teacher]
     if sum(dims) != teacher.shape[-1]:
-        raise ValueError(f"teacher dims {tuple(dims)} add up to {sum(dims)}, "
-                         f"but the teacher vectors have {teacher.shape[-1]}")
+        raise ValueError(
+            f"teacher dims {tuple(dims)} add up to {sum(dims)}, "
+            f"but the teacher vectors have {teacher.shape[-1]}"
+        )
     return jnp.split(teacher, np.cumsum(dims)[:-1].tolist(), axis=-1)
 
 
@@ -114,9 +116,9 @@ def _pair_similarities(x: jax.Array) -> jax.Array:
     return (x @ x.T)[rows, cols]
 
 
-def relative_similarity_loss(student: jax.Array, teacher: jax.Array, *,
-                             margin: float = JASPER_MARGIN,
-                             chunk_size: int = 1024) -> jax.Array:
+def relative_similarity_loss(
+    student: jax.Array, teacher: jax.Array, *, margin: float = JASPER_MARGIN, chunk_size: int = 1024
+) -> jax.Array:
     """Jasper's pair-of-pairs hinge, computed in chunks of rows.
 
     The hinge of two pairs is symmetric in their order (it only depends on
@@ -193,14 +195,16 @@ def jasper_loss(
     if len(weights) != 3:
         raise ValueError(f"jasper weights are (cosine, sim, resim), got {tuple(weights)}")
     if student.shape != teacher.shape:
-        raise ValueError(f"student {student.shape} and teacher {teacher.shape} differ; "
-                         "map the student to the teacher width (FC1) first")
+        raise ValueError(
+            f"student {student.shape} and teacher {teacher.shape} differ; "
+            "map the student to the teacher width (FC1) first"
+        )
     w_cosine, w_sim, w_resim = weights
 
     def geometry_loss(prefix, target):
-        return (w_sim * similarity_loss(prefix, target) +
-                w_resim * relative_similarity_loss(prefix, target, margin=margin,
-                                                   chunk_size=chunk_size))
+        return w_sim * similarity_loss(prefix, target) + w_resim * relative_similarity_loss(
+            prefix, target, margin=margin, chunk_size=chunk_size
+        )
 
     geometry = matryoshka(geometry_loss, dims, dim_weights)(student, teacher)
     return w_cosine * cosine_loss(student, teacher) + geometry

@@ -21,8 +21,9 @@ from gecko_jax.errors import UserError
 from gecko_jax.models.tower import truncate_and_normalize
 
 
-def resolve_dims(dims: Sequence[int], weights: Optional[Sequence[float]],
-                 full_dim: int) -> tuple[tuple[int, ...], tuple[float, ...]]:
+def resolve_dims(
+    dims: Sequence[int], weights: Optional[Sequence[float]], full_dim: int
+) -> tuple[tuple[int, ...], tuple[float, ...]]:
     """Checks the prefix sizes and fills in default weights.
 
     Args:
@@ -40,17 +41,21 @@ def resolve_dims(dims: Sequence[int], weights: Optional[Sequence[float]],
     dims = tuple(int(d) for d in dims) or (full_dim,)
     weights = tuple(float(w) for w in weights) if weights else (1.0,) * len(dims)
     if len(weights) != len(dims):
-        raise UserError(f"{len(weights)} Matryoshka weights for {len(dims)} dims; give "
-                        f"loss.mrl_weights one weight per entry of loss.mrl_dims")
+        raise UserError(
+            f"{len(weights)} Matryoshka weights for {len(dims)} dims; give "
+            f"loss.mrl_weights one weight per entry of loss.mrl_dims"
+        )
     for dim in dims:
         if not 0 < dim <= full_dim:
-            raise UserError(f"Matryoshka dim {dim} is outside [1, {full_dim}] (the embedding "
-                            f"width); fix loss.mrl_dims")
+            raise UserError(
+                f"Matryoshka dim {dim} is outside [1, {full_dim}] (the embedding width); fix loss.mrl_dims"
+            )
     return dims, weights
 
 
-def matryoshka(loss_fn: Callable[..., jax.Array], dims: Sequence[int] = (),
-               weights: Optional[Sequence[float]] = None) -> Callable[..., jax.Array]:
+def matryoshka(
+    loss_fn: Callable[..., jax.Array], dims: Sequence[int] = (), weights: Optional[Sequence[float]] = None
+) -> Callable[..., jax.Array]:
     """Wraps `loss_fn` into the weighted sum of its values on nested prefixes.
 
     Args:

@@ -49,16 +49,14 @@ from gecko_jax.losses.xtr import xtr_loss
 from gecko_jax.models.salience import split_saliences
 
 
-def _with_mrl_and_spread_out(loss_config: ml_collections.ConfigDict,
-                             contrastive: LossFn) -> LossFn:
+def _with_mrl_and_spread_out(loss_config: ml_collections.ConfigDict, contrastive: LossFn) -> LossFn:
     """Adds the optional spread-out term, then sums over Matryoshka prefixes."""
     spread_out_weight = loss_config.spread_out_weight
 
     def prefix_loss(embeddings: dict, batch: dict) -> jax.Array:
         loss = contrastive(embeddings, batch)
         if spread_out_weight:
-            loss += spread_out_weight * spread_out_loss(
-                [embeddings["query"], embeddings["positive"]])
+            loss += spread_out_weight * spread_out_loss([embeddings["query"], embeddings["positive"]])
         return loss
 
     return matryoshka(prefix_loss, loss_config.mrl_dims, loss_config.mrl_weights or None)
@@ -67,26 +65,39 @@ def _with_mrl_and_spread_out(loss_config: ml_collections.ConfigDict,
 def _no_spread_out(loss_config: ml_collections.ConfigDict) -> None:
     """Refuses the spread-out term where towers are not single [B, D] vectors."""
     if loss_config.spread_out_weight:
-        raise UserError(f"loss.spread_out_weight is for the single-vector contrastive losses "
-                        f"(gecko, gemini_nce), not loss.name={loss_config.name!r}")
+        raise UserError(
+            f"loss.spread_out_weight is for the single-vector contrastive losses "
+            f"(gecko, gemini_nce), not loss.name={loss_config.name!r}"
+        )
 
 
 def _gecko(loss_config: ml_collections.ConfigDict) -> Loss:
     def contrastive(embeddings: dict, batch: dict) -> jax.Array:
         return gecko_loss(
-            embeddings["query"], embeddings["positive"], embeddings.get("negative"),
-            batch.get("has_negative"), temperature=loss_config.temperature,
-            same_tower=loss_config.same_tower)
+            embeddings["query"],
+            embeddings["positive"],
+            embeddings.get("negative"),
+            batch.get("has_negative"),
+            temperature=loss_config.temperature,
+            same_tower=loss_config.same_tower,
+        )
+
     return Loss(_with_mrl_and_spread_out(loss_config, contrastive))
 
 
 def _gemini_nce(loss_config: ml_collections.ConfigDict) -> Loss:
     def contrastive(embeddings: dict, batch: dict) -> jax.Array:
         return gemini_nce_loss(
-            embeddings["query"], embeddings["positive"], embeddings.get("negative"),
-            batch.get("has_negative"), query_hash=batch.get("query_hash"),
-            positive_hash=batch.get("positive_hash"), example_id=batch.get("example_id"),
-            temperature=loss_config.temperature)
+            embeddings["query"],
+            embeddings["positive"],
+            embeddings.get("negative"),
+            batch.get("has_negative"),
+            query_hash=batch.get("query_hash"),
+            positive_hash=batch.get("positive_hash"),
+            example_id=batch.get("example_id"),
+            temperature=loss_config.temperature,
+        )
+
     return Loss(_with_mrl_and_spread_out(loss_config, contrastive))
 
 
@@ -98,13 +109,21 @@ def _jasper_distill(loss_config: ml_collections.ConfigDict) -> Loss:
 
     def loss_fn(embeddings: dict, batch: dict) -> jax.Array:
         if "teacher" not in batch:
-            raise UserError("loss.name='jasper_distill' needs teacher vectors in the batch; set "
-                            "--config.data.teachers to teacher stores or Encoder specs")
+            raise UserError(
+                "loss.name='jasper_distill' needs teacher vectors in the batch; set "
+                "--config.data.teachers to teacher stores or Encoder specs"
+            )
         teacher = teacher_targets(split_teachers(batch["teacher"], loss_config.jasper_teacher_dims))
         return jasper_loss(
-            embeddings["query"], teacher, weights=loss_config.jasper_weights,
-            margin=loss_config.jasper_margin, dims=dims, dim_weights=dim_weights,
-            chunk_size=loss_config.jasper_chunk_size)
+            embeddings["query"],
+            teacher,
+            weights=loss_config.jasper_weights,
+            margin=loss_config.jasper_margin,
+            dims=dims,
+            dim_weights=dim_weights,
+            chunk_size=loss_config.jasper_chunk_size,
+        )
+
     return Loss(loss_fn, text_fields=("query",))
 
 
@@ -113,9 +132,16 @@ def _xtr(loss_config: ml_collections.ConfigDict) -> Loss:
 
     def token_loss(embeddings: dict, batch: dict) -> jax.Array:
         return xtr_loss(
-            embeddings["query"], batch["query_mask"], embeddings["positive"],
-            batch["positive_mask"], embeddings.get("negative"), batch.get("negative_mask"),
-            batch.get("has_negative"), k_train=loss_config.xtr_k_train)
+            embeddings["query"],
+            batch["query_mask"],
+            embeddings["positive"],
+            batch["positive_mask"],
+            embeddings.get("negative"),
+            batch.get("negative_mask"),
+            batch.get("has_negative"),
+            k_train=loss_config.xtr_k_train,
+        )
+
     return Loss(matryoshka(token_loss, loss_config.mrl_dims, loss_config.mrl_weights or None))
 
 
@@ -125,10 +151,19 @@ def _aligner(loss_config: ml_collections.ConfigDict) -> Loss:
 
     def token_loss(vectors: dict, batch: dict, saliences: dict) -> jax.Array:
         return aligner_loss(
-            vectors["query"], batch["query_mask"], saliences["query"],
-            vectors["positive"], batch["positive_mask"], saliences["positive"],
-            vectors.get("negative"), batch.get("negative_mask"), saliences.get("negative"),
-            batch.get("has_negative"), alignment=alignment, temperature=loss_config.temperature)
+            vectors["query"],
+            batch["query_mask"],
+            saliences["query"],
+            vectors["positive"],
+            batch["positive_mask"],
+            saliences["positive"],
+            vectors.get("negative"),
+            batch.get("negative_mask"),
+            saliences.get("negative"),
+            batch.get("has_negative"),
+            alignment=alignment,
+            temperature=loss_config.temperature,
+        )
 
     prefixes = matryoshka(token_loss, loss_config.mrl_dims, loss_config.mrl_weights or None)
 
@@ -139,6 +174,7 @@ def _aligner(loss_config: ml_collections.ConfigDict) -> Loss:
             vectors[field], query_salience, doc_salience = split_saliences(tokens)
             saliences[field] = query_salience if field == "query" else doc_salience
         return prefixes(vectors, batch, saliences)
+
     return Loss(loss_fn)
 
 
@@ -156,8 +192,7 @@ TOKEN_LOSSES = ("xtr", "aligner")
 SALIENCE_LOSSES = ("aligner",)
 
 
-def check_tower_for_loss(loss_name: str, multi_vector_dim: int,
-                         salience_heads: bool = False) -> None:
+def check_tower_for_loss(loss_name: str, multi_vector_dim: int, salience_heads: bool = False) -> None:
     """Refuses a registered loss on embeddings of the wrong kind.
 
     Args:
@@ -171,23 +206,33 @@ def check_tower_for_loss(loss_name: str, multi_vector_dim: int,
         not read them (or none for one that does).
     """
     if loss_name in TOKEN_LOSSES and not multi_vector_dim:
-        raise UserError(f"loss.name={loss_name!r} scores token vectors; set "
-                        "--config.model.multi_vector_dim (e.g. 128) for a multi-vector tower")
+        raise UserError(
+            f"loss.name={loss_name!r} scores token vectors; set "
+            "--config.model.multi_vector_dim (e.g. 128) for a multi-vector tower"
+        )
     if loss_name in LOSSES and loss_name not in TOKEN_LOSSES and multi_vector_dim:
-        raise UserError(f"loss.name={loss_name!r} needs one vector per text, but "
-                        f"model.multi_vector_dim={multi_vector_dim} gives token vectors; use "
-                        f"loss.name in {TOKEN_LOSSES} or set model.multi_vector_dim=0")
+        raise UserError(
+            f"loss.name={loss_name!r} needs one vector per text, but "
+            f"model.multi_vector_dim={multi_vector_dim} gives token vectors; use "
+            f"loss.name in {TOKEN_LOSSES} or set model.multi_vector_dim=0"
+        )
     if loss_name in SALIENCE_LOSSES and not salience_heads:
-        raise UserError(f"loss.name={loss_name!r} weighs tokens by learned saliences; set "
-                        "--config.model.salience_heads=True")
+        raise UserError(
+            f"loss.name={loss_name!r} weighs tokens by learned saliences; set "
+            "--config.model.salience_heads=True"
+        )
     if loss_name in TOKEN_LOSSES and loss_name not in SALIENCE_LOSSES and salience_heads:
-        raise UserError(f"loss.name={loss_name!r} does not read saliences; set "
-                        "--config.model.salience_heads=False (or use loss.name='aligner')")
+        raise UserError(
+            f"loss.name={loss_name!r} does not read saliences; set "
+            "--config.model.salience_heads=False (or use loss.name='aligner')"
+        )
 
 
 @gin.configurable(denylist=["loss_config"])
-def build_loss(loss_config: ml_collections.ConfigDict,
-               builder: Optional[Callable[[ml_collections.ConfigDict], Loss]] = None) -> Loss:
+def build_loss(
+    loss_config: ml_collections.ConfigDict,
+    builder: Optional[Callable[[ml_collections.ConfigDict], Loss]] = None,
+) -> Loss:
     """The loss named by `loss_config.name`, or a gin-bound `builder` instead.
 
     Args:
@@ -202,9 +247,11 @@ def build_loss(loss_config: ml_collections.ConfigDict,
     if builder is not None:
         loss = builder(loss_config)
         if not isinstance(loss, Loss):
-            raise UserError(f"build_loss.builder returned {type(loss).__name__}; return "
-                            "gecko_jax.losses.loss.Loss(fn, text_fields), fn mapping "
-                            "(embeddings, batch) to the loss")
+            raise UserError(
+                f"build_loss.builder returned {type(loss).__name__}; return "
+                "gecko_jax.losses.loss.Loss(fn, text_fields), fn mapping "
+                "(embeddings, batch) to the loss"
+            )
         return loss
     if loss_config.name not in LOSSES:
         raise UserError(f"loss.name={loss_config.name!r} is unknown; use one of {sorted(LOSSES)}")

@@ -39,8 +39,9 @@ import jax
 import jax.numpy as jnp
 
 
-def xtr_scores(query: jax.Array, query_mask: jax.Array, docs: jax.Array,
-               doc_mask: jax.Array, *, k_train: int) -> jax.Array:
+def xtr_scores(
+    query: jax.Array, query_mask: jax.Array, docs: jax.Array, doc_mask: jax.Array, *, k_train: int
+) -> jax.Array:
     """f_XTR of every query against every document of the batch.
 
     Args:
@@ -109,8 +110,7 @@ def xtr_loss(
         docs.append(negative)
         doc_mask.append(negative_mask * present[:, None].astype(negative_mask.dtype))
         doc_valid.append(present)
-    scores = xtr_scores(query, query_mask, jnp.concatenate(docs), jnp.concatenate(doc_mask),
-                        k_train=k_train)
+    scores = xtr_scores(query, query_mask, jnp.concatenate(docs), jnp.concatenate(doc_mask), k_train=k_train)
     logits = jnp.where(jnp.concatenate(doc_valid)[None, :], scores, -jnp.inf)
     target = jnp.diagonal(logits[:, :batch])
     return jnp.mean(jax.nn.logsumexp(logits, axis=1) - target)

@@ -83,35 +83,54 @@ def emulate_fused_kernels() -> Iterator[None]:
         _EMULATE.reset(token)
 
 
-def check_supported(impl: str, *, head_dim: int, dtype: Any, softcap: float = 0.0,
-                    attention_dropout_rate: float = 0.0) -> None:
+def check_supported(
+    impl: str, *, head_dim: int, dtype: Any, softcap: float = 0.0, attention_dropout_rate: float = 0.0
+) -> None:
     """Raises a one-line UserError when a model cannot use attention `impl`."""
     if impl not in IMPLEMENTATIONS:
         raise UserError(f"unknown model.attention_impl {impl!r}; use one of {IMPLEMENTATIONS}")
     if impl == "xla":
         return
     if attention_dropout_rate:
-        raise UserError(f"model.attention_impl={impl!r} has no dropout on attention "
-                        "probabilities; set --config.model.attention_dropout_rate=0 or use "
-                        "attention_impl='xla'")
+        raise UserError(
+            f"model.attention_impl={impl!r} has no dropout on attention "
+            "probabilities; set --config.model.attention_dropout_rate=0 or use "
+            "attention_impl='xla'"
+        )
     if impl != "cudnn":
         return
     if jnp.dtype(dtype) not in [jnp.dtype(d) for d in _CUDNN_DTYPES]:
-        raise UserError("model.attention_impl='cudnn' needs 16-bit compute; set "
-                        "--config.model.dtype=bfloat16 or use attention_impl='xla'")
+        raise UserError(
+            "model.attention_impl='cudnn' needs 16-bit compute; set "
+            "--config.model.dtype=bfloat16 or use attention_impl='xla'"
+        )
     if head_dim % 8 or head_dim > _CUDNN_MAX_HEAD_DIM:
-        raise UserError(f"model.attention_impl='cudnn' needs a head dimension that is a multiple "
-                        f"of 8 and at most {_CUDNN_MAX_HEAD_DIM}, not {head_dim}; use "
-                        "attention_impl='xla'")
+        raise UserError(
+            f"model.attention_impl='cudnn' needs a head dimension that is a multiple "
+            f"of 8 and at most {_CUDNN_MAX_HEAD_DIM}, not {head_dim}; use "
+            "attention_impl='xla'"
+        )
     if softcap:
-        raise UserError("model.attention_impl='cudnn' cannot soft-cap attention logits "
-                        f"(attn_logit_softcap={softcap}); use attention_impl='splash' on TPU or "
-                        "'xla'")
+        raise UserError(
+            "model.attention_impl='cudnn' cannot soft-cap attention logits "
+            f"(attn_logit_softcap={softcap}); use attention_impl='splash' on TPU or "
+            "'xla'"
+        )
 
 
-def fused_attention(impl: str, query: jax.Array, key: jax.Array, value: jax.Array,
-                    key_valid: jax.Array, *, scale: float, causal: bool, window: int,
-                    softcap: float, xla_attention: XlaAttention) -> jax.Array:
+def fused_attention(
+    impl: str,
+    query: jax.Array,
+    key: jax.Array,
+    value: jax.Array,
+    key_valid: jax.Array,
+    *,
+    scale: float,
+    causal: bool,
+    window: int,
+    softcap: float,
+    xla_attention: XlaAttention,
+) -> jax.Array:
     """softmax(scale * q k^T) v with `impl`, or `xla_attention` where its kernel does not run.
 
     Args:
@@ -134,23 +153,29 @@ def fused_attention(impl: str, query: jax.Array, key: jax.Array, value: jax.Arra
     if window >= query.shape[1]:
         window = 0  # The window holds the whole text: the layer is global for it.
     if impl == "splash":
-        splash_fn = functools.partial(_splash, scale=scale, causal=causal, window=window,
-                                      softcap=softcap)
+        splash_fn = functools.partial(_splash, scale=scale, causal=causal, window=window, softcap=softcap)
         if _EMULATE.get():
             return splash_fn(query, key, value, key_valid, interpret=True)
         # Picked when lowering, so an ahead-of-time TPU compile from a CPU host
         # gets the kernel and a CPU run the xla attention.
         return jax.lax.platform_dependent(
-            query, key, value, key_valid,
-            tpu=functools.partial(splash_fn, interpret=False), default=xla_attention)
+            query,
+            key,
+            value,
+            key_valid,
+            tpu=functools.partial(splash_fn, interpret=False),
+            default=xla_attention,
+        )
     if impl == "cudnn":
         if _EMULATE.get():
-            return _cudnn(query, key, value, key_valid, scale=scale, causal=causal, window=window,
-                          implementation="xla")
+            return _cudnn(
+                query, key, value, key_valid, scale=scale, causal=causal, window=window, implementation="xla"
+            )
         if jax.default_backend() != "gpu":
             return xla_attention(query, key, value, key_valid)
-        return _cudnn(query, key, value, key_valid, scale=scale, causal=causal, window=window,
-                      implementation="cudnn")
+        return _cudnn(
+            query, key, value, key_valid, scale=scale, causal=causal, window=window, implementation="cudnn"
+        )
     raise UserError(f"unknown fused attention {impl!r}; use 'splash' or 'cudnn'")
 
 
@@ -160,13 +185,21 @@ def _cudnn(query, key, value, key_valid, *, scale, causal, window, implementatio
         raise UserError(
             f"model.attention_impl='cudnn' cannot mask a bidirectional sliding window of "
             f"{window} tokens on {query.shape[1]}-token texts (cuDNN windows look left only); "
-            f"keep data.max_length <= {window} or use attention_impl='xla'")
+            f"keep data.max_length <= {window} or use attention_impl='xla'"
+        )
     # At least one key: an all-padding text (a missing hard negative) attends
     # to its first slot instead of dividing by zero; its output is never read.
     lengths = jnp.maximum(jnp.sum(key_valid.astype(jnp.int32), axis=1), 1)
     return jax.nn.dot_product_attention(
-        query, key, value, scale=scale, is_causal=causal, key_value_seq_lengths=lengths,
-        local_window_size=(window - 1, 0) if window else None, implementation=implementation)
+        query,
+        key,
+        value,
+        scale=scale,
+        is_causal=causal,
+        key_value_seq_lengths=lengths,
+        local_window_size=(window - 1, 0) if window else None,
+        implementation=implementation,
+    )
 
 
 def _splash(query, key, value, key_valid, *, scale, causal, window, softcap, interpret):
@@ -180,8 +213,7 @@ def _splash(query, key, value, key_valid, *, scale, causal, window, softcap, int
 
     query = query * jnp.asarray(scale, query.dtype)
     segments = jnp.pad(key_valid.astype(jnp.int32), pad)
-    run = functools.partial(_splash_local, causal=causal, window=window, softcap=softcap,
-                            interpret=interpret)
+    run = functools.partial(_splash_local, causal=causal, window=window, softcap=softcap, interpret=interpret)
     out = _over_mesh(run, heads_major(query), heads_major(key), heads_major(value), segments)
     return out.transpose(0, 2, 1, 3)[:, :length]
 
@@ -196,8 +228,7 @@ def _splash_local(query, key, value, segments, *, causal, window, softcap, inter
     return jax.vmap(one_text)(query, key, value, segments)
 
 
-def _splash_kernel(heads: int, length: int, causal: bool, window: int, softcap: float,
-                   interpret: bool):
+def _splash_kernel(heads: int, length: int, causal: bool, window: int, softcap: float, interpret: bool):
     """The kernel for one text of `length` (a multiple of the tile).
 
     Built anew in every trace: its mask tables become values of that trace
@@ -213,12 +244,24 @@ def _splash_kernel(heads: int, length: int, causal: bool, window: int, softcap: 
         mask = splash.FullMask(shape)
     # Larger tiles do more work per grid step; all divide `length`.
     block = next(b for b in (512, 256, _SPLASH_TILE) if length % b == 0)
-    blocks = splash.BlockSizes(block_q=block, block_kv=block, block_kv_compute=block,
-                               block_q_dkv=block, block_kv_dkv=block, block_kv_dkv_compute=block,
-                               block_q_dq=block, block_kv_dq=block)
-    return splash.make_splash_mha(splash.MultiHeadMask([mask] * heads), block_sizes=blocks,
-                                  head_shards=1, q_seq_shards=1,
-                                  attn_logits_soft_cap=softcap or None, interpret=interpret)
+    blocks = splash.BlockSizes(
+        block_q=block,
+        block_kv=block,
+        block_kv_compute=block,
+        block_q_dkv=block,
+        block_kv_dkv=block,
+        block_kv_dkv_compute=block,
+        block_q_dq=block,
+        block_kv_dq=block,
+    )
+    return splash.make_splash_mha(
+        splash.MultiHeadMask([mask] * heads),
+        block_sizes=blocks,
+        head_shards=1,
+        q_seq_shards=1,
+        attn_logits_soft_cap=softcap or None,
+        interpret=interpret,
+    )
 
 
 def _over_mesh(fn, query, key, value, segments):
@@ -245,6 +288,6 @@ def _over_mesh(fn, query, key, value, segments):
     shared_kv = key.shape[1] == 1
     heads = axis("heads", query.shape[1], *(() if shared_kv else (key.shape[1],)))
     q_spec, kv_spec = P(batch, heads), P(batch, None if shared_kv else heads)
-    return jax.shard_map(fn, in_specs=(q_spec, kv_spec, kv_spec, P(batch)), out_specs=q_spec,
-                         check_vma=False)(query, key, value, segments)
-
+    return jax.shard_map(
+        fn, in_specs=(q_spec, kv_spec, kv_spec, P(batch)), out_specs=q_spec, check_vma=False
+    )(query, key, value, segments)

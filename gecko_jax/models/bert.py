@@ -45,15 +45,18 @@ _ONES = nn.initializers.ones_init()
 
 
 def _param(module: nn.Module, name: str, init, shape, axes) -> jax.Array:
-    return module.param(name, nn.with_logical_partitioning(init, axes), shape,
-                        jnp.float32)
+    return module.param(name, nn.with_logical_partitioning(init, axes), shape, jnp.float32)
 
 
 def _layer_norm(eps: float, dtype: Any, name: str) -> nn.LayerNorm:
     return nn.LayerNorm(
-        epsilon=eps, dtype=dtype, param_dtype=jnp.float32, name=name,
+        epsilon=eps,
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        name=name,
         scale_init=nn.with_logical_partitioning(_ONES, ("embed",)),
-        bias_init=nn.with_logical_partitioning(_ZEROS, ("embed",)))
+        bias_init=nn.with_logical_partitioning(_ZEROS, ("embed",)),
+    )
 
 
 class SelfAttention(nn.Module):
@@ -65,22 +68,17 @@ class SelfAttention(nn.Module):
     attention_impl: str = "xla"
 
     @nn.compact
-    def __call__(self, x: jax.Array, mask: jax.Array, deterministic: bool
-                 ) -> jax.Array:
+    def __call__(self, x: jax.Array, mask: jax.Array, deterministic: bool) -> jax.Array:
         hidden = x.shape[-1]
         if hidden % self.num_heads:
-            raise UserError(f"hidden_size {hidden} is not divisible by "
-                            f"num_heads {self.num_heads}.")
+            raise UserError(f"hidden_size {hidden} is not divisible by num_heads {self.num_heads}.")
         head_dim = hidden // self.num_heads
         qkv_shape = (hidden, self.num_heads, head_dim)
 
         def project(name):
-            kernel = _param(self, f"{name}_kernel", _INIT, qkv_shape,
-                            ("embed", "heads", "kv"))
-            bias = _param(self, f"{name}_bias", _ZEROS, qkv_shape[1:],
-                          ("heads", "kv"))
-            y = (jnp.einsum("bld,dhk->blhk", x, kernel.astype(self.dtype))
-                 + bias.astype(self.dtype))
+            kernel = _param(self, f"{name}_kernel", _INIT, qkv_shape, ("embed", "heads", "kv"))
+            bias = _param(self, f"{name}_bias", _ZEROS, qkv_shape[1:], ("heads", "kv"))
+            y = jnp.einsum("bld,dhk->blhk", x, kernel.astype(self.dtype)) + bias.astype(self.dtype)
             return y.transpose(0, 2, 1, 3)  # [B, heads, L, head_dim]
 
         def xla_attention(query, key, value, mask):
@@ -91,8 +89,7 @@ class SelfAttention(nn.Module):
             scores = scores / jnp.sqrt(jnp.float32(head_dim))
             # Padding keys get the most negative float, as in HF; a row whose keys
             # are all padding then attends uniformly instead of producing NaN.
-            bias = jnp.where(mask[:, None, None, :].astype(bool), 0.0,
-                             jnp.finfo(jnp.float32).min)
+            bias = jnp.where(mask[:, None, None, :].astype(bool), 0.0, jnp.finfo(jnp.float32).min)
             probs = jax.nn.softmax(scores + bias, axis=-1)
             probs = nn.Dropout(self.dropout_rate)(probs, deterministic=deterministic)
             return jnp.matmul(probs.astype(self.dtype), value)
@@ -101,20 +98,32 @@ class SelfAttention(nn.Module):
         if self.attention_impl == "xla":
             context = xla_attention(query, key, value, mask)
         else:
+
             def swap(t):  # [B, heads, L, head_dim] <-> [B, L, heads, head_dim], the kernels'.
                 return t.transpose(0, 2, 1, 3)
 
-            context = swap(attention.fused_attention(
-                self.attention_impl, swap(query), swap(key), swap(value), mask,
-                scale=head_dim ** -0.5, causal=False, window=0, softcap=0.0,
-                xla_attention=lambda q, k, v, m: swap(xla_attention(swap(q), swap(k), swap(v), m))))
+            context = swap(
+                attention.fused_attention(
+                    self.attention_impl,
+                    swap(query),
+                    swap(key),
+                    swap(value),
+                    mask,
+                    scale=head_dim**-0.5,
+                    causal=False,
+                    window=0,
+                    softcap=0.0,
+                    xla_attention=lambda q, k, v, m: swap(xla_attention(swap(q), swap(k), swap(v), m)),
+                )
+            )
 
-        out_kernel = _param(self, "out_kernel", _INIT,
-                            (self.num_heads, head_dim, hidden),
-                            ("heads", "kv", "embed"))
+        out_kernel = _param(
+            self, "out_kernel", _INIT, (self.num_heads, head_dim, hidden), ("heads", "kv", "embed")
+        )
         out_bias = _param(self, "out_bias", _ZEROS, (hidden,), ("embed",))
-        return (jnp.einsum("bhqk,hkd->bqd", context, out_kernel.astype(self.dtype))
-                + out_bias.astype(self.dtype))
+        return jnp.einsum("bhqk,hkd->bqd", context, out_kernel.astype(self.dtype)) + out_bias.astype(
+            self.dtype
+        )
 
 
 class Mlp(nn.Module):
@@ -129,9 +138,13 @@ class Mlp(nn.Module):
 
         def dense(features, axes, name):
             return nn.Dense(
-                features, dtype=self.dtype, param_dtype=jnp.float32, name=name,
+                features,
+                dtype=self.dtype,
+                param_dtype=jnp.float32,
+                name=name,
                 kernel_init=nn.with_logical_partitioning(_INIT, axes),
-                bias_init=nn.with_logical_partitioning(_ZEROS, axes[1:]))
+                bias_init=nn.with_logical_partitioning(_ZEROS, axes[1:]),
+            )
 
         h = dense(self.intermediate_size, ("embed", "mlp"), "wi")(x)
         h = nn.gelu(h, approximate=False)
@@ -151,18 +164,22 @@ class BertLayer(nn.Module):
     attention_impl: str = "xla"
 
     @nn.compact
-    def __call__(self, x: jax.Array, mask: jax.Array, deterministic: bool
-                 ) -> jax.Array:
+    def __call__(self, x: jax.Array, mask: jax.Array, deterministic: bool) -> jax.Array:
         dropout = nn.Dropout(self.dropout_rate)
-        attn = SelfAttention(self.num_heads, self.attention_dropout_rate,
-                             dtype=self.dtype, attention_impl=self.attention_impl,
-                             name="attention")(
-                                 x, mask, deterministic)
+        attn = SelfAttention(
+            self.num_heads,
+            self.attention_dropout_rate,
+            dtype=self.dtype,
+            attention_impl=self.attention_impl,
+            name="attention",
+        )(x, mask, deterministic)
         x = _layer_norm(self.layer_norm_eps, self.dtype, "attention_norm")(
-            x + dropout(attn, deterministic=deterministic))
+            x + dropout(attn, deterministic=deterministic)
+        )
         h = Mlp(self.intermediate_size, dtype=self.dtype, name="mlp")(x)
         x = _layer_norm(self.layer_norm_eps, self.dtype, "mlp_norm")(
-            x + dropout(h, deterministic=deterministic))
+            x + dropout(h, deterministic=deterministic)
+        )
         return constrain(x, ACT_AXES)
 
 
@@ -207,8 +224,9 @@ class BertEncoder(nn.Module):
     remat_policy: str = "full"
 
     @nn.compact
-    def __call__(self, input_ids: jax.Array, attention_mask: jax.Array,
-                 deterministic: bool = True) -> jax.Array:
+    def __call__(
+        self, input_ids: jax.Array, attention_mask: jax.Array, deterministic: bool = True
+    ) -> jax.Array:
         """Encodes a batch.
 
         Args:
@@ -224,28 +242,37 @@ class BertEncoder(nn.Module):
         if length > self.max_position_embeddings:
             raise UserError(
                 f"Sequence length {length} exceeds max_position_embeddings "
-                f"{self.max_position_embeddings}; lower data.max_length.")
+                f"{self.max_position_embeddings}; lower data.max_length."
+            )
         tokens = nn.Embed(
-            self.vocab_size, self.hidden_size, dtype=self.dtype,
-            param_dtype=jnp.float32, name="token_embed",
-            embedding_init=nn.with_logical_partitioning(_INIT, ("vocab", "embed"))
+            self.vocab_size,
+            self.hidden_size,
+            dtype=self.dtype,
+            param_dtype=jnp.float32,
+            name="token_embed",
+            embedding_init=nn.with_logical_partitioning(_INIT, ("vocab", "embed")),
         )(input_ids)
-        positions = _param(self, "position_embed", _INIT,
-                           (self.max_position_embeddings, self.hidden_size),
-                           (None, "embed"))
+        positions = _param(
+            self, "position_embed", _INIT, (self.max_position_embeddings, self.hidden_size), (None, "embed")
+        )
         # Inputs carry no segment ids: every token is of type 0.
-        types = _param(self, "type_embed", _INIT,
-                       (self.type_vocab_size, self.hidden_size), (None, "embed"))
-        x = (tokens + positions[None, :length].astype(self.dtype)
-             + types[0].astype(self.dtype))
+        types = _param(self, "type_embed", _INIT, (self.type_vocab_size, self.hidden_size), (None, "embed"))
+        x = tokens + positions[None, :length].astype(self.dtype) + types[0].astype(self.dtype)
         x = _layer_norm(self.layer_norm_eps, self.dtype, "embed_norm")(x)
         x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
         x = constrain(x, ACT_AXES)
+
         def layer(**placement) -> BertLayer:
             return BertLayer(
-                self.num_heads, self.intermediate_size, self.layer_norm_eps,
-                self.dropout_rate, self.attention_dropout_rate, dtype=self.dtype,
-                attention_impl=self.attention_impl, **placement)
+                self.num_heads,
+                self.intermediate_size,
+                self.layer_norm_eps,
+                self.dropout_rate,
+                self.attention_dropout_rate,
+                dtype=self.dtype,
+                attention_impl=self.attention_impl,
+                **placement,
+            )
 
         # Initialisation creates the parameters through the plain path.
         if not self.scan_layers or self.is_initializing():
@@ -262,5 +289,6 @@ class BertEncoder(nn.Module):
         dropping = not deterministic and (self.dropout_rate or self.attention_dropout_rate)
         keys = [self.make_rng("dropout") if dropping else None for _ in range(self.num_layers)]
         params = [self.variables["params"][f"layer_{i}"] for i in range(self.num_layers)]
-        return layer_stack.run(layer_fn, params, x, keys, period=1,
-                               remat_policy=self.remat_policy if self.remat else None)
+        return layer_stack.run(
+            layer_fn, params, x, keys, period=1, remat_policy=self.remat_policy if self.remat else None
+        )

@@ -56,8 +56,7 @@ def _read_json(path: str, what: str) -> dict[str, Any]:
     except FileNotFoundError as e:
         raise UserError(f"{path} not found: {what}") from e
     except json.JSONDecodeError as e:
-        raise UserError(f"{path} is not valid JSON ({e}); re-save the model."
-                        ) from e
+        raise UserError(f"{path} is not valid JSON ({e}); re-save the model.") from e
 
 
 def _module_kind(module: dict[str, Any]) -> str:
@@ -69,31 +68,33 @@ def _module_kind(module: dict[str, Any]) -> str:
 def _pooling_mode(config: dict[str, Any], path: str) -> str:
     """The tower pooling for an ST Pooling config, old or new layout."""
     if not config.get("include_prompt", True):
-        raise UserError(f"{path}: pooling that excludes the prompt is not "
-                        "supported; set include_prompt to true.")
+        raise UserError(
+            f"{path}: pooling that excludes the prompt is not supported; set include_prompt to true."
+        )
     if "pooling_mode" in config:
         modes = config["pooling_mode"]
         modes = [modes] if isinstance(modes, str) else list(modes)
     else:
-        modes = [key[len("pooling_mode_"):] for key, on in config.items()
-                 if key.startswith("pooling_mode_") and on]
-        modes = [{"cls_token": "cls", "mean_tokens": "mean"}.get(m, m)
-                 for m in modes]
+        modes = [
+            key[len("pooling_mode_") :]
+            for key, on in config.items()
+            if key.startswith("pooling_mode_") and on
+        ]
+        modes = [{"cls_token": "cls", "mean_tokens": "mean"}.get(m, m) for m in modes]
     if len(modes) != 1 or modes[0] not in _ST_POOLINGS:
-        raise UserError(f"{path}: pooling {modes} is not supported; use one of "
-                        f"{sorted(_ST_POOLINGS)}.")
+        raise UserError(f"{path}: pooling {modes} is not supported; use one of {sorted(_ST_POOLINGS)}.")
     return _ST_POOLINGS[modes[0]]
 
 
 def _dense_head(folder: str) -> np.ndarray:
     """Reads an ST Dense module as a [in, out] kernel (bias-free, linear only)."""
-    config = _read_json(os.path.join(folder, "config.json"),
-                        "a Dense module needs it.")
+    config = _read_json(os.path.join(folder, "config.json"), "a Dense module needs it.")
     # sentence-transformers' default activation is Tanh.
     activation = config.get("activation_function", "Tanh")
     if config.get("bias", True) or not activation.endswith("Identity"):
-        raise UserError(f"{folder}: only Dense heads with bias=false and an "
-                        "Identity activation are supported.")
+        raise UserError(
+            f"{folder}: only Dense heads with bias=false and an Identity activation are supported."
+        )
     weights = _load_safetensors(folder)
     return np.asarray(weights["linear.weight"], np.float32).T
 
@@ -101,10 +102,11 @@ def _dense_head(folder: str) -> np.ndarray:
 def _load_safetensors(folder: str) -> dict[str, np.ndarray]:
     path = os.path.join(folder, "model.safetensors")
     if not os.path.exists(path):
-        hint = (" Only pytorch_model.bin is there: re-save it with "
-                "save_pretrained(..., safe_serialization=True)."
-                if os.path.exists(os.path.join(folder, "pytorch_model.bin"))
-                else "")
+        hint = (
+            " Only pytorch_model.bin is there: re-save it with save_pretrained(..., safe_serialization=True)."
+            if os.path.exists(os.path.join(folder, "pytorch_model.bin"))
+            else ""
+        )
         raise UserError(f"{path} not found.{hint}")
     return load_file(path)
 
@@ -118,12 +120,10 @@ def _check_architecture(config: dict[str, Any], folder: str) -> None:
     if config.get("hidden_act", "gelu") != "gelu":
         problems.append(f"hidden_act {config.get('hidden_act')!r} is not 'gelu'")
     if problems:
-        raise UserError(f"{folder} is not a supported BERT model: "
-                        + "; ".join(problems) + ".")
+        raise UserError(f"{folder} is not a supported BERT model: " + "; ".join(problems) + ".")
 
 
-def _convert_bert(weights: dict[str, np.ndarray], hf: dict[str, Any]
-                  ) -> dict[str, Any]:
+def _convert_bert(weights: dict[str, np.ndarray], hf: dict[str, Any]) -> dict[str, Any]:
     """Maps HF BertModel tensors onto the `BertEncoder` parameter tree."""
     weights = {k.removeprefix("bert."): v for k, v in weights.items()}
     used = set()
@@ -139,8 +139,7 @@ def _convert_bert(weights: dict[str, np.ndarray], hf: dict[str, Any]
             if key in weights:
                 used.add(key)
                 return np.asarray(weights[key], np.float32)
-        raise UserError(f"model.safetensors has no tensor {name!r}; is this a "
-                        "BertModel checkpoint?")
+        raise UserError(f"model.safetensors has no tensor {name!r}; is this a BertModel checkpoint?")
 
     def norm(prefix):
         return {"scale": get(f"{prefix}.weight"), "bias": get(f"{prefix}.bias")}
@@ -159,29 +158,27 @@ def _convert_bert(weights: dict[str, np.ndarray], hf: dict[str, Any]
         attention = {}
         for name in ("query", "key", "value"):
             # torch Linear stores [out, in]; we keep [in, heads, head_dim].
-            attention[f"{name}_kernel"] = get(
-                f"{p}.attention.self.{name}.weight").T.reshape(hidden, heads, head_dim)
-            attention[f"{name}_bias"] = get(
-                f"{p}.attention.self.{name}.bias").reshape(heads, head_dim)
-        attention["out_kernel"] = get(
-            f"{p}.attention.output.dense.weight").T.reshape(heads, head_dim, hidden)
+            attention[f"{name}_kernel"] = get(f"{p}.attention.self.{name}.weight").T.reshape(
+                hidden, heads, head_dim
+            )
+            attention[f"{name}_bias"] = get(f"{p}.attention.self.{name}.bias").reshape(heads, head_dim)
+        attention["out_kernel"] = get(f"{p}.attention.output.dense.weight").T.reshape(heads, head_dim, hidden)
         attention["out_bias"] = get(f"{p}.attention.output.dense.bias")
         params[f"layer_{i}"] = {
             "attention": attention,
             "attention_norm": norm(f"{p}.attention.output.LayerNorm"),
             "mlp": {
-                "wi": {"kernel": get(f"{p}.intermediate.dense.weight").T,
-                       "bias": get(f"{p}.intermediate.dense.bias")},
-                "wo": {"kernel": get(f"{p}.output.dense.weight").T,
-                       "bias": get(f"{p}.output.dense.bias")},
+                "wi": {
+                    "kernel": get(f"{p}.intermediate.dense.weight").T,
+                    "bias": get(f"{p}.intermediate.dense.bias"),
+                },
+                "wo": {"kernel": get(f"{p}.output.dense.weight").T, "bias": get(f"{p}.output.dense.bias")},
             },
             "mlp_norm": norm(f"{p}.output.LayerNorm"),
         }
-    unused = sorted(k for k in weights
-                    if k not in used and not k.startswith(_IGNORED_PREFIXES))
+    unused = sorted(k for k in weights if k not in used and not k.startswith(_IGNORED_PREFIXES))
     if unused:
-        logging.warning("Ignoring %d tensors not in BertModel: %s", len(unused),
-                        ", ".join(unused[:5]))
+        logging.warning("Ignoring %d tensors not in BertModel: %s", len(unused), ", ".join(unused[:5]))
     return params
 
 
@@ -201,16 +198,16 @@ def _max_length(folder: str, hf: dict[str, Any]) -> int:
 def _vocab_file(folder: str) -> str:
     """The uncased WordPiece vocabulary file of a BERT folder."""
     tok_path = os.path.join(folder, "tokenizer_config.json")
-    if os.path.exists(tok_path) and not _read_json(tok_path, "").get(
-            "do_lower_case", True):
-        raise UserError(f"{folder}: cased WordPiece tokenizers "
-                        "(do_lower_case=false) are not supported yet.")
+    if os.path.exists(tok_path) and not _read_json(tok_path, "").get("do_lower_case", True):
+        raise UserError(f"{folder}: cased WordPiece tokenizers (do_lower_case=false) are not supported yet.")
     # transformers >= 5 saves only tokenizer.json; older versions vocab.txt.
     for name in ("vocab.txt", "tokenizer.json"):
         if os.path.exists(os.path.join(folder, name)):
             return os.path.join(folder, name)
-    raise UserError(f"{folder} has neither vocab.txt nor tokenizer.json; a BERT "
-                    "folder needs its WordPiece vocabulary beside config.json.")
+    raise UserError(
+        f"{folder} has neither vocab.txt nor tokenizer.json; a BERT "
+        "folder needs its WordPiece vocabulary beside config.json."
+    )
 
 
 def load_bert_folder(path: str) -> ImportedModel:
@@ -227,8 +224,7 @@ def load_bert_folder(path: str) -> ImportedModel:
       UserError: missing files, an unsupported module or architecture.
     """
     if not os.path.isdir(path):
-        raise UserError(f"{path} is not a directory; pass a sentence-transformers "
-                        "or HF BERT folder.")
+        raise UserError(f"{path} is not a directory; pass a sentence-transformers or HF BERT folder.")
     pooling, normalize, projection = "mean", False, None
     transformer_dir = path
     modules_path = os.path.join(path, "modules.json")
@@ -236,46 +232,48 @@ def load_bert_folder(path: str) -> ImportedModel:
         modules = _read_json(modules_path, "")
         kinds = [_module_kind(m) for m in modules]
         expected = ["Transformer", "Pooling", "Dense", "Normalize"]
-        if (kinds[:2] != expected[:2]
-                or kinds[2:] not in (expected[2:], expected[2:3], expected[3:], [])):
-            raise UserError(f"{modules_path}: modules {kinds} are not supported; "
-                            "expected Transformer, Pooling, [Dense], [Normalize].")
+        if kinds[:2] != expected[:2] or kinds[2:] not in (expected[2:], expected[2:3], expected[3:], []):
+            raise UserError(
+                f"{modules_path}: modules {kinds} are not supported; "
+                "expected Transformer, Pooling, [Dense], [Normalize]."
+            )
         folders = [os.path.join(path, m["path"]) for m in modules]
         transformer_dir = folders[0]
         pooling = _pooling_mode(
-            _read_json(os.path.join(folders[1], "config.json"),
-                       "the Pooling module needs it."), folders[1])
+            _read_json(os.path.join(folders[1], "config.json"), "the Pooling module needs it."), folders[1]
+        )
         if "Dense" in kinds:
             projection = _dense_head(folders[kinds.index("Dense")])
         normalize = "Normalize" in kinds
 
-    hf = _read_json(os.path.join(transformer_dir, "config.json"),
-                    "a BERT folder needs the HF config.json.")
+    hf = _read_json(os.path.join(transformer_dir, "config.json"), "a BERT folder needs the HF config.json.")
     _check_architecture(hf, transformer_dir)
     vocab = _vocab_file(transformer_dir)
     params = {"backbone": _convert_bert(_load_safetensors(transformer_dir), hf)}
     if projection is not None:
         params["projection"] = {"kernel": projection}
 
-    config = ml_collections.ConfigDict({
-        "name": "bert",
-        "vocab_size": hf["vocab_size"],
-        "hidden_size": hf["hidden_size"],
-        "num_layers": hf["num_hidden_layers"],
-        "num_heads": hf["num_attention_heads"],
-        "intermediate_size": hf["intermediate_size"],
-        "max_position_embeddings": hf["max_position_embeddings"],
-        "type_vocab_size": hf.get("type_vocab_size", 2),
-        "layer_norm_eps": hf.get("layer_norm_eps", 1e-12),
-        "dropout_rate": hf.get("hidden_dropout_prob", 0.1),
-        "attention_dropout_rate": hf.get("attention_probs_dropout_prob", 0.1),
-        "pooling": pooling,
-        "projection_dim": 0 if projection is None else projection.shape[1],
-        "normalize": normalize,
-        "dtype": "float32",
-        "init": f"st:{path}",
-        "vocab": f"wordpiece:{vocab}",
-    })
+    config = ml_collections.ConfigDict(
+        {
+            "name": "bert",
+            "vocab_size": hf["vocab_size"],
+            "hidden_size": hf["hidden_size"],
+            "num_layers": hf["num_hidden_layers"],
+            "num_heads": hf["num_attention_heads"],
+            "intermediate_size": hf["intermediate_size"],
+            "max_position_embeddings": hf["max_position_embeddings"],
+            "type_vocab_size": hf.get("type_vocab_size", 2),
+            "layer_norm_eps": hf.get("layer_norm_eps", 1e-12),
+            "dropout_rate": hf.get("hidden_dropout_prob", 0.1),
+            "attention_dropout_rate": hf.get("attention_probs_dropout_prob", 0.1),
+            "pooling": pooling,
+            "projection_dim": 0 if projection is None else projection.shape[1],
+            "normalize": normalize,
+            "dtype": "float32",
+            "init": f"st:{path}",
+            "vocab": f"wordpiece:{vocab}",
+        }
+    )
     return ImportedModel(config, params, _max_length(transformer_dir, hf))
 
 
@@ -300,8 +298,10 @@ def resolve_pretrained(spec: str) -> ImportedModel:
         return imported
     if spec.startswith("st:") and len(spec) > 3:
         return load_bert_folder(spec[3:])
-    raise UserError(f"Unknown pretrained model {spec!r}; use 'minilm' or "
-                    "'st:PATH' (a sentence-transformers or HF BERT folder).")
+    raise UserError(
+        f"Unknown pretrained model {spec!r}; use 'minilm' or "
+        "'st:PATH' (a sentence-transformers or HF BERT folder)."
+    )
 
 
 def merge_pretrained(init_params: Any, pretrained_params: Any) -> Any:
@@ -324,8 +324,10 @@ def merge_pretrained(init_params: Any, pretrained_params: Any) -> Any:
     for key, value in traverse_util.flatten_dict(pretrained_params).items():
         name = "/".join(key)
         if key not in flat:
-            raise UserError(f"Pretrained parameter {name} does not exist in the "
-                            "model; make config.model match the checkpoint.")
+            raise UserError(
+                f"Pretrained parameter {name} does not exist in the "
+                "model; make config.model match the checkpoint."
+            )
         target = flat[key]
         is_box = isinstance(target, meta.AxisMetadata)
         current = target.unbox() if is_box else target
@@ -334,7 +336,8 @@ def merge_pretrained(init_params: Any, pretrained_params: Any) -> Any:
             raise UserError(
                 f"Pretrained parameter {name} has shape {tuple(value.shape)} but "
                 f"the model has {tuple(current.shape)}; make config.model match "
-                "the checkpoint.")
+                "the checkpoint."
+            )
         value = value.astype(current.dtype, copy=False)
         flat[key] = target.replace_boxed(value) if is_box else value
     return traverse_util.unflatten_dict(flat)

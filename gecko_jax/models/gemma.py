@@ -148,29 +148,28 @@ class GemmaConfig:
         if self.version not in (1, 2, 3):
             raise UserError(f"Gemma version must be 1, 2 or 3; got {self.version}.")
         if self.attention not in ATTENTION_MODES:
-            raise UserError(f"Unknown Gemma attention {self.attention!r}; use one "
-                            f"of {ATTENTION_MODES}.")
+            raise UserError(f"Unknown Gemma attention {self.attention!r}; use one of {ATTENTION_MODES}.")
         if self.num_kv_heads < 1 or self.num_heads % self.num_kv_heads:
-            raise UserError(f"num_heads {self.num_heads} must be a multiple of "
-                            f"num_kv_heads {self.num_kv_heads}.")
+            raise UserError(
+                f"num_heads {self.num_heads} must be a multiple of num_kv_heads {self.num_kv_heads}."
+            )
         if self.sliding_window_pattern < 1:
             raise UserError("sliding_window_pattern must be at least 1.")
         layer_stack.check_remat_policy(self.remat_policy)
-        attention.check_supported(self.attention_impl, head_dim=self.head_dim,
-                                  dtype=self.dtype, softcap=self.attn_logit_softcap)
+        attention.check_supported(
+            self.attention_impl, head_dim=self.head_dim, dtype=self.dtype, softcap=self.attn_logit_softcap
+        )
 
     def is_local(self, layer: int) -> bool:
         """Whether `layer` attends within the sliding window only."""
-        return bool(self.sliding_window) and (
-            (layer + 1) % self.sliding_window_pattern != 0)
+        return bool(self.sliding_window) and ((layer + 1) % self.sliding_window_pattern != 0)
 
     def replace(self, **changes) -> "GemmaConfig":
         return dataclasses.replace(self, **changes)
 
 
 def _param(module: nn.Module, name: str, init, shape, axes) -> jax.Array:
-    return module.param(name, nn.with_logical_partitioning(init, axes), shape,
-                        jnp.float32)
+    return module.param(name, nn.with_logical_partitioning(init, axes), shape, jnp.float32)
 
 
 def _softcap(x: jax.Array, cap: float) -> jax.Array:
@@ -193,8 +192,7 @@ class RMSNorm(nn.Module):
         return (y * (1.0 + scale)).astype(x.dtype)
 
 
-def apply_rope(x: jax.Array, positions: jax.Array, base: float,
-               scaling_factor: float = 1.0) -> jax.Array:
+def apply_rope(x: jax.Array, positions: jax.Array, base: float, scaling_factor: float = 1.0) -> jax.Array:
     """Rotates [B, L, heads, D] by [B, L] positions (rotate-half layout).
 
     Args:
@@ -207,19 +205,17 @@ def apply_rope(x: jax.Array, positions: jax.Array, base: float,
       The rotated tensor, in the dtype of `x`.
     """
     half = x.shape[-1] // 2
-    inv_freq = 1.0 / base ** (jnp.arange(0, half, dtype=jnp.float32) * 2
-                              / x.shape[-1])
-    angles = (positions.astype(jnp.float32)[..., None] / scaling_factor
-              * inv_freq)[:, :, None, :]
+    inv_freq = 1.0 / base ** (jnp.arange(0, half, dtype=jnp.float32) * 2 / x.shape[-1])
+    angles = (positions.astype(jnp.float32)[..., None] / scaling_factor * inv_freq)[:, :, None, :]
     sin, cos = jnp.sin(angles), jnp.cos(angles)
     first, second = jnp.split(x.astype(jnp.float32), 2, axis=-1)
-    rotated = jnp.concatenate(
-        [first * cos - second * sin, second * cos + first * sin], axis=-1)
+    rotated = jnp.concatenate([first * cos - second * sin, second * cos + first * sin], axis=-1)
     return rotated.astype(x.dtype)
 
 
-def attention_mask(config: GemmaConfig, local: bool, query_slots: jax.Array,
-                   key_valid: jax.Array) -> jax.Array:
+def attention_mask(
+    config: GemmaConfig, local: bool, query_slots: jax.Array, key_valid: jax.Array
+) -> jax.Array:
     """Which keys each query may attend to.
 
     Slots index the (cache) sequence; with left padding they differ from
@@ -254,17 +250,23 @@ class Attention(nn.Module):
     local: bool
 
     @nn.compact
-    def __call__(self, x: jax.Array, positions: jax.Array, key_valid: jax.Array,
-                 query_slots: jax.Array, cache: Optional[dict[str, jax.Array]],
-                 cache_index: jax.Array
-                 ) -> tuple[jax.Array, Optional[dict[str, jax.Array]]]:
+    def __call__(
+        self,
+        x: jax.Array,
+        positions: jax.Array,
+        key_valid: jax.Array,
+        query_slots: jax.Array,
+        cache: Optional[dict[str, jax.Array]],
+        cache_index: jax.Array,
+    ) -> tuple[jax.Array, Optional[dict[str, jax.Array]]]:
         cfg = self.config
         dtype = cfg.dtype
         hidden = x.shape[-1]
 
         def project(name, heads):
-            kernel = _param(self, f"{name}_kernel", _INIT,
-                            (hidden, heads, cfg.head_dim), ("embed", "heads", "kv"))
+            kernel = _param(
+                self, f"{name}_kernel", _INIT, (hidden, heads, cfg.head_dim), ("embed", "heads", "kv")
+            )
             return jnp.einsum("bld,dhk->blhk", x, kernel.astype(dtype))
 
         query = project("q", cfg.num_heads)
@@ -282,10 +284,8 @@ class Attention(nn.Module):
 
         if cache is not None:
             start = (0, cache_index, 0, 0)
-            keys = jax.lax.dynamic_update_slice(
-                cache["k"], key.astype(cache["k"].dtype), start)
-            values = jax.lax.dynamic_update_slice(
-                cache["v"], value.astype(cache["v"].dtype), start)
+            keys = jax.lax.dynamic_update_slice(cache["k"], key.astype(cache["k"].dtype), start)
+            values = jax.lax.dynamic_update_slice(cache["v"], value.astype(cache["v"].dtype), start)
             cache = {"k": keys, "v": values}
             key, value = keys.astype(dtype), values.astype(dtype)
 
@@ -295,7 +295,7 @@ class Attention(nn.Module):
             batch, length = query.shape[:2]
             groups = cfg.num_heads // cfg.num_kv_heads
             query = query.reshape(batch, length, cfg.num_kv_heads, groups, cfg.head_dim)
-            query = query * jnp.asarray(scalar ** -0.5, dtype)
+            query = query * jnp.asarray(scalar**-0.5, dtype)
             # [B, kv_heads, groups, Lq, S]
             scores = jnp.einsum("bqkgd,bskd->bkgqs", query, key).astype(jnp.float32)
             scores = _softcap(scores, cfg.attn_logit_softcap)
@@ -308,13 +308,20 @@ class Attention(nn.Module):
             context = xla_attention(query, key, value, key_valid)
         else:
             context = attention.fused_attention(
-                cfg.attention_impl, query, key, value, key_valid, scale=scalar ** -0.5,
+                cfg.attention_impl,
+                query,
+                key,
+                value,
+                key_valid,
+                scale=scalar**-0.5,
                 causal=cfg.attention == "causal",
                 window=cfg.sliding_window if self.local else 0,
-                softcap=cfg.attn_logit_softcap, xla_attention=xla_attention)
-        out_kernel = _param(self, "out_kernel", _INIT,
-                            (cfg.num_heads, cfg.head_dim, hidden),
-                            ("heads", "kv", "embed"))
+                softcap=cfg.attn_logit_softcap,
+                xla_attention=xla_attention,
+            )
+        out_kernel = _param(
+            self, "out_kernel", _INIT, (cfg.num_heads, cfg.head_dim, hidden), ("heads", "kv", "embed")
+        )
         out = jnp.einsum("blhk,hkd->bld", context, out_kernel.astype(dtype))
         return out, cache
 
@@ -331,8 +338,7 @@ class Mlp(nn.Module):
         gate = _param(self, "gate_kernel", _INIT, shape, ("embed", "mlp"))
         up = _param(self, "up_kernel", _INIT, shape, ("embed", "mlp"))
         down = _param(self, "down_kernel", _INIT, shape[::-1], ("mlp", "embed"))
-        h = (nn.gelu(x @ gate.astype(cfg.dtype), approximate=True)
-             * (x @ up.astype(cfg.dtype)))
+        h = nn.gelu(x @ gate.astype(cfg.dtype), approximate=True) * (x @ up.astype(cfg.dtype))
         h = constrain(h, ("act_batch", "act_len", "mlp"))
         return h @ down.astype(cfg.dtype)
 
@@ -344,8 +350,7 @@ class Block(nn.Module):
     layer: int
 
     @nn.compact
-    def __call__(self, x, positions, key_valid, query_slots, cache, cache_index,
-                 dropout_key):
+    def __call__(self, x, positions, key_valid, query_slots, cache, cache_index, dropout_key):
         """Returns (x, cache); `dropout_key` None disables dropout."""
         cfg = self.config
         post_norms = cfg.version >= 2
@@ -357,7 +362,8 @@ class Block(nn.Module):
 
         h = RMSNorm(cfg.norm_eps, name="pre_attention_norm")(x)
         h, cache = Attention(cfg, cfg.is_local(self.layer), name="attention")(
-            h, positions, key_valid, query_slots, cache, cache_index)
+            h, positions, key_valid, query_slots, cache, cache_index
+        )
         if post_norms:
             h = RMSNorm(cfg.norm_eps, name="post_attention_norm")(h)
         x = x + drop(h, 0)
@@ -382,8 +388,7 @@ def _recomputing_block(block: Block):
     """
 
     def apply(params, x, positions, key_valid, query_slots, dropout_key):
-        out, _ = block.apply({"params": params}, x, positions, key_valid,
-                             query_slots, None, 0, dropout_key)
+        out, _ = block.apply({"params": params}, x, positions, key_valid, query_slots, None, 0, dropout_key)
         return out
 
     @jax.custom_vjp
@@ -415,15 +420,21 @@ class Gemma(nn.Module):
     def setup(self):
         cfg = self.config
         self.embedder = nn.Embed(
-            cfg.vocab_size, cfg.hidden_size, dtype=cfg.dtype,
-            param_dtype=jnp.float32, name="embedder",
+            cfg.vocab_size,
+            cfg.hidden_size,
+            dtype=cfg.dtype,
+            param_dtype=jnp.float32,
+            name="embedder",
             embedding_init=nn.with_logical_partitioning(
-                nn.initializers.normal(stddev=1.0), ("vocab", "embed")))
+                nn.initializers.normal(stddev=1.0), ("vocab", "embed")
+            ),
+        )
         self.layers = [Block(cfg, i) for i in range(cfg.num_layers)]
         self.final_norm = RMSNorm(cfg.norm_eps)
 
-    def __call__(self, input_ids: jax.Array, attention_mask: jax.Array,
-                 deterministic: bool = True) -> jax.Array:
+    def __call__(
+        self, input_ids: jax.Array, attention_mask: jax.Array, deterministic: bool = True
+    ) -> jax.Array:
         """Returns the final-norm hidden states of right-padded sequences.
 
         Args:
@@ -434,16 +445,19 @@ class Gemma(nn.Module):
         Returns:
           [B, L, hidden_size] in the compute dtype.
         """
-        positions = jnp.broadcast_to(jnp.arange(input_ids.shape[1]),
-                                     input_ids.shape)
-        hidden, _ = self.decode(input_ids, attention_mask, positions,
-                                deterministic=deterministic)
+        positions = jnp.broadcast_to(jnp.arange(input_ids.shape[1]), input_ids.shape)
+        hidden, _ = self.decode(input_ids, attention_mask, positions, deterministic=deterministic)
         return hidden
 
-    def decode(self, input_ids: jax.Array, attention_mask: jax.Array,
-               positions: jax.Array, cache: Optional[Cache] = None,
-               cache_index: jax.Array | int = 0, deterministic: bool = True
-               ) -> tuple[jax.Array, Optional[Cache]]:
+    def decode(
+        self,
+        input_ids: jax.Array,
+        attention_mask: jax.Array,
+        positions: jax.Array,
+        cache: Optional[Cache] = None,
+        cache_index: jax.Array | int = 0,
+        deterministic: bool = True,
+    ) -> tuple[jax.Array, Optional[Cache]]:
         """Runs the model on a chunk of tokens, optionally against a cache.
 
         Args:
@@ -469,12 +483,14 @@ class Gemma(nn.Module):
             key_valid = attention_mask
         else:
             key_valid = jax.lax.dynamic_update_slice(
-                cache["valid"], attention_mask.astype(jnp.int32),
-                (0, cache_index))
+                cache["valid"], attention_mask.astype(jnp.int32), (0, cache_index)
+            )
         # Initialisation creates the parameters through the plain path.
         without_cache = cache is None and not self.is_initializing()
-        dropout_keys = [None if deterministic or not cfg.dropout_rate else self.make_rng("dropout")
-                        for _ in range(cfg.num_layers)]
+        dropout_keys = [
+            None if deterministic or not cfg.dropout_rate else self.make_rng("dropout")
+            for _ in range(cfg.num_layers)
+        ]
         if without_cache and cfg.scan_layers:
             x = self._scanned_blocks(x, positions, key_valid, query_slots, dropout_keys)
             return self.final_norm(x), None
@@ -483,15 +499,16 @@ class Gemma(nn.Module):
             if without_cache and cfg.remat:
                 params = self.variables["params"][f"layers_{i}"]
                 x = _recomputing_block(layer.clone(parent=None))(
-                    params, x, positions, key_valid, query_slots, dropout_keys[i])
+                    params, x, positions, key_valid, query_slots, dropout_keys[i]
+                )
                 layer_caches.append(None)
                 continue
             layer_cache = None if cache is None else cache["layers"][i]
-            x, layer_cache = layer(x, positions, key_valid, query_slots,
-                                   layer_cache, cache_index, dropout_keys[i])
+            x, layer_cache = layer(
+                x, positions, key_valid, query_slots, layer_cache, cache_index, dropout_keys[i]
+            )
             layer_caches.append(layer_cache)
-        new_cache = (None if cache is None
-                     else {"valid": key_valid, "layers": layer_caches})
+        new_cache = None if cache is None else {"valid": key_valid, "layers": layer_caches}
         return self.final_norm(x), new_cache
 
     def _scanned_blocks(self, x, positions, key_valid, query_slots, dropout_keys):
@@ -502,13 +519,15 @@ class Gemma(nn.Module):
         blocks = [Block(cfg, kind, parent=None) for kind in range(period)]
 
         def block_fn(kind, params, h, dropout_key):
-            out, _ = blocks[kind].apply({"params": params}, h, positions, key_valid,
-                                        query_slots, None, 0, dropout_key)
+            out, _ = blocks[kind].apply(
+                {"params": params}, h, positions, key_valid, query_slots, None, 0, dropout_key
+            )
             return out
 
         params = [self.variables["params"][f"layers_{i}"] for i in range(cfg.num_layers)]
-        return layer_stack.run(block_fn, params, x, dropout_keys, period,
-                               cfg.remat_policy if cfg.remat else None)
+        return layer_stack.run(
+            block_fn, params, x, dropout_keys, period, cfg.remat_policy if cfg.remat else None
+        )
 
     def logits(self, hidden: jax.Array) -> jax.Array:
         """float32 [..., vocab] logits from hidden states (tied embedding)."""
@@ -516,10 +535,12 @@ class Gemma(nn.Module):
         return _softcap(logits, self.config.final_logit_softcap)
 
 
-def init_cache(config: GemmaConfig, batch: int, length: int,
-               dtype: Any = jnp.float32) -> Cache:
+def init_cache(config: GemmaConfig, batch: int, length: int, dtype: Any = jnp.float32) -> Cache:
     """An empty KV cache for `batch` sequences of up to `length` tokens."""
     shape = (batch, length, config.num_kv_heads, config.head_dim)
-    return {"valid": jnp.zeros((batch, length), jnp.int32),
-            "layers": [{"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
-                       for _ in range(config.num_layers)]}
+    return {
+        "valid": jnp.zeros((batch, length), jnp.int32),
+        "layers": [
+            {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)} for _ in range(config.num_layers)
+        ],
+    }

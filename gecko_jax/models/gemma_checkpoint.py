@@ -63,11 +63,15 @@ def gemma_params(config: GemmaConfig, tensor, norm, names: dict[str, str]) -> di
     Returns:
       The parameter tree.
     """
-    hidden, heads, kv_heads, head_dim = (config.hidden_size, config.num_heads,
-                                         config.num_kv_heads, config.head_dim)
-    params = {"embedder": {"embedding": tensor(names["embedding"])},
-              "final_norm": norm(names["final_norm"])}
+    hidden, heads, kv_heads, head_dim = (
+        config.hidden_size,
+        config.num_heads,
+        config.num_kv_heads,
+        config.head_dim,
+    )
+    params = {"embedder": {"embedding": tensor(names["embedding"])}, "final_norm": norm(names["final_norm"])}
     for i in range(config.num_layers):
+
         def layer_tensor(role, i=i):
             return tensor(names[role].format(i=i))
 
@@ -87,9 +91,11 @@ def gemma_params(config: GemmaConfig, tensor, norm, names: dict[str, str]) -> di
             "pre_attention_norm": layer_norm("pre_attention_norm"),
             "attention": attention,
             "pre_mlp_norm": layer_norm("pre_mlp_norm"),
-            "mlp": {"gate_kernel": layer_tensor("gate").T,
-                    "up_kernel": layer_tensor("up").T,
-                    "down_kernel": layer_tensor("down").T},
+            "mlp": {
+                "gate_kernel": layer_tensor("gate").T,
+                "up_kernel": layer_tensor("up").T,
+                "down_kernel": layer_tensor("down").T,
+            },
         }
         if config.version >= 2:
             layer["post_attention_norm"] = layer_norm("post_attention_norm")

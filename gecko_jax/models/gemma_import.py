@@ -28,8 +28,7 @@ from gecko_jax.pretrained_packages import gemma3_270m_path
 
 def is_gemma_spec(spec: str) -> bool:
     """Whether `spec` names a Gemma checkpoint (see the module docstring)."""
-    return (spec == GEMMA3_270M or spec.startswith(("gguf:", "hf:"))
-            and len(spec.partition(":")[2]) > 0)
+    return spec == GEMMA3_270M or spec.startswith(("gguf:", "hf:")) and len(spec.partition(":")[2]) > 0
 
 
 def is_gemma_folder(path: str) -> bool:
@@ -64,15 +63,13 @@ def load_checkpoint(spec: str) -> GemmaCheckpoint:
     if spec == GEMMA3_270M:
         return gguf_import.load_gguf(gemma3_270m_path(), spec=GEMMA3_270M)
     if is_gemma_spec(spec) and spec.startswith("gguf:"):
-        return gguf_import.load_gguf(spec[len("gguf:"):])
+        return gguf_import.load_gguf(spec[len("gguf:") :])
     if is_gemma_spec(spec):
-        return hf_gemma_import.load_hf_folder(spec[len("hf:"):])
-    raise UserError(f"Unknown Gemma model {spec!r}; use 'gemma3-270m', "
-                    "'gguf:PATH' or 'hf:PATH'.")
+        return hf_gemma_import.load_hf_folder(spec[len("hf:") :])
+    raise UserError(f"Unknown Gemma model {spec!r}; use 'gemma3-270m', 'gguf:PATH' or 'hf:PATH'.")
 
 
-def model_config(checkpoint: GemmaCheckpoint, attention: str = "bidirectional"
-                 ) -> ml_collections.ConfigDict:
+def model_config(checkpoint: GemmaCheckpoint, attention: str = "bidirectional") -> ml_collections.ConfigDict:
     """The `config.model` section that rebuilds `checkpoint` as a tower.
 
     Args:
@@ -83,38 +80,39 @@ def model_config(checkpoint: GemmaCheckpoint, attention: str = "bidirectional"
       A ConfigDict with the fields `models.registry` reads for 'gemma'.
     """
     cfg = checkpoint.config
-    return ml_collections.ConfigDict({
-        "name": "gemma",
-        "init": checkpoint.spec,
-        "vocab": checkpoint.vocab,
-        "vocab_size": cfg.vocab_size,
-        "hidden_size": cfg.hidden_size,
-        "num_layers": cfg.num_layers,
-        "num_heads": cfg.num_heads,
-        "intermediate_size": cfg.intermediate_size,
-        "max_position_embeddings": checkpoint.max_length,
-        "type_vocab_size": 2,
-        "layer_norm_eps": cfg.norm_eps,
-        "dropout_rate": 0.0,
-        "attention_dropout_rate": 0.0,
-        "pooling": checkpoint.pooling,
-        "projection_dim": (0 if checkpoint.projection is None
-                           else int(checkpoint.projection.shape[1])),
-        "normalize": checkpoint.normalize,
-        "dtype": "float32",
-        "gemma_version": cfg.version,
-        "num_kv_heads": cfg.num_kv_heads,
-        "head_dim": cfg.head_dim,
-        "query_pre_attn_scalar": float(cfg.query_pre_attn_scalar),
-        "sliding_window": cfg.sliding_window,
-        "sliding_window_pattern": cfg.sliding_window_pattern,
-        "rope_global_base": cfg.rope_global_base,
-        "rope_local_base": cfg.rope_local_base,
-        "rope_scaling_factor": cfg.rope_scaling_factor,
-        "attn_logit_softcap": cfg.attn_logit_softcap,
-        "final_logit_softcap": cfg.final_logit_softcap,
-        "attention": attention,
-    })
+    return ml_collections.ConfigDict(
+        {
+            "name": "gemma",
+            "init": checkpoint.spec,
+            "vocab": checkpoint.vocab,
+            "vocab_size": cfg.vocab_size,
+            "hidden_size": cfg.hidden_size,
+            "num_layers": cfg.num_layers,
+            "num_heads": cfg.num_heads,
+            "intermediate_size": cfg.intermediate_size,
+            "max_position_embeddings": checkpoint.max_length,
+            "type_vocab_size": 2,
+            "layer_norm_eps": cfg.norm_eps,
+            "dropout_rate": 0.0,
+            "attention_dropout_rate": 0.0,
+            "pooling": checkpoint.pooling,
+            "projection_dim": (0 if checkpoint.projection is None else int(checkpoint.projection.shape[1])),
+            "normalize": checkpoint.normalize,
+            "dtype": "float32",
+            "gemma_version": cfg.version,
+            "num_kv_heads": cfg.num_kv_heads,
+            "head_dim": cfg.head_dim,
+            "query_pre_attn_scalar": float(cfg.query_pre_attn_scalar),
+            "sliding_window": cfg.sliding_window,
+            "sliding_window_pattern": cfg.sliding_window_pattern,
+            "rope_global_base": cfg.rope_global_base,
+            "rope_local_base": cfg.rope_local_base,
+            "rope_scaling_factor": cfg.rope_scaling_factor,
+            "attn_logit_softcap": cfg.attn_logit_softcap,
+            "final_logit_softcap": cfg.final_logit_softcap,
+            "attention": attention,
+        }
+    )
 
 
 def to_imported_model(checkpoint: GemmaCheckpoint) -> ImportedModel:

@@ -23,8 +23,9 @@ def gguf_config(gguf: GgufFile) -> GemmaConfig:
     """The `GemmaConfig` (causal) that a Gemma GGUF file describes."""
     arch = gguf.metadata.get("general.architecture")
     if arch not in _ARCHITECTURES:
-        raise UserError(f"{gguf.path}: architecture {arch!r} is not a Gemma; "
-                        f"use a GGUF of {sorted(_ARCHITECTURES)}.")
+        raise UserError(
+            f"{gguf.path}: architecture {arch!r} is not a Gemma; use a GGUF of {sorted(_ARCHITECTURES)}."
+        )
     version = _ARCHITECTURES[arch]
 
     def get(key, default=None):
@@ -60,14 +61,20 @@ def gguf_config(gguf: GgufFile) -> GemmaConfig:
 
 # llama.cpp's tensor names, by role (see `gemma_checkpoint.gemma_params`).
 _GGUF_NAMES = {
-    "embedding": "token_embd.weight", "final_norm": "output_norm.weight",
-    "q": "blk.{i}.attn_q.weight", "k": "blk.{i}.attn_k.weight",
-    "v": "blk.{i}.attn_v.weight", "out": "blk.{i}.attn_output.weight",
-    "q_norm": "blk.{i}.attn_q_norm.weight", "k_norm": "blk.{i}.attn_k_norm.weight",
+    "embedding": "token_embd.weight",
+    "final_norm": "output_norm.weight",
+    "q": "blk.{i}.attn_q.weight",
+    "k": "blk.{i}.attn_k.weight",
+    "v": "blk.{i}.attn_v.weight",
+    "out": "blk.{i}.attn_output.weight",
+    "q_norm": "blk.{i}.attn_q_norm.weight",
+    "k_norm": "blk.{i}.attn_k_norm.weight",
     "pre_attention_norm": "blk.{i}.attn_norm.weight",
     "post_attention_norm": "blk.{i}.post_attention_norm.weight",
-    "pre_mlp_norm": "blk.{i}.ffn_norm.weight", "post_mlp_norm": "blk.{i}.post_ffw_norm.weight",
-    "gate": "blk.{i}.ffn_gate.weight", "up": "blk.{i}.ffn_up.weight",
+    "pre_mlp_norm": "blk.{i}.ffn_norm.weight",
+    "post_mlp_norm": "blk.{i}.post_ffw_norm.weight",
+    "gate": "blk.{i}.ffn_gate.weight",
+    "up": "blk.{i}.ffn_up.weight",
     "down": "blk.{i}.ffn_down.weight",
 }
 
@@ -79,8 +86,7 @@ def _gguf_params(gguf: GgufFile, config: GemmaConfig) -> dict[str, Any]:
 
     def get(name):
         if name not in names:
-            raise UserError(f"{gguf.path} has no tensor {name!r}; is it a "
-                            "complete Gemma GGUF?")
+            raise UserError(f"{gguf.path} has no tensor {name!r}; is it a complete Gemma GGUF?")
         used.add(name)
         return gguf.tensor(name)
 
@@ -92,8 +98,9 @@ def _gguf_params(gguf: GgufFile, config: GemmaConfig) -> dict[str, Any]:
     # An untied output matrix, say, would change the model: refuse it.
     unused = sorted(names - used)
     if unused:
-        raise UserError(f"{gguf.path}: tensors {unused[:5]} do not fit a Gemma "
-                        f"version {config.version} model.")
+        raise UserError(
+            f"{gguf.path}: tensors {unused[:5]} do not fit a Gemma version {config.version} model."
+        )
     return params
 
 
@@ -113,6 +120,9 @@ def load_gguf(path: str, spec: Optional[str] = None) -> GemmaCheckpoint:
     gguf = GgufFile(path)
     config = gguf_config(gguf)
     spec = spec or f"gguf:{path}"
-    return GemmaCheckpoint(config=config, params=_gguf_params(gguf, config),
-                           vocab=spec if spec == GEMMA3_270M else f"gguf:{path}",
-                           spec=spec)
+    return GemmaCheckpoint(
+        config=config,
+        params=_gguf_params(gguf, config),
+        vocab=spec if spec == GEMMA3_270M else f"gguf:{path}",
+        spec=spec,
+    )

@@ -62,8 +62,14 @@ def _stack(trees: Sequence[Any]) -> Any:
     return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
 
 
-def run(layer_fn: LayerFn, layer_params: Sequence[Any], x: jax.Array,
-        layer_extras: Sequence[Any], period: int, remat_policy: str | None) -> jax.Array:
+def run(
+    layer_fn: LayerFn,
+    layer_params: Sequence[Any],
+    x: jax.Array,
+    layer_extras: Sequence[Any],
+    period: int,
+    remat_policy: str | None,
+) -> jax.Array:
     """Runs the layers in order, the whole periods of them as one `jax.lax.scan`.
 
     Args:
@@ -78,9 +84,11 @@ def run(layer_fn: LayerFn, layer_params: Sequence[Any], x: jax.Array,
     Returns:
       The output of the last layer.
     """
+
     def layer(kind):
         def apply(params, h, extra):
             return layer_fn(kind, params, h, extra)
+
         if remat_policy is None:
             return apply
         # prevent_cse guards unrolled code; inside a loop it only slows the step.
@@ -90,6 +98,7 @@ def run(layer_fn: LayerFn, layer_params: Sequence[Any], x: jax.Array,
     num_layers = len(layer_params)
     looped = num_layers - num_layers % period
     if looped:
+
         def body(h, per_period):
             params, extras = per_period
             for kind in range(period):
@@ -99,7 +108,8 @@ def run(layer_fn: LayerFn, layer_params: Sequence[Any], x: jax.Array,
         # Entry `kind` of the loop's inputs stacks layers kind, kind + period, ...
         stacked = tuple(
             (_stack(layer_params[kind:looped:period]), _stack(layer_extras[kind:looped:period]))
-            for kind in range(period))
+            for kind in range(period)
+        )
         params = tuple(p for p, _ in stacked)
         extras = tuple(e for _, e in stacked)
         x, _ = jax.lax.scan(body, x, (params, extras))

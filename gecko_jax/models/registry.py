@@ -52,8 +52,7 @@ _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 def _dtype(name: str):
     if name not in _DTYPES:
-        raise UserError(f"Unknown model.dtype {name!r}; use one of "
-                        f"{sorted(_DTYPES)}.")
+        raise UserError(f"Unknown model.dtype {name!r}; use one of {sorted(_DTYPES)}.")
     return _DTYPES[name]
 
 
@@ -63,13 +62,18 @@ def _attention_impl(config: ml_collections.ConfigDict) -> str:
 
 def _bert(config: ml_collections.ConfigDict) -> nn.Module:
     if config.get("remat", False) and not config.get("scan_layers", False):
-        raise UserError("BERT recomputes its layers only when they are scanned: set "
-                        "--config.model.scan_layers=True with --config.model.remat=True.")
+        raise UserError(
+            "BERT recomputes its layers only when they are scanned: set "
+            "--config.model.scan_layers=True with --config.model.remat=True."
+        )
     layer_stack.check_remat_policy(config.get("remat_policy", "full"))
     # A width that the heads do not divide is refused by the attention layer.
     attention.check_supported(
-        _attention_impl(config), head_dim=config.hidden_size // max(config.num_heads, 1),
-        dtype=_dtype(config.dtype), attention_dropout_rate=config.attention_dropout_rate)
+        _attention_impl(config),
+        head_dim=config.hidden_size // max(config.num_heads, 1),
+        dtype=_dtype(config.dtype),
+        attention_dropout_rate=config.attention_dropout_rate,
+    )
     return BertEncoder(
         vocab_size=config.vocab_size,
         hidden_size=config.hidden_size,
@@ -153,16 +157,16 @@ def build_tower(
     """
     builder = backbone_builder or _BACKBONES.get(model_config.name)
     if builder is None:
-        raise UserError(f"Unknown model.name {model_config.name!r}; use one of "
-                        f"{sorted(_BACKBONES)}.")
+        raise UserError(f"Unknown model.name {model_config.name!r}; use one of {sorted(_BACKBONES)}.")
     if model_config.pooling not in POOLINGS:
-        raise UserError(f"Unknown model.pooling {model_config.pooling!r}; use one "
-                        f"of {POOLINGS}.")
+        raise UserError(f"Unknown model.pooling {model_config.pooling!r}; use one of {POOLINGS}.")
     multi_vector_dim = model_config.get("multi_vector_dim", 0)  # Absent in older workdirs.
     if multi_vector_dim and model_config.projection_dim:
-        raise UserError(f"model.projection_dim={model_config.projection_dim} is a head on the "
-                        f"pooled vector, which a multi-vector tower (model.multi_vector_dim="
-                        f"{multi_vector_dim}) does not have; set one of them to 0")
+        raise UserError(
+            f"model.projection_dim={model_config.projection_dim} is a head on the "
+            f"pooled vector, which a multi-vector tower (model.multi_vector_dim="
+            f"{multi_vector_dim}) does not have; set one of them to 0"
+        )
     return EmbeddingTower(
         backbone=builder(model_config),
         pooling=model_config.pooling,
@@ -173,24 +177,31 @@ def build_tower(
     )
 
 
-def _salience_heads(model_config: ml_collections.ConfigDict,
-                    multi_vector_dim: int) -> salience.SalienceHeads | None:
+def _salience_heads(
+    model_config: ml_collections.ConfigDict, multi_vector_dim: int
+) -> salience.SalienceHeads | None:
     """AligneR's salience heads where `model.salience_heads` asks for them."""
     if not model_config.get("salience_heads", False):  # Absent in older workdirs.
         return None
     if not multi_vector_dim:
-        raise UserError("model.salience_heads weigh token vectors; set "
-                        "--config.model.multi_vector_dim (e.g. 128) for a multi-vector tower")
+        raise UserError(
+            "model.salience_heads weigh token vectors; set "
+            "--config.model.multi_vector_dim (e.g. 128) for a multi-vector tower"
+        )
     for field in ("salience_query_fraction", "salience_doc_fraction"):
         if not 0 < model_config[field] <= 1:
-            raise UserError(f"--config.model.{field}={model_config[field]!r} is out of range; "
-                            "use a fraction in (0, 1]")
+            raise UserError(
+                f"--config.model.{field}={model_config[field]!r} is out of range; use a fraction in (0, 1]"
+            )
     if not model_config.salience_epsilon > 0 or model_config.salience_iterations < 1:
-        raise UserError("model.salience_epsilon must be above 0 and model.salience_iterations "
-                        f"at least 1; got {model_config.salience_epsilon!r} and "
-                        f"{model_config.salience_iterations!r}")
+        raise UserError(
+            "model.salience_epsilon must be above 0 and model.salience_iterations "
+            f"at least 1; got {model_config.salience_epsilon!r} and "
+            f"{model_config.salience_iterations!r}"
+        )
     return salience.SalienceHeads(
         query_fraction=model_config.salience_query_fraction,
         doc_fraction=model_config.salience_doc_fraction,
         epsilon=model_config.salience_epsilon,
-        iterations=model_config.salience_iterations)
+        iterations=model_config.salience_iterations,
+    )

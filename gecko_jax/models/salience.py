@@ -58,8 +58,9 @@ DEFAULT_ITERATIONS = 100
 _ROUNDING = 1e-6
 
 
-def salience_gate(scores: jax.Array, mask: jax.Array, fraction: float, epsilon: float,
-                  iterations: int) -> jax.Array:
+def salience_gate(
+    scores: jax.Array, mask: jax.Array, fraction: float, epsilon: float, iterations: int
+) -> jax.Array:
     """lambda of the entropy-regularised program, by the paper's unrolled iteration.
 
     Args:
@@ -94,8 +95,7 @@ def salience_gate(scores: jax.Array, mask: jax.Array, fraction: float, epsilon: 
         a = log_k - epsilon * jax.nn.logsumexp(logits, axis=-1, keepdims=True)
         return a, jnp.minimum(-scaled - a, 0.0)
 
-    a, b = jax.lax.fori_loop(0, iterations, update,
-                             (jnp.zeros_like(log_k), jnp.zeros_like(scaled)))
+    a, b = jax.lax.fori_loop(0, iterations, update, (jnp.zeros_like(log_k), jnp.zeros_like(scaled)))
     # b was set from the last a, so s + b + a = min(s + a, 0): the gate is at
     # most 1, but float32 rounds -s - a + s + a to a hair above 0 (capped
     # tokens carry no gradient through lambda either way).
@@ -135,16 +135,18 @@ class SalienceHeads(nn.Module):
         """
         hidden = hidden.astype(jnp.float32)
         saliences = []
-        for name, fraction in (("query_salience", self.query_fraction),
-                               ("doc_salience", self.doc_fraction)):
+        for name, fraction in (("query_salience", self.query_fraction), ("doc_salience", self.doc_fraction)):
             # Zero kernel and bias 1: every token starts with s = 1, so the
             # gate is uniform and a pretrained tower scores as ColBERT would.
-            scores = nn.relu(nn.Dense(
-                1, param_dtype=jnp.float32, name=name,
-                kernel_init=nn.with_logical_partitioning(nn.initializers.zeros_init(),
-                                                         ("embed", None)),
-                bias_init=nn.with_logical_partitioning(nn.initializers.ones_init(), (None,)),
-            )(hidden)[..., 0])
+            scores = nn.relu(
+                nn.Dense(
+                    1,
+                    param_dtype=jnp.float32,
+                    name=name,
+                    kernel_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("embed", None)),
+                    bias_init=nn.with_logical_partitioning(nn.initializers.ones_init(), (None,)),
+                )(hidden)[..., 0]
+            )
             gate = salience_gate(scores, mask, fraction, self.epsilon, self.iterations)
             saliences.append(gate * scores)
         return jnp.stack(saliences, axis=-1)

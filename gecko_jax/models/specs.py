@@ -33,9 +33,11 @@ GEMMA = "gemma"
 BERT_FOLDER = "bert-folder"
 WORKDIR = "workdir"
 
-SPEC_HELP = ("use 'minilm', 'st:PATH' (a sentence-transformers or HF BERT folder), 'gguf:PATH', "
-             "'hf:PATH' (an HF Gemma folder), 'gemma3-270m', a sentence-transformers folder or a "
-             "training workdir")
+SPEC_HELP = (
+    "use 'minilm', 'st:PATH' (a sentence-transformers or HF BERT folder), 'gguf:PATH', "
+    "'hf:PATH' (an HF Gemma folder), 'gemma3-270m', a sentence-transformers folder or a "
+    "training workdir"
+)
 GEMMA_HELP = "use 'gemma3-270m', 'gguf:PATH' (a .gguf file), 'hf:PATH' or an HF Gemma folder"
 
 # What each other kind is, in the refusal of a spec where a language model is needed.
@@ -112,10 +114,10 @@ def resolve(spec: str, forms: str = SPEC_HELP) -> ModelSpec:
         gemma3_270m_path()
         return ModelSpec(GEMMA, spec, "")
     if gemma_import.is_gemma_spec(spec) and spec.startswith("gguf:"):
-        _there(spec, spec[len("gguf:"):], forms, folder=False)
+        _there(spec, spec[len("gguf:") :], forms, folder=False)
         return ModelSpec(GEMMA, spec, "")
     if gemma_import.is_gemma_spec(spec):
-        return ModelSpec(GEMMA, spec, _there(spec, spec[len("hf:"):], forms))
+        return ModelSpec(GEMMA, spec, _there(spec, spec[len("hf:") :], forms))
     if os.path.isdir(spec) and is_hf_bert_folder(spec):
         return ModelSpec(BERT_FOLDER, spec, spec)
     if spec and tf.io.gfile.exists(os.path.join(spec, "config.json")):
@@ -138,6 +140,7 @@ def resolve_gemma(spec: str, forms: str = GEMMA_HELP) -> ModelSpec:
     """
     model = resolve(spec, forms)
     if model.kind != GEMMA:
-        raise UserError(f"Model {spec!r} is {_NOT_A_LANGUAGE_MODEL[model.kind]}, not a Gemma "
-                        f"language model; {forms}.")
+        raise UserError(
+            f"Model {spec!r} is {_NOT_A_LANGUAGE_MODEL[model.kind]}, not a Gemma language model; {forms}."
+        )
     return model

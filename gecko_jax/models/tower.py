@@ -99,8 +99,9 @@ class EmbeddingTower(nn.Module):
     saliences: nn.Module | None = None
 
     @nn.compact
-    def __call__(self, input_ids: jax.Array, attention_mask: jax.Array,
-                 deterministic: bool = True) -> jax.Array:
+    def __call__(
+        self, input_ids: jax.Array, attention_mask: jax.Array, deterministic: bool = True
+    ) -> jax.Array:
         """Embeds a batch.
 
         Args:
@@ -113,18 +114,19 @@ class EmbeddingTower(nn.Module):
           multi-vector tower float32 [B, L, multi_vector_dim], plus two
           salience channels with `saliences`.
         """
-        hidden = self.backbone(input_ids, attention_mask,
-                               deterministic=deterministic)
+        hidden = self.backbone(input_ids, attention_mask, deterministic=deterministic)
         if self.multi_vector_dim:
             return self._token_vectors(hidden, attention_mask)
         # Pool in float32: a bf16 sum over hundreds of tokens loses digits.
         x = pool(hidden.astype(jnp.float32), attention_mask, self.pooling)
         if self.projection_dim:
             x = nn.Dense(
-                self.projection_dim, use_bias=False, param_dtype=jnp.float32,
+                self.projection_dim,
+                use_bias=False,
+                param_dtype=jnp.float32,
                 name="projection",
-                kernel_init=nn.with_logical_partitioning(
-                    nn.initializers.lecun_normal(), ("embed", "mlp")))(x)
+                kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), ("embed", "mlp")),
+            )(x)
         if self.normalize:
             x = l2_normalize(x)
         return x
@@ -132,10 +134,12 @@ class EmbeddingTower(nn.Module):
     def _token_vectors(self, hidden: jax.Array, attention_mask: jax.Array) -> jax.Array:
         """[B, L, H] states -> [B, L, multi_vector_dim] token vectors, padding zeroed."""
         x = nn.Dense(
-            self.multi_vector_dim, use_bias=False, param_dtype=jnp.float32,
+            self.multi_vector_dim,
+            use_bias=False,
+            param_dtype=jnp.float32,
             name="multi_vector",
-            kernel_init=nn.with_logical_partitioning(
-                nn.initializers.lecun_normal(), ("embed", "mlp")))(hidden.astype(jnp.float32))
+            kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), ("embed", "mlp")),
+        )(hidden.astype(jnp.float32))
         if self.normalize:
             x = l2_normalize(x)
         # Zero padding rows so that sums over tokens need no mask and padding

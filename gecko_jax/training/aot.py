@@ -28,7 +28,7 @@ from gecko_jax.training.train_program import build_train_program
 
 def format_bytes(num_bytes: int) -> str:
     """`num_bytes` in GiB, MiB or KiB, as the reports print sizes."""
-    for unit, scale in (("GiB", 1024 ** 3), ("MiB", 1024 ** 2)):
+    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2)):
         if num_bytes >= scale:
             return f"{num_bytes / scale:.2f} {unit}"
     return f"{num_bytes / 1024:.2f} KiB"
@@ -55,6 +55,7 @@ class CompileReport:
         XLA counts a loop body once, so `flops_per_device` is then a lower bound.
       compile_seconds: time to lower and compile.
     """
+
     mesh_shape: dict
     num_params: int
     state_bytes: int
@@ -78,11 +79,14 @@ def abstract_batch(config: ml_collections.ConfigDict, batch_sharding) -> dict:
     width = 0
     if config.data.get("teachers", ()):
         # Stored teacher vectors; distillation needs them as wide as the student.
-        width = (sum(config.loss.jasper_teacher_dims) or config.model.projection_dim
-                 or config.model.hidden_size)
+        width = (
+            sum(config.loss.jasper_teacher_dims) or config.model.projection_dim or config.model.hidden_size
+        )
     fields = batch_spec.shapes(config.batch_size, batch_spec.text_lengths(config.data), width)
-    return {name: jax.ShapeDtypeStruct(shape, dtype, sharding=batch_sharding)
-            for name, (shape, dtype) in fields.items()}
+    return {
+        name: jax.ShapeDtypeStruct(shape, dtype, sharding=batch_sharding)
+        for name, (shape, dtype) in fields.items()
+    }
 
 
 def _bytes_per_device(tree, shardings) -> int:
@@ -96,8 +100,10 @@ def _bytes_per_device(tree, shardings) -> int:
 def _check_batch(config: ml_collections.ConfigDict, mesh) -> None:
     dp = sharding.data_parallel_size(mesh)
     if config.batch_size % dp:
-        raise UserError(f"batch_size={config.batch_size} is not divisible by the data-parallel "
-                        f"size {dp} (mesh {dict(mesh.shape)}); pick a multiple of {dp}")
+        raise UserError(
+            f"batch_size={config.batch_size} is not divisible by the data-parallel "
+            f"size {dp} (mesh {dict(mesh.shape)}); pick a multiple of {dp}"
+        )
     if config.grad_cache.chunk_size:
         check_chunk_size(config.grad_cache.chunk_size, config.batch_size, dp)
 
@@ -118,12 +124,14 @@ def lower_train_step(config: ml_collections.ConfigDict, mesh):
     """
     _check_batch(config, mesh)
     program = build_train_program(config, mesh)
-    state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                         program.abstract_state, program.shardings)
+    state = jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+        program.abstract_state,
+        program.shardings,
+    )
     rng = jax.ShapeDtypeStruct((), jax.random.key(0).dtype)
     with sharding.activated(mesh, program.rules):
-        lowered = program.train_step.lower(state, abstract_batch(config, program.batch_sharding),
-                                           rng)
+        lowered = program.train_step.lower(state, abstract_batch(config, program.batch_sharding), rng)
     return program, lowered
 
 
@@ -156,8 +164,9 @@ def state_bytes_per_device(program) -> int:
 
     Needs no compiled program, so it is known even when a compiler refuses the step.
     """
-    return (_bytes_per_device(program.abstract_state.params, program.shardings.params)
-            + _bytes_per_device(program.abstract_state.opt_state, program.shardings.opt_state))
+    return _bytes_per_device(program.abstract_state.params, program.shardings.params) + _bytes_per_device(
+        program.abstract_state.opt_state, program.shardings.opt_state
+    )
 
 
 def cost_of(compiled) -> dict:
@@ -170,13 +179,16 @@ def cost_of(compiled) -> dict:
 
 def _model_flops_per_device(config: ml_collections.ConfigDict, program, mesh) -> float:
     lengths = batch_spec.text_lengths(config.data)
-    full = sum(program.flops.of_texts(jnp.ones((config.batch_size, lengths[field]), jnp.int32))
-               for field in batch_spec.TEXT_FIELDS)
+    full = sum(
+        program.flops.of_texts(jnp.ones((config.batch_size, lengths[field]), jnp.int32))
+        for field in batch_spec.TEXT_FIELDS
+    )
     return float(full) / mesh.size
 
 
-def report_of_compiled(config: ml_collections.ConfigDict, program, compiled, mesh,
-                       seconds: float) -> CompileReport:
+def report_of_compiled(
+    config: ml_collections.ConfigDict, program, compiled, mesh, seconds: float
+) -> CompileReport:
     """The CompileReport of a train step `compiled` for `mesh` in `seconds`.
 
     Args:
@@ -208,22 +220,26 @@ def format_flops(report: CompileReport) -> str:
     xla = f"XLA's count {report.flops_per_device:.4g}"
     if report.loops:
         xla += " (a lower bound: the program loops and XLA counts a loop body once)"
-    return (f"FLOPs per device and step: {report.model_flops_per_device:.4g} model FLOPs "
-            f"(6 x parameters x tokens + attention, every text at full length); {xla}")
+    return (
+        f"FLOPs per device and step: {report.model_flops_per_device:.4g} model FLOPs "
+        f"(6 x parameters x tokens + attention, every text at full length); {xla}"
+    )
 
 
 def format_report(report: CompileReport) -> str:
     """The report as the lines `launch/compile.py` prints."""
     devices = math.prod(report.mesh_shape.values())
     mesh = ", ".join(f"{axis}={size}" for axis, size in report.mesh_shape.items())
-    return "\n".join([
-        f"mesh: {mesh} ({devices} devices); compiled in {report.compile_seconds:.1f} s",
-        f"parameters: {report.num_params:,}",
-        "memory per device:",
-        f"  params + optimizer state  {format_bytes(report.state_bytes):>12}",
-        f"  arguments (state, batch)  {format_bytes(report.argument_bytes):>12}",
-        f"  outputs (not donated)     {format_bytes(report.output_bytes):>12}",
-        f"  temporaries               {format_bytes(report.temp_bytes):>12}",
-        f"  peak                      {format_bytes(report.peak_bytes):>12}",
-        format_flops(report),
-    ])
+    return "\n".join(
+        [
+            f"mesh: {mesh} ({devices} devices); compiled in {report.compile_seconds:.1f} s",
+            f"parameters: {report.num_params:,}",
+            "memory per device:",
+            f"  params + optimizer state  {format_bytes(report.state_bytes):>12}",
+            f"  arguments (state, batch)  {format_bytes(report.argument_bytes):>12}",
+            f"  outputs (not donated)     {format_bytes(report.output_bytes):>12}",
+            f"  temporaries               {format_bytes(report.temp_bytes):>12}",
+            f"  peak                      {format_bytes(report.peak_bytes):>12}",
+            format_flops(report),
+        ]
+    )

@@ -17,8 +17,16 @@ import jax
 _GOOGLE_PCI_VENDOR = "0x1ae0"  # TPU chips show up as PCI devices of this vendor.
 # What a collective or the coordination service reports when another process
 # of the job is gone (killed, crashed, its host lost).
-_PEER_FAILURE_MARKERS = ("Gloo", "Connection reset", "Connection refused", "heartbeat",
-                         "another task", "task has failed", "UNAVAILABLE", "DEADLINE_EXCEEDED")
+_PEER_FAILURE_MARKERS = (
+    "Gloo",
+    "Connection reset",
+    "Connection refused",
+    "heartbeat",
+    "another task",
+    "task has failed",
+    "UNAVAILABLE",
+    "DEADLINE_EXCEEDED",
+)
 PEER_FAILURE_EXIT_STATUS = 3
 
 
@@ -58,8 +66,9 @@ def multihost_reason(environ: Mapping[str, str], on_tpu_vm: bool) -> Optional[st
     return None
 
 
-def initialize(environ: Optional[Mapping[str, str]] = None,
-               on_tpu_vm: Optional[Callable[[], bool]] = None) -> bool:
+def initialize(
+    environ: Optional[Mapping[str, str]] = None, on_tpu_vm: Optional[Callable[[], bool]] = None
+) -> bool:
     """Calls `jax.distributed.initialize()` when this process is part of a multi-host job.
 
     Must run before anything asks JAX for its devices.
@@ -78,23 +87,25 @@ def initialize(environ: Optional[Mapping[str, str]] = None,
     # jax reads the coordinator from the environment but not the process
     # count and index, which a hand-made cluster gives there as well.
     count, index = environ.get("JAX_NUM_PROCESSES"), environ.get("JAX_PROCESS_ID")
-    jax.distributed.initialize(num_processes=int(count) if count else None,
-                               process_id=int(index) if index else None)
+    jax.distributed.initialize(
+        num_processes=int(count) if count else None, process_id=int(index) if index else None
+    )
     # The on-disk compilation cache can hand the processes of one job different
     # executables of the same step (one loads what an earlier run wrote, another
     # compiles afresh), whose collectives then wait on each other forever: seen
     # as a hang on the first step of a resumed FSDP run over two processes.
     jax.config.update("jax_enable_compilation_cache", False)
     if jax.process_index() == 0:
-        print(f"Joined {jax.process_count()} processes ({reason}); "
-              f"{jax.device_count()} devices in all", flush=True)
+        print(
+            f"Joined {jax.process_count()} processes ({reason}); {jax.device_count()} devices in all",
+            flush=True,
+        )
     return True
 
 
 def is_peer_failure(err: BaseException) -> bool:
     """Whether `err` is a collective or coordination failure because another process died."""
-    if jax.process_count() == 1 or not isinstance(err, (jax.errors.JaxRuntimeError,
-                                                          RuntimeError)):
+    if jax.process_count() == 1 or not isinstance(err, (jax.errors.JaxRuntimeError, RuntimeError)):
         return False
     return any(marker in str(err) for marker in _PEER_FAILURE_MARKERS)
 

@@ -11,10 +11,10 @@ sharded parameters, encoding `config.eval_batch_size` texts at a time.
 Results are named `<evaluator>.<metric>[@<dim>]` (e.g. `stsb.spearman@128`)
 and written to TensorBoard under `evals/` and to WORKDIR/metrics.jsonl as
 `evals.stsb.spearman@128`; WORKDIR/eval.jsonl also gets one line per evaluation
-(`{"step": N, "stsb.spearman@128": ...}`, what the sweep launcher reads). With `config.best_metric` set to one of those
-names, the parameters of the best evaluation so far are kept in WORKDIR/best,
-which loads like a workdir (`Encoder.load('WORKDIR/best')`); best/best.json
-says which step and value they are.
+(`{"step": N, "stsb.spearman@128": ...}`, what the sweep launcher reads). With
+`config.best_metric` set to one of those names, the parameters of the best
+evaluation so far are kept in WORKDIR/best, which loads like a workdir
+(`Encoder.load('WORKDIR/best')`); best/best.json says which step and value they are.
 """
 
 import dataclasses
@@ -60,8 +60,9 @@ class _PrefixCache:
     def encode(self, texts, prompt=None, dim=None, batch_size=None, show_progress=False):
         key = (tuple(texts), prompt)
         if key not in self._full:
-            self._full[key] = self._encoder.encode(texts, prompt=prompt, batch_size=batch_size,
-                                                   show_progress=show_progress)
+            self._full[key] = self._encoder.encode(
+                texts, prompt=prompt, batch_size=batch_size, show_progress=show_progress
+            )
         full = self._full[key]
         return full if not dim else np.asarray(truncate_and_normalize(full, dim))
 
@@ -71,18 +72,20 @@ class _PrefixCache:
 
     def encode_tokens(self, texts, prompt=None, dim=None, batch_size=None, show_progress=False):
         # Token vectors are only used by retrieval, once per dim: nothing to reuse.
-        return self._encoder.encode_tokens(texts, prompt=prompt, dim=dim, batch_size=batch_size,
-                                           show_progress=show_progress)
+        return self._encoder.encode_tokens(
+            texts, prompt=prompt, dim=dim, batch_size=batch_size, show_progress=show_progress
+        )
 
     @property
     def has_saliences(self) -> bool:
         return self._encoder.has_saliences
 
-    def encode_tokens_and_saliences(self, texts, side, prompt=None, dim=None, batch_size=None,
-                                    show_progress=False):
+    def encode_tokens_and_saliences(
+        self, texts, side, prompt=None, dim=None, batch_size=None, show_progress=False
+    ):
         return self._encoder.encode_tokens_and_saliences(
-            texts, side, prompt=prompt, dim=dim, batch_size=batch_size,
-            show_progress=show_progress)
+            texts, side, prompt=prompt, dim=dim, batch_size=batch_size, show_progress=show_progress
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,8 +100,10 @@ class _Evaluation:
 def _data_path(data_dir: str, relative: str, field: str) -> str:
     path = os.path.join(data_dir, relative) if data_dir else relative
     if not os.path.exists(path):
-        raise UserError(f"{field}: {path} does not exist; set --config.data.data_dir to the "
-                        f"folder holding {relative}, or remove the evaluator")
+        raise UserError(
+            f"{field}: {path} does not exist; set --config.data.data_dir to the "
+            f"folder holding {relative}, or remove the evaluator"
+        )
     return path
 
 
@@ -118,13 +123,23 @@ def config_specs(config: ml_collections.ConfigDict) -> list[EvalSpec]:
         try:
             entry = evaluator(**entry)
         except TypeError as err:
-            raise UserError(f"--config.evals.{name}: {err}; see gecko_jax/config_base.py "
-                            "for the fields") from None
+            raise UserError(
+                f"--config.evals.{name}: {err}; see gecko_jax/config_base.py for the fields"
+            ) from None
         tasks.check_task(entry.task)
-        specs.append(EvalSpec(
-            name, entry.task, entry.data, split=entry.split or None, dims=entry.dims,
-            prompt=entry.prompt or None, doc_prompt=entry.doc_prompt or None,
-            doc_format=entry.doc_format or None, every=entry.every))
+        specs.append(
+            EvalSpec(
+                name,
+                entry.task,
+                entry.data,
+                split=entry.split or None,
+                dims=entry.dims,
+                prompt=entry.prompt or None,
+                doc_prompt=entry.doc_prompt or None,
+                doc_format=entry.doc_format or None,
+                every=entry.every,
+            )
+        )
     return specs
 
 
@@ -133,22 +148,35 @@ def _configured(config: ml_collections.ConfigDict) -> list[_Evaluation]:
     evaluations = []
     for spec in config_specs(config):
         path = _data_path(config.data.data_dir, spec.data, f"evals.{spec.name}")
-        evaluations.append(_Evaluation(spec, tasks.load_task_data(spec.task, path, spec.split),
-                                       spec.prompts(config.data.format)))
+        evaluations.append(
+            _Evaluation(
+                spec, tasks.load_task_data(spec.task, path, spec.split), spec.prompts(config.data.format)
+            )
+        )
     return evaluations
 
 
 def metric_names(spec: EvalSpec) -> list[str]:
     """The result names an evaluator produces, e.g. `stsb.spearman@128`."""
-    return [f"{spec.name}.{metric}{f'@{dim}' if dim else ''}"
-            for dim in spec.widths for metric in tasks.HEADLINE_METRICS[spec.task]]
+    return [
+        f"{spec.name}.{metric}{f'@{dim}' if dim else ''}"
+        for dim in spec.widths
+        for metric in tasks.HEADLINE_METRICS[spec.task]
+    ]
 
 
 class Evaluators:
     """The configured evaluators, with their data loaded once, and the best-checkpoint keeper."""
 
-    def __init__(self, config: ml_collections.ConfigDict, model: nn.Module, vocabulary,
-                 workdir: str, mesh: jax.sharding.Mesh | None = None, start_step: int = 0):
+    def __init__(
+        self,
+        config: ml_collections.ConfigDict,
+        model: nn.Module,
+        vocabulary,
+        workdir: str,
+        mesh: jax.sharding.Mesh | None = None,
+        start_step: int = 0,
+    ):
         """Loads the evaluators' data.
 
         Args:
@@ -164,8 +192,9 @@ class Evaluators:
         self._config = config
         self._mesh = mesh
         if jax.process_index() == 0:
-            workdir_files.keep_records_through(epath.Path(workdir) / EVAL_FILE,
-                                               start_step if start_step else -1)
+            workdir_files.keep_records_through(
+                epath.Path(workdir) / EVAL_FILE, start_step if start_step else -1
+            )
         self._model = model
         self._vocabulary = vocabulary
         self._workdir = workdir
@@ -174,18 +203,22 @@ class Evaluators:
         skipped = [e.spec.name for e in self._evaluations if e.spec.task != "retrieval"]
         if multi_vector_dim and skipped:
             # Retrieval scores token vectors (XTR); the other tasks need one vector per text.
-            print(f"eval: skipping {', '.join(skipped)}: this tower gives token vectors "
-                  f"(model.multi_vector_dim={multi_vector_dim}) and only retrieval scores them",
-                  flush=True)
+            print(
+                f"eval: skipping {', '.join(skipped)}: this tower gives token vectors "
+                f"(model.multi_vector_dim={multi_vector_dim}) and only retrieval scores them",
+                flush=True,
+            )
             self._evaluations = [e for e in self._evaluations if e.spec.task == "retrieval"]
         self._best_metric = config.best_metric.removeprefix("evals.")
         self._best_value = None
         if self._best_metric:
             known = [n for e in self._evaluations for n in metric_names(e.spec)]
             if self._best_metric not in known:
-                raise UserError(f"best_metric={config.best_metric!r} is not produced by the "
-                                f"evaluators; choose one of: "
-                                f"{', '.join('evals.' + n for n in known) or 'none configured'}")
+                raise UserError(
+                    f"best_metric={config.best_metric!r} is not produced by the "
+                    f"evaluators; choose one of: "
+                    f"{', '.join('evals.' + n for n in known) or 'none configured'}"
+                )
             if config.best_mode not in _BEST_MODES:
                 raise UserError(f"best_mode={config.best_mode!r}; use 'max' or 'min'")
             best = workdir_files.read_json(epath.Path(workdir) / BEST_DIR / BEST_FILE)
@@ -226,24 +259,36 @@ class Evaluators:
         if not due:
             return {}
         start = time.perf_counter()
-        encoder = _PrefixCache(Encoder(self._model, params, self._vocabulary,
-                                       max_length=self._config.data.max_length,
-                                       batch_size=self._config.eval_batch_size,
-                                       mesh=self._mesh))
+        encoder = _PrefixCache(
+            Encoder(
+                self._model,
+                params,
+                self._vocabulary,
+                max_length=self._config.data.max_length,
+                batch_size=self._config.eval_batch_size,
+                mesh=self._mesh,
+            )
+        )
         results = {}
         for evaluation in due:
             spec = evaluation.spec
             for dim in spec.widths:
-                metrics = tasks.score_task(encoder, spec.task, evaluation.dataset,
-                                           evaluation.prompts, dim=dim,
-                                           ignore_identical_ids=spec.ignore_identical_ids)
+                metrics = tasks.score_task(
+                    encoder,
+                    spec.task,
+                    evaluation.dataset,
+                    evaluation.prompts,
+                    dim=dim,
+                    ignore_identical_ids=spec.ignore_identical_ids,
+                )
                 suffix = f"@{dim}" if dim else ""
                 for metric in tasks.HEADLINE_METRICS[spec.task]:
                     results[f"{spec.name}.{metric}{suffix}"] = float(metrics[metric])
         writer.scalars(step, results, prefix="evals")
         if jax.process_index() == 0:
-            workdir_files.append_line(epath.Path(self._workdir) / EVAL_FILE,
-                                      json.dumps({"step": step, **results}))
+            workdir_files.append_line(
+                epath.Path(self._workdir) / EVAL_FILE, json.dumps({"step": step, **results})
+            )
             shown = ", ".join(f"{k} {v:.4f}" for k, v in results.items())
             print(f"eval step {step} ({time.perf_counter() - start:.0f}s): {shown}", flush=True)
         if self._best_metric in results:
@@ -252,9 +297,11 @@ class Evaluators:
 
     def _keep_if_best(self, step: int, params, value: float) -> None:
         """Saves `params` to WORKDIR/best when `value` beats the best so far."""
-        better = (self._best_value is None or not np.isfinite(self._best_value)
-                  or (value > self._best_value if self._config.best_mode == "max"
-                      else value < self._best_value))
+        better = (
+            self._best_value is None
+            or not np.isfinite(self._best_value)
+            or (value > self._best_value if self._config.best_mode == "max" else value < self._best_value)
+        )
         if not better or not np.isfinite(value):
             return
         best_dir = epath.Path(self._workdir) / BEST_DIR
@@ -273,6 +320,8 @@ class Evaluators:
                     source.copy(best_dir / name, overwrite=True)
             record = {"step": step, "metric": "evals." + self._best_metric, "value": value}
             workdir_files.write_text_atomic(best_dir / BEST_FILE, json.dumps(record))
-            print(f"best {record['metric']} so far ({value:.4f}) at step {step}: saved to "
-                  f"{best_dir}", flush=True)
+            print(
+                f"best {record['metric']} so far ({value:.4f}) at step {step}: saved to {best_dir}",
+                flush=True,
+            )
         self._best_value = value

@@ -28,11 +28,14 @@ from gecko_jax.losses.loss import Loss
 def check_chunk_size(chunk_size: int, batch_size: int, data_parallel: int) -> None:
     """Raises a UserError unless chunks tile the batch evenly across devices."""
     if batch_size % chunk_size:
-        raise UserError(f"grad_cache.chunk_size={chunk_size} does not divide batch_size="
-                        f"{batch_size}; pick a divisor")
+        raise UserError(
+            f"grad_cache.chunk_size={chunk_size} does not divide batch_size={batch_size}; pick a divisor"
+        )
     if chunk_size % data_parallel:
-        raise UserError(f"grad_cache.chunk_size={chunk_size} is not a multiple of the "
-                        f"data-parallel size {data_parallel}; pick a multiple of {data_parallel}")
+        raise UserError(
+            f"grad_cache.chunk_size={chunk_size} is not a multiple of the "
+            f"data-parallel size {data_parallel}; pick a multiple of {data_parallel}"
+        )
 
 
 def _to_chunks(x: jax.Array, num_chunks: int) -> jax.Array:
@@ -86,8 +89,7 @@ def grad_cache_value_and_grad(
     # Pass 1: embeddings only; nothing here is differentiated.
     inputs = {f: chunk_inputs(i, f) for i, f in enumerate(fields)}
     frozen = jax.lax.stop_gradient(params)
-    embeddings = {
-        f: _from_chunks(jax.lax.map(lambda xs: embed(frozen, *xs), inputs[f])) for f in fields}
+    embeddings = {f: _from_chunks(jax.lax.map(lambda xs: embed(frozen, *xs), inputs[f])) for f in fields}
     value, embedding_grads = jax.value_and_grad(lambda e: loss(e, batch))(embeddings)
 
     # Pass 2: per chunk, re-embed under vjp and pull the cached gradient back.

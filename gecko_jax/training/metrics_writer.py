@@ -97,8 +97,13 @@ class Throughput:
         self._flops = {"mfu": 0.0, "hfu": 0.0}
         self._warned = False
 
-    def add(self, examples: int, tokens: float, model_flops: float | None = None,
-            hardware_flops: float | None = None) -> None:
+    def add(
+        self,
+        examples: int,
+        tokens: float,
+        model_flops: float | None = None,
+        hardware_flops: float | None = None,
+    ) -> None:
         """Counts finished steps: examples, tokens, model and XLA FLOPs (None = unknown)."""
         self._examples += examples
         self._tokens += tokens
@@ -127,15 +132,16 @@ class Throughput:
     def rates(self) -> dict[str, float]:
         now = time.perf_counter()
         elapsed = max(now - self._start, 1e-9)
-        rates = {"examples_per_sec": self._examples / elapsed,
-                 "tokens_per_sec": self._tokens / elapsed}
+        rates = {"examples_per_sec": self._examples / elapsed, "tokens_per_sec": self._tokens / elapsed}
         for name, flops in self._flops.items():
             if self._peak_flops and flops:
                 rates[name] = flops / elapsed / self._peak_flops
         if rates.get("hfu", 0) > 1 and not self._warned:
             self._warned = True
-            logging.warning("hfu above 1: the peak FLOP/s (%.4g) was measured while other "
-                            "processes slowed the devices", self._peak_flops)
+            logging.warning(
+                "hfu above 1: the peak FLOP/s (%.4g) was measured while other processes slowed the devices",
+                self._peak_flops,
+            )
         self._start, self._examples, self._tokens = now, 0, 0
         self._flops = dict.fromkeys(self._flops, 0.0)
         return rates

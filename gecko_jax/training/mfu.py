@@ -64,7 +64,7 @@ def measure_cpu_peak_flops(n: int = 2048, repeats: int = 10) -> float:
             start = time.perf_counter()
             matmul(a).block_until_ready()
             best = min(best, time.perf_counter() - start)
-    return 2 * n ** 3 / best
+    return 2 * n**3 / best
 
 
 @functools.cache
@@ -87,8 +87,9 @@ def peak_flops_per_second(devices: Iterable[jax.Device]) -> float | None:
     kind = devices[0].device_kind
     peak = device_peak_flops(kind)
     if peak is None:
-        logging.warning("no MFU: the peak FLOP/s of device kind %r is unknown; add it to "
-                        "gecko_jax/training/mfu.py", kind)
+        logging.warning(
+            "no MFU: the peak FLOP/s of device kind %r is unknown; add it to gecko_jax/training/mfu.py", kind
+        )
         return None
     return peak * len(devices)
 
@@ -122,7 +123,9 @@ def compiled_flops(compiled: jax.stages.Compiled) -> float | None:
         logging.warning("no HFU: XLA's cost analysis of the train step has no FLOP count")
         return None
     if has_loop(compiled):
-        logging.warning("no HFU: the train step loops (scanned layers or GradCache's chunks) "
-                        "and XLA counts a loop body once; MFU is unaffected")
+        logging.warning(
+            "no HFU: the train step loops (scanned layers or GradCache's chunks) "
+            "and XLA counts a loop body once; MFU is unaffected"
+        )
         return None
     return float(flops)

@@ -43,6 +43,7 @@ class ModelFlops:
       context_windows: per layer, the sliding window a token attends within,
         or 0 for the whole text.
     """
+
     token_params: int
     text_params: int
     attention_width: int

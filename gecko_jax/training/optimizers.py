@@ -35,8 +35,9 @@ def _decay_mask(params):
 
 def _base_optimizer(opt: ml_collections.ConfigDict, schedule: optax.Schedule):
     if opt.name == "adamw":
-        return optax.adamw(schedule, b1=opt.b1, b2=opt.b2, eps=opt.eps,
-                           weight_decay=opt.weight_decay, mask=_decay_mask)
+        return optax.adamw(
+            schedule, b1=opt.b1, b2=opt.b2, eps=opt.eps, weight_decay=opt.weight_decay, mask=_decay_mask
+        )
     if opt.name == "adafactor":
         return optax.adafactor(schedule, weight_decay_rate=opt.weight_decay or None)
     raise UserError(f"optimizer.name={opt.name!r}; use adamw or adafactor")
@@ -69,8 +70,9 @@ def make_optimizer(opt: ml_collections.ConfigDict, total_steps: int, params=None
     """
     accum = opt.grad_accum_steps
     if accum < 1 or total_steps % accum:
-        raise UserError(f"optimizer.grad_accum_steps={accum} must be >= 1 and divide "
-                        f"total_steps={total_steps}")
+        raise UserError(
+            f"optimizer.grad_accum_steps={accum} must be >= 1 and divide total_steps={total_steps}"
+        )
     schedule = learning_rate_schedule(opt, total_steps // accum)
     tx = _grouped_optimizer(opt, schedule, params)
     if accum == 1:
@@ -82,8 +84,7 @@ def frozen_mask(opt: ml_collections.ConfigDict, params) -> Any:
     """A tree like `params`, True where a parameter is frozen; None without parameter groups."""
     if not _uses_groups(opt):
         return None
-    return _is_frozen(param_groups.group_labels(params, opt.trainable, opt.frozen,
-                                                opt.lr_multipliers))
+    return _is_frozen(param_groups.group_labels(params, opt.trainable, opt.frozen, opt.lr_multipliers))
 
 
 def _is_frozen(labels) -> Any:
@@ -113,6 +114,5 @@ def _grouped_optimizer(opt: ml_collections.ConfigDict, schedule: optax.Schedule,
 
 def _label_universe(opt: ml_collections.ConfigDict) -> list[str]:
     """Every label `group_labels` can produce for this config."""
-    factors = {repr(1.0)} | {repr(f) for _, f in param_groups.parse_multipliers(opt.lr_multipliers)
-                             if f != 0}
+    factors = {repr(1.0)} | {repr(f) for _, f in param_groups.parse_multipliers(opt.lr_multipliers) if f != 0}
     return [param_groups.FROZEN, *sorted(factors)]

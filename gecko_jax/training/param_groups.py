@@ -52,14 +52,17 @@ def parse_multipliers(entries: Sequence[str]) -> list[tuple[re.Pattern, float]]:
         except ValueError:
             value = None
         if not sep or value is None or value < 0:
-            raise UserError(f"optimizer.lr_multipliers: {entry!r} is not 'REGEX=FACTOR' with a "
-                            "factor >= 0, e.g. 'layer_5/=0.5'")
+            raise UserError(
+                f"optimizer.lr_multipliers: {entry!r} is not 'REGEX=FACTOR' with a "
+                "factor >= 0, e.g. 'layer_5/=0.5'"
+            )
         parsed.append((_compile([pattern], "lr_multipliers")[0], value))
     return parsed
 
 
-def group_labels(params: Any, trainable: Sequence[str], frozen: Sequence[str],
-                 lr_multipliers: Sequence[str]) -> Any:
+def group_labels(
+    params: Any, trainable: Sequence[str], frozen: Sequence[str], lr_multipliers: Sequence[str]
+) -> Any:
     """A tree like `params` whose leaves are group labels: 'frozen' or a factor as a string.
 
     Raises:
@@ -81,7 +84,9 @@ def group_labels(params: Any, trainable: Sequence[str], frozen: Sequence[str],
     labels = jax.tree_util.tree_map_with_path(label, params)
     leaves = jax.tree.leaves(labels)
     if all(leaf == FROZEN for leaf in leaves):
-        raise UserError("optimizer.trainable/frozen leave no parameter to train; check the regexes "
-                        "against paths such as 'backbone/layer_0/mlp/wi/kernel'")
+        raise UserError(
+            "optimizer.trainable/frozen leave no parameter to train; check the regexes "
+            "against paths such as 'backbone/layer_0/mlp/wi/kernel'"
+        )
     logging.info("parameter groups: %s", {g: leaves.count(g) for g in sorted(set(leaves))})
     return labels

@@ -35,21 +35,24 @@ _ACTIVATION_RULES = (
 )
 
 SHARDING_PRESETS = {
-    "fsdp": _ACTIVATION_RULES + (
+    "fsdp": _ACTIVATION_RULES
+    + (
         ("vocab", None),
         ("embed", "fsdp"),
         ("mlp", None),
         ("heads", None),
         ("kv", None),
     ),
-    "fsdp_tp": _ACTIVATION_RULES + (
+    "fsdp_tp": _ACTIVATION_RULES
+    + (
         ("vocab", "tensor"),
         ("embed", "fsdp"),
         ("mlp", "tensor"),
         ("heads", "tensor"),
         ("kv", None),
     ),
-    "dp": _ACTIVATION_RULES + (
+    "dp": _ACTIVATION_RULES
+    + (
         ("vocab", None),
         ("embed", None),
         ("mlp", None),
@@ -69,8 +72,9 @@ def preset_rules(name: str) -> tuple:
       UserError: `name` is not a preset.
     """
     if name not in SHARDING_PRESETS:
-        raise UserError(f"unknown sharding preset {name!r}; set --config.sharding to one of "
-                        f"{sorted(SHARDING_PRESETS)}")
+        raise UserError(
+            f"unknown sharding preset {name!r}; set --config.sharding to one of {sorted(SHARDING_PRESETS)}"
+        )
     return SHARDING_PRESETS[name]
 
 
@@ -87,9 +91,11 @@ def check_preset_uses_mesh(name: str, mesh_shape: Mapping[str, int]) -> None:
         used.update((axes,) if isinstance(axes, str) else tuple(axes or ()))
     for axis in MESH_AXES:
         if axis not in used and mesh_shape.get(axis, 1) > 1:
-            raise UserError(f"sharding={name!r} does not use the mesh axis {axis!r} "
-                            f"(size {mesh_shape[axis]}); set --config.mesh_shape.{axis}=1 "
-                            "or --config.sharding=fsdp_tp")
+            raise UserError(
+                f"sharding={name!r} does not use the mesh axis {axis!r} "
+                f"(size {mesh_shape[axis]}); set --config.mesh_shape.{axis}=1 "
+                "or --config.sharding=fsdp_tp"
+            )
 
 
 def resolve_mesh_shape(mesh_shape: Mapping[str, int], num_devices: int) -> dict[str, int]:
@@ -104,12 +110,16 @@ def resolve_mesh_shape(mesh_shape: Mapping[str, int], num_devices: int) -> dict[
     fixed = math.prod(size for size in shape.values() if size != -1)
     if free:
         if num_devices % fixed:
-            raise UserError(f"mesh_shape {shape} does not divide {num_devices} devices; "
-                            f"make the fixed axes multiply to a divisor of {num_devices}")
+            raise UserError(
+                f"mesh_shape {shape} does not divide {num_devices} devices; "
+                f"make the fixed axes multiply to a divisor of {num_devices}"
+            )
         shape[free[0]] = num_devices // fixed
     if math.prod(shape.values()) != num_devices:
-        raise UserError(f"mesh_shape {shape} needs {math.prod(shape.values())} devices but "
-                        f"{num_devices} are present; set one axis to -1")
+        raise UserError(
+            f"mesh_shape {shape} needs {math.prod(shape.values())} devices but "
+            f"{num_devices} are present; set one axis to -1"
+        )
     return shape
 
 
@@ -120,8 +130,9 @@ def create_mesh(mesh_shape: Mapping[str, int], devices=None) -> Mesh:
         # On TPU, mesh_utils lays the axes along the physical chip topology so
         # that neighbours on an axis are neighbours on the interconnect; on
         # other platforms it keeps the device order.
-        grid = mesh_utils.create_device_mesh([shape[axis] for axis in MESH_AXES],
-                                             allow_split_physical_axes=True)
+        grid = mesh_utils.create_device_mesh(
+            [shape[axis] for axis in MESH_AXES], allow_split_physical_axes=True
+        )
     else:
         shape = resolve_mesh_shape(mesh_shape, len(devices))
         grid = np.asarray(devices).reshape([shape[axis] for axis in MESH_AXES])
@@ -175,5 +186,9 @@ def logical_to_shardings(boxed_tree, mesh: Mesh, rules=LOGICAL_AXIS_RULES):
     specs = nn.get_partition_spec(boxed_tree)
     mesh_specs = nn.logical_to_mesh(specs, rules)
     arrays = nn.unbox(boxed_tree)
-    return jax.tree.map(lambda spec, x: NamedSharding(mesh, _divisible_spec(spec, x.shape, mesh)),
-                        mesh_specs, arrays, is_leaf=lambda x: isinstance(x, P))
+    return jax.tree.map(
+        lambda spec, x: NamedSharding(mesh, _divisible_spec(spec, x.shape, mesh)),
+        mesh_specs,
+        arrays,
+        is_leaf=lambda x: isinstance(x, P),
+    )

@@ -31,8 +31,7 @@ from gecko_jax.errors import UserError
 
 SOUP_FILE = "soup.json"
 # Fields of `config.model` that do not change the function the tower computes.
-_IGNORED_MODEL_FIELDS = ("init", "dropout_rate", "attention_dropout_rate",
-                         "remat", "attention_impl")
+_IGNORED_MODEL_FIELDS = ("init", "dropout_rate", "attention_dropout_rate", "remat", "attention_impl")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,8 +54,9 @@ def parse_inputs(text: str) -> list[SoupInput]:
         if not sep:
             workdir, step = step, ""
         if not workdir or (sep and not step.isdigit()):
-            raise UserError(f"--inputs entry {entry!r} is not WORKDIR or "
-                            "WORKDIR@STEP (STEP a checkpoint number).")
+            raise UserError(
+                f"--inputs entry {entry!r} is not WORKDIR or WORKDIR@STEP (STEP a checkpoint number)."
+            )
         inputs.append(SoupInput(workdir, int(step) if sep else None))
     return inputs
 
@@ -70,14 +70,11 @@ def parse_weights(text: str, count: int) -> list[float]:
     try:
         weights = [float(w) for w in text.split(",")]
     except ValueError as e:
-        raise UserError(f"--weights={text!r} must be comma-separated numbers."
-                        ) from e
+        raise UserError(f"--weights={text!r} must be comma-separated numbers.") from e
     if len(weights) != count:
-        raise UserError(f"--weights has {len(weights)} values for {count} "
-                        "inputs; give one weight per input.")
+        raise UserError(f"--weights has {len(weights)} values for {count} inputs; give one weight per input.")
     if any(not np.isfinite(w) or w < 0 for w in weights) or sum(weights) <= 0:
-        raise UserError(f"--weights={text!r} must be non-negative with a "
-                        "positive sum.")
+        raise UserError(f"--weights={text!r} must be non-negative with a positive sum.")
     return [w / sum(weights) for w in weights]
 
 
@@ -96,40 +93,42 @@ def _gin_text(workdir: str) -> str:
         return f.read()
 
 
-def _check_same_model(first: SoupInput, first_config, other: SoupInput,
-                      config) -> None:
+def _check_same_model(first: SoupInput, first_config, other: SoupInput, config) -> None:
     ours, theirs = _model_fields(first_config), _model_fields(config)
-    differing = sorted(k for k in set(ours) | set(theirs)
-                       if ours.get(k) != theirs.get(k))
+    differing = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
     if differing:
         key = differing[0]
         raise UserError(
             f"{other.workdir} has model.{key}={theirs.get(key)!r} but "
             f"{first.workdir} has {ours.get(key)!r}; a soup needs inputs with "
-            "the same model config.")
+            "the same model config."
+        )
     if _gin_text(first.workdir) != _gin_text(other.workdir):
-        raise UserError(f"{other.workdir} and {first.workdir} have different "
-                        f"{checkpoint_io.GIN_FILE} bindings; a soup needs the "
-                        "same components.")
+        raise UserError(
+            f"{other.workdir} and {first.workdir} have different "
+            f"{checkpoint_io.GIN_FILE} bindings; a soup needs the "
+            "same components."
+        )
 
 
-def _check_same_tree(reference: dict[tuple, tuple], params: Any, workdir: str
-                     ) -> None:
+def _check_same_tree(reference: dict[tuple, tuple], params: Any, workdir: str) -> None:
     """Raises UserError unless `params` has the shapes `reference` maps."""
     flat = traverse_util.flatten_dict(params)
     for key in sorted(set(reference) | set(flat)):
         name = "/".join(key)
         if key not in flat or key not in reference:
-            raise UserError(f"{workdir}: parameter {name} is in one input only; "
-                            "a soup needs identical parameter trees.")
+            raise UserError(
+                f"{workdir}: parameter {name} is in one input only; a soup needs identical parameter trees."
+            )
         if reference[key] != np.shape(flat[key]):
-            raise UserError(f"{workdir}: parameter {name} has shape "
-                            f"{np.shape(flat[key])}, another input "
-                            f"{reference[key]}.")
+            raise UserError(
+                f"{workdir}: parameter {name} has shape "
+                f"{np.shape(flat[key])}, another input "
+                f"{reference[key]}."
+            )
 
 
-def _write(output: str, first: SoupInput, config, step: int, params: Any,
-           record: dict) -> None:
+def _write(output: str, first: SoupInput, config, step: int, params: Any, record: dict) -> None:
     """Writes the soup workdir under a temporary name, then renames it."""
     with output_folder.written_whole(output) as partial:
         checkpoint_io.write_config(partial, config)
@@ -145,9 +144,12 @@ def _write(output: str, first: SoupInput, config, step: int, params: Any,
             f.write("\n")
 
 
-def make_soup(inputs: Sequence[SoupInput], weights: Optional[Sequence[float]],
-              output: str, progress: Callable[[str], None] = lambda _: None
-              ) -> dict[str, Any]:
+def make_soup(
+    inputs: Sequence[SoupInput],
+    weights: Optional[Sequence[float]],
+    output: str,
+    progress: Callable[[str], None] = lambda _: None,
+) -> dict[str, Any]:
     """Averages the parameters of `inputs` into a new workdir `output`.
 
     Args:
@@ -174,20 +176,16 @@ def make_soup(inputs: Sequence[SoupInput], weights: Optional[Sequence[float]],
     # One input in memory at a time, added into a float32 running sum.
     for index, (item, weight) in enumerate(zip(inputs, weights)):
         progress(f"reading {item.workdir} ({index + 1}/{len(inputs)})")
-        config, step, params = checkpoint_io.restore_step_params(
-            item.workdir, item.step)
+        config, step, params = checkpoint_io.restore_step_params(item.workdir, item.step)
         if first_config is None:
             first_config = config
-            shapes = {k: np.shape(v) for k, v in
-                      traverse_util.flatten_dict(params).items()}
+            shapes = {k: np.shape(v) for k, v in traverse_util.flatten_dict(params).items()}
         else:
             _check_same_model(inputs[0], first_config, item, config)
             _check_same_tree(shapes, params, item.workdir)
-        scaled = jax.tree.map(
-            lambda x, w=weight: np.asarray(x, np.float32) * np.float32(w), params)
+        scaled = jax.tree.map(lambda x, w=weight: np.asarray(x, np.float32) * np.float32(w), params)
         total = scaled if total is None else jax.tree.map(np.add, total, scaled)
-        entries.append({"workdir": os.path.abspath(item.workdir), "step": step,
-                        "weight": weight})
+        entries.append({"workdir": os.path.abspath(item.workdir), "step": step, "weight": weight})
     # The soup is numbered after its newest ingredient.
     step = max(entry["step"] for entry in entries)
     record = {"inputs": entries}

@@ -49,13 +49,16 @@ def _spec_folder(spec: str, workdir: str) -> str:
     return os.path.join(workdir, TEACHERS_DIR, re.sub(r"[^A-Za-z0-9._-]+", "_", spec))
 
 
-def _encoded_store(spec: str, workdir: str, keys: list[str],
-                   queries: list[str]) -> teacher_store.TeacherStore:
+def _encoded_store(
+    spec: str, workdir: str, keys: list[str], queries: list[str]
+) -> teacher_store.TeacherStore:
     """The store of Encoder `spec` over this run's queries, in the workdir (written if absent)."""
     if "://" in workdir:
-        raise UserError(f"data.teachers entry {spec!r} would be embedded into {workdir}, but teacher "
-                        "stores must be on a local disk; write one with "
-                        "data_pipelines/teacher_vectors.py and pass its folder")
+        raise UserError(
+            f"data.teachers entry {spec!r} would be embedded into {workdir}, but teacher "
+            "stores must be on a local disk; write one with "
+            "data_pipelines/teacher_vectors.py and pass its folder"
+        )
     folder = _spec_folder(spec, workdir)
     if _is_store(folder):
         store = teacher_store.TeacherStore(folder)
@@ -75,13 +78,15 @@ class Hosts:
       count: processes in the job.
       barrier: called with a name by every process; returns once all have called it.
     """
+
     index: int = 0
     count: int = 1
     barrier: Callable[[str], None] = lambda name: None
 
 
-def open_teachers(entries: Sequence[str], data_config: Any, workdir: str,
-                  hosts: Hosts = Hosts()) -> tuple[list[teacher_store.TeacherStore], list[str]]:
+def open_teachers(
+    entries: Sequence[str], data_config: Any, workdir: str, hosts: Hosts = Hosts()
+) -> tuple[list[teacher_store.TeacherStore], list[str]]:
     """Opens (and if needed writes) the stores that `data.teachers` names.
 
     Args:
@@ -105,8 +110,10 @@ def open_teachers(entries: Sequence[str], data_config: Any, workdir: str,
             _encoded_store(spec, workdir, keys, queries)
     if specs and hosts.count > 1:
         hosts.barrier("gecko_jax_teacher_stores_written")
-    stores = [teacher_store.TeacherStore(entry if _is_store(entry) else _spec_folder(entry, workdir))
-              for entry in entries]
+    stores = [
+        teacher_store.TeacherStore(entry if _is_store(entry) else _spec_folder(entry, workdir))
+        for entry in entries
+    ]
     return stores, keys
 
 
@@ -117,8 +124,7 @@ class TeacherBatches:
     wrapped iterator's, so checkpoints and resumption are unchanged.
     """
 
-    def __init__(self, data: Any, stores: Sequence[teacher_store.TeacherStore],
-                 keys: Sequence[str]):
+    def __init__(self, data: Any, stores: Sequence[teacher_store.TeacherStore], keys: Sequence[str]):
         """Builds the example -> store row tables.
 
         Args:
@@ -131,8 +137,10 @@ class TeacherBatches:
             store lacks one of them.
         """
         if len(keys) != data.num_examples:
-            raise UserError(f"the teacher lookup found {len(keys)} training examples but the input "
-                            f"pipeline has {data.num_examples}; check data.train_files / data.mixture")
+            raise UserError(
+                f"the teacher lookup found {len(keys)} training examples but the input "
+                f"pipeline has {data.num_examples}; check data.train_files / data.mixture"
+            )
         self._data = data
         self._stores = list(stores)
         self._rows = [store.rows(keys) for store in self._stores]
@@ -148,18 +156,20 @@ class TeacherBatches:
         batch_index = self._data.get_state()["next_batch"]
         batch = next(self._data)
         indices = self._data.example_indices(batch_index)
-        if "example_id" in batch and not np.array_equal(batch["example_id"],
-                                                        self._fingerprints[indices]):
-            raise UserError("teacher vectors would go to the wrong examples: the input pipeline's "
-                            "example ids differ from the teacher lookup's; report this as a bug")
-        parts = [np.asarray(store.vectors[rows[indices]], np.float32)
-                 for store, rows in zip(self._stores, self._rows)]
+        if "example_id" in batch and not np.array_equal(batch["example_id"], self._fingerprints[indices]):
+            raise UserError(
+                "teacher vectors would go to the wrong examples: the input pipeline's "
+                "example ids differ from the teacher lookup's; report this as a bug"
+            )
+        parts = [
+            np.asarray(store.vectors[rows[indices]], np.float32)
+            for store, rows in zip(self._stores, self._rows)
+        ]
         batch["teacher"] = np.asarray(teacher_targets(parts), np.float32)
         return batch
 
 
-def with_teachers(config: ml_collections.ConfigDict, data: Any, workdir: str,
-                  hosts: Hosts = Hosts()) -> Any:
+def with_teachers(config: ml_collections.ConfigDict, data: Any, workdir: str, hosts: Hosts = Hosts()) -> Any:
     """`data` itself without `data.teachers`, else `TeacherBatches` over it.
 
     Args:
@@ -184,6 +194,8 @@ def with_teachers(config: ml_collections.ConfigDict, data: Any, workdir: str,
     print(f"Teacher vectors: {widths} = {width} per example", flush=True)
     student = config.model.projection_dim or config.model.hidden_size
     if config.loss.name == "jasper_distill" and student != width:
-        raise UserError(f"the student gives {student}-d vectors but the teachers {width}-d targets; "
-                        f"set --config.model.projection_dim={width} (Jasper's FC1)")
+        raise UserError(
+            f"the student gives {student}-d vectors but the teachers {width}-d targets; "
+            f"set --config.model.projection_dim={width} (Jasper's FC1)"
+        )
     return TeacherBatches(data, stores, keys)

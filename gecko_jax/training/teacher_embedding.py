@@ -18,8 +18,14 @@ from gecko_jax.data.teacher_store import IDS_FILE, META_FILE, VECTORS_FILE, Teac
 from gecko_jax.encoder import Encoder
 
 
-def write_store(folder: str, model_spec: str, keys: Sequence[str], texts: Sequence[str],
-                prompt: str | None = None, batch_size: int = 64) -> TeacherStore:
+def write_store(
+    folder: str,
+    model_spec: str,
+    keys: Sequence[str],
+    texts: Sequence[str],
+    prompt: str | None = None,
+    batch_size: int = 64,
+) -> TeacherStore:
     """Embeds `texts` with an Encoder and writes them as a store keyed by `keys`.
 
     Rows are written batch by batch into a memory map, so a large corpus never
@@ -42,19 +48,18 @@ def write_store(folder: str, model_spec: str, keys: Sequence[str], texts: Sequen
     partial = folder.rstrip("/") + ".partial"
     shutil.rmtree(partial, ignore_errors=True)
     os.makedirs(partial)
-    vectors = np.lib.format.open_memmap(os.path.join(partial, VECTORS_FILE), mode="w+",
-                                        dtype=np.float32, shape=(len(texts), dim))
-    for start in tqdm.trange(0, len(texts), batch_size, desc=f"Teacher vectors ({model_spec})",
-                             unit="batch"):
-        chunk = list(texts[start:start + batch_size])
-        vectors[start:start + len(chunk)] = encoder.encode(chunk, prompt=prompt)
+    vectors = np.lib.format.open_memmap(
+        os.path.join(partial, VECTORS_FILE), mode="w+", dtype=np.float32, shape=(len(texts), dim)
+    )
+    for start in tqdm.trange(0, len(texts), batch_size, desc=f"Teacher vectors ({model_spec})", unit="batch"):
+        chunk = list(texts[start : start + batch_size])
+        vectors[start : start + len(chunk)] = encoder.encode(chunk, prompt=prompt)
     vectors.flush()
     del vectors
     with open(os.path.join(partial, IDS_FILE), "w", encoding="utf-8") as f:
         f.write("\n".join(keys) + "\n")
     with open(os.path.join(partial, META_FILE), "w") as f:
-        json.dump({"model": model_spec, "dim": dim, "count": len(texts), "prompt": prompt}, f,
-                  indent=2)
+        json.dump({"model": model_spec, "dim": dim, "count": len(texts), "prompt": prompt}, f, indent=2)
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(partial, folder)
     return TeacherStore(folder)

@@ -28,9 +28,8 @@ from gecko_jax.training import aot
 from gecko_jax.training import mfu
 from gecko_jax.training import sharding
 
-_GIB = 1024 ** 3
-ACCEPTED_FORMS = ("v4:AxBxC, v5p:AxBxC, v5e:AxB or v6e:AxB, chips along each axis "
-                  "(e.g. v5e:4x4, v4:2x2x4)")
+_GIB = 1024**3
+ACCEPTED_FORMS = "v4:AxBxC, v5p:AxBxC, v5e:AxB or v6e:AxB, chips along each axis (e.g. v5e:4x4, v4:2x2x4)"
 
 # Set (unless already set) before libtpu loads. The lock file libtpu takes
 # keeps two processes off the same chips; a compile-only process opens no
@@ -50,6 +49,7 @@ class _Generation(NamedTuple):
     reports (a little under the spec sheet's 32, 16, 95 and 32 GiB), used only
     when the compiler cannot be asked.
     """
+
     libtpu_name: str  # v5p is "v5" to libtpu.
     num_dims: int  # of the interconnect torus.
     chip_config: str
@@ -67,6 +67,7 @@ _GENERATIONS = {
 @dataclasses.dataclass(frozen=True)
 class Topology:
     """A single TPU slice: a generation and its chips along each axis."""
+
     generation: str
     dims: tuple[int, ...]
 
@@ -84,9 +85,14 @@ class Topology:
         else:
             # ...and in 3-D, only slices built of whole 4x4x4 cubes.
             wrap = (all(d % 4 == 0 for d in dims3),) * 3
-        return dict(topology_name=f"{gen.libtpu_name}:{'x'.join(map(str, self.dims))}",
-                    platform="tpu", chip_config_name=gen.chip_config, num_slices=1, wrap=wrap,
-                    chips_per_host_bounds=tuple(min(d, h) for d, h in zip(dims3, _HOST_BOUNDS)))
+        return dict(
+            topology_name=f"{gen.libtpu_name}:{'x'.join(map(str, self.dims))}",
+            platform="tpu",
+            chip_config_name=gen.chip_config,
+            num_slices=1,
+            wrap=wrap,
+            chips_per_host_bounds=tuple(min(d, h) for d, h in zip(dims3, _HOST_BOUNDS)),
+        )
 
 
 def parse_topology(name: str) -> Topology:
@@ -106,7 +112,7 @@ def parse_topology(name: str) -> Topology:
 def check_libtpu() -> None:
     """Raises UserError when libtpu, which the TPU compiler ships in, is not installed."""
     if not os.environ.get("TPU_LIBRARY_PATH") and importlib.util.find_spec("libtpu") is None:
-        raise UserError(f"compiling for a TPU topology needs libtpu: pip install -e .[tpu-aot]")
+        raise UserError("compiling for a TPU topology needs libtpu: pip install -e .[tpu-aot]")
 
 
 def topology_devices(topology: Topology) -> list:
@@ -121,8 +127,7 @@ def topology_devices(topology: Topology) -> list:
     try:
         return list(topologies.get_topology_desc(**topology.libtpu_kwargs()).devices)
     except jax.errors.JaxRuntimeError as err:
-        raise UserError(f"libtpu refused the topology {topology.name}: "
-                        f"{str(err).splitlines()[0]}") from err
+        raise UserError(f"libtpu refused the topology {topology.name}: {str(err).splitlines()[0]}") from err
 
 
 def create_mesh(devices: list, mesh_shape) -> Mesh:
@@ -133,15 +138,18 @@ def create_mesh(devices: list, mesh_shape) -> Mesh:
     device order, so the collectives compiled are the ones the slice runs.
     """
     shape = sharding.resolve_mesh_shape(dict(mesh_shape), len(devices))
-    grid = mesh_utils.create_device_mesh([shape[axis] for axis in sharding.MESH_AXES],
-                                         devices=devices, allow_split_physical_axes=True)
+    grid = mesh_utils.create_device_mesh(
+        [shape[axis] for axis in sharding.MESH_AXES], devices=devices, allow_split_physical_axes=True
+    )
     return Mesh(grid, sharding.MESH_AXES)
 
 
 _SIZE = r"([\d.]+)\s*([KMGTP]?)i?B?"  # XLA's sizes: binary units, "15.75G".
 # The two ways XLA:TPU words "does not fit": (required, capacity) per chip.
-_OOM_PATTERNS = (re.compile(rf"HLO temporaries \({_SIZE}\) exceeds available HBM \({_SIZE}\)"),
-                 re.compile(rf"Used {_SIZE} of {_SIZE} hbm"))
+_OOM_PATTERNS = (
+    re.compile(rf"HLO temporaries \({_SIZE}\) exceeds available HBM \({_SIZE}\)"),
+    re.compile(rf"Used {_SIZE} of {_SIZE} hbm"),
+)
 
 
 def parse_oom(message: str) -> tuple[int, int] | None:
@@ -154,8 +162,7 @@ def parse_oom(message: str) -> tuple[int, int] | None:
     for pattern in _OOM_PATTERNS:
         found = pattern.search(message)
         if found:
-            num = [float(found.group(i)) * 1024 ** " KMGTP".index(found.group(i + 1) or " ")
-                   for i in (1, 3)]
+            num = [float(found.group(i)) * 1024 ** " KMGTP".index(found.group(i + 1) or " ") for i in (1, 3)]
             return int(num[0]), int(num[1])
     return None
 
@@ -196,6 +203,7 @@ class TopologyReport:
         or None where it gives none (a negative value).
       chip_peak_flops: the spec sheet's dense bf16 FLOP/s of one chip, or None.
     """
+
     topology: str
     device_kind: str
     num_chips: int
@@ -252,13 +260,22 @@ def compile_for_topology(config: ml_collections.ConfigDict, name: str) -> Topolo
         peak = report.peak_bytes
         estimate = aot.cost_of(compiled).get("optimal_seconds")
     return TopologyReport(
-        topology=topology.name, device_kind=devices[0].device_kind, num_chips=len(devices),
-        num_hosts=len({d.process_index for d in devices}), hbm_bytes=hbm, hbm_source=hbm_source,
-        peak_bytes=peak, compile=report, mesh_shape=dict(mesh.shape),
-        num_params=aot.num_params(program), state_bytes=aot.state_bytes_per_device(program),
-        compile_seconds=seconds, refusal=refusal,
+        topology=topology.name,
+        device_kind=devices[0].device_kind,
+        num_chips=len(devices),
+        num_hosts=len({d.process_index for d in devices}),
+        hbm_bytes=hbm,
+        hbm_source=hbm_source,
+        peak_bytes=peak,
+        compile=report,
+        mesh_shape=dict(mesh.shape),
+        num_params=aot.num_params(program),
+        state_bytes=aot.state_bytes_per_device(program),
+        compile_seconds=seconds,
+        refusal=refusal,
         estimated_seconds=float(estimate) if estimate and estimate > 0 else None,
-        chip_peak_flops=mfu.device_peak_flops(devices[0].device_kind))
+        chip_peak_flops=mfu.device_peak_flops(devices[0].device_kind),
+    )
 
 
 def format_report(report: TopologyReport) -> str:
@@ -267,31 +284,42 @@ def format_report(report: TopologyReport) -> str:
         lines = [aot.format_report(report.compile)]
     else:
         mesh = ", ".join(f"{axis}={size}" for axis, size in report.mesh_shape.items())
-        lines = [f"mesh: {mesh} ({report.num_chips} devices); refused by the compiler after "
-                 f"{report.compile_seconds:.1f} s",
-                 f"parameters: {report.num_params:,}",
-                 "memory per device:",
-                 f"  params + optimizer state  {aot.format_bytes(report.state_bytes):>12}"]
+        lines = [
+            f"mesh: {mesh} ({report.num_chips} devices); refused by the compiler after "
+            f"{report.compile_seconds:.1f} s",
+            f"parameters: {report.num_params:,}",
+            "memory per device:",
+            f"  params + optimizer state  {aot.format_bytes(report.state_bytes):>12}",
+        ]
     peak, hbm = report.peak_bytes / _GIB, report.hbm_bytes / _GIB
-    lines += [f"topology: {report.topology}, {report.num_chips} chips of {report.device_kind} on "
-              f"{report.num_hosts} host(s); HBM per chip as {report.hbm_source} reports it",
-              f"per-chip peak: {peak:.2f} GiB of {hbm:.2f} GiB HBM"]
+    lines += [
+        f"topology: {report.topology}, {report.num_chips} chips of {report.device_kind} on "
+        f"{report.num_hosts} host(s); HBM per chip as {report.hbm_source} reports it",
+        f"per-chip peak: {peak:.2f} GiB of {hbm:.2f} GiB HBM",
+    ]
     why = f" (XLA:TPU: {report.refusal})" if report.refusal else ""
-    lines.append(f"verdict: fits, {hbm - peak:.2f} GiB to spare per chip" if report.fits else
-                 f"verdict: does not fit, {peak - hbm:.2f} GiB over per chip{why}")
+    lines.append(
+        f"verdict: fits, {hbm - peak:.2f} GiB to spare per chip"
+        if report.fits
+        else f"verdict: does not fit, {peak - hbm:.2f} GiB over per chip{why}"
+    )
     if report.compile is None:
         lines.append("FLOPs per device and step: unknown (the compiler refused the step)")
         return "\n".join(lines)
     if report.estimated_seconds is None:
-        lines.append("compiler's estimated step time: none (XLA:TPU's cost model gave no "
-                     "estimate for this program)")
+        lines.append(
+            "compiler's estimated step time: none (XLA:TPU's cost model gave no estimate for this program)"
+        )
     else:
         implied = ""
         if report.chip_peak_flops:
-            share = (report.compile.model_flops_per_device / report.estimated_seconds
-                     / report.chip_peak_flops)
-            implied = (f"; implied MFU {100 * share:.1f}% of the "
-                       f"{report.chip_peak_flops / 1e12:.0f} TFLOP/s bf16 peak per chip")
-        lines.append(f"compiler's estimated step time: {report.estimated_seconds:.4g} s "
-                     f"(XLA:TPU's cost model, not a measurement){implied}")
+            share = report.compile.model_flops_per_device / report.estimated_seconds / report.chip_peak_flops
+            implied = (
+                f"; implied MFU {100 * share:.1f}% of the "
+                f"{report.chip_peak_flops / 1e12:.0f} TFLOP/s bf16 peak per chip"
+            )
+        lines.append(
+            f"compiler's estimated step time: {report.estimated_seconds:.4g} s "
+            f"(XLA:TPU's cost model, not a measurement){implied}"
+        )
     return "\n".join(lines)

@@ -20,8 +20,13 @@ from gecko_jax.models.registry import build_tower
 from gecko_jax.training import sharding
 from gecko_jax.training.model_flops import ModelFlops, model_flops
 from gecko_jax.training.optimizers import frozen_mask, make_optimizer
-from gecko_jax.training.train_step import (TrainState, init_train_state, make_train_step,
-                                           param_shapes, state_shardings)
+from gecko_jax.training.train_step import (
+    TrainState,
+    init_train_state,
+    make_train_step,
+    param_shapes,
+    state_shardings,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +47,7 @@ class TrainProgram:
         the state it is given.
       flops: the tower's `ModelFlops`, which the step's metrics count with.
     """
+
     model: nn.Module
     tx: optax.GradientTransformation
     rules: tuple
@@ -81,11 +87,28 @@ def build_train_program(config: ml_collections.ConfigDict, mesh: Mesh) -> TrainP
     batch_sharding = sharding.batch_sharding(mesh)
     init_fn = jax.jit(lambda rng: nn.unbox(boxed_init(rng)), out_shardings=shardings)
     flops = model_flops(config.model, shapes)
-    train_step = jax.jit(make_train_step(model, tx, loss, schedule,
-                                         config.grad_cache.chunk_size,
-                                         frozen_mask(config.optimizer, shapes), flops),
-                         in_shardings=(shardings, batch_sharding, None),
-                         out_shardings=(shardings, None), donate_argnums=(0,))
-    return TrainProgram(model=model, tx=tx, rules=rules, abstract_state=nn.unbox(abstract_boxed),
-                        shardings=shardings, batch_sharding=batch_sharding, init_fn=init_fn,
-                        train_step=train_step, flops=flops)
+    train_step = jax.jit(
+        make_train_step(
+            model,
+            tx,
+            loss,
+            schedule,
+            config.grad_cache.chunk_size,
+            frozen_mask(config.optimizer, shapes),
+            flops,
+        ),
+        in_shardings=(shardings, batch_sharding, None),
+        out_shardings=(shardings, None),
+        donate_argnums=(0,),
+    )
+    return TrainProgram(
+        model=model,
+        tx=tx,
+        rules=rules,
+        abstract_state=nn.unbox(abstract_boxed),
+        shardings=shardings,
+        batch_sharding=batch_sharding,
+        init_fn=init_fn,
+        train_step=train_step,
+        flops=flops,
+    )

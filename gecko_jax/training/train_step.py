@@ -26,6 +26,7 @@ from gecko_jax.training.grad_cache import grad_cache_value_and_grad
 @flax.struct.dataclass
 class TrainState:
     """Everything a checkpoint must hold to continue a run exactly."""
+
     step: jax.Array
     params: Any
     opt_state: Any
@@ -38,31 +39,43 @@ def param_shapes(model: nn.Module, max_length: int):
     return nn.unbox(variables["params"])
 
 
-def init_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,
-                     max_length: int) -> TrainState:
+def init_train_state(
+    model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array, max_length: int
+) -> TrainState:
     """A fresh state with logically annotated (boxed) parameters."""
     ids = jnp.ones((1, max_length), jnp.int32)
     params = model.init({"params": rng}, ids, ids)["params"]
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      opt_state=tx.init(nn.unbox(params)))
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(nn.unbox(params)))
 
 
-def state_shardings(abstract: TrainState, tx: optax.GradientTransformation, mesh,
-                    rules=sharding_lib.LOGICAL_AXIS_RULES) -> TrainState:
+def state_shardings(
+    abstract: TrainState, tx: optax.GradientTransformation, mesh, rules=sharding_lib.LOGICAL_AXIS_RULES
+) -> TrainState:
     """Parameter shardings from their logical names and `rules`; optimizer moments follow them."""
     with nn.logical_axis_rules(rules):
         param_shardings = sharding_lib.logical_to_shardings(abstract.params, mesh, rules)
     replicated = sharding_lib.replicated(mesh)
     # Frozen parameter groups leave MaskedNode placeholders (no state) in place.
     opt_shardings = optax.tree_utils.tree_map_params(
-        tx, lambda v, s: v if isinstance(v, optax.MaskedNode) else s, abstract.opt_state,
-        param_shardings, transform_non_params=lambda _: replicated,
-        is_leaf=lambda x: isinstance(x, (jax.sharding.Sharding, optax.MaskedNode)))
+        tx,
+        lambda v, s: v if isinstance(v, optax.MaskedNode) else s,
+        abstract.opt_state,
+        param_shardings,
+        transform_non_params=lambda _: replicated,
+        is_leaf=lambda x: isinstance(x, (jax.sharding.Sharding, optax.MaskedNode)),
+    )
     return TrainState(step=replicated, params=param_shardings, opt_state=opt_shardings)
 
 
-def encode_batch(model: nn.Module, params, batch: dict, *, deterministic: bool,
-                 dropout_rng=None, fields: tuple[str, ...] = TEXT_FIELDS) -> dict[str, jax.Array]:
+def encode_batch(
+    model: nn.Module,
+    params,
+    batch: dict,
+    *,
+    deterministic: bool,
+    dropout_rng=None,
+    fields: tuple[str, ...] = TEXT_FIELDS,
+) -> dict[str, jax.Array]:
     """Embeds the query/positive/negative texts of a batch.
 
     Texts of one padded length share a forward pass: one pass in all when
@@ -93,9 +106,15 @@ def encode_batch(model: nn.Module, params, batch: dict, *, deterministic: bool,
     return embeddings
 
 
-def make_train_step(model: nn.Module, tx: optax.GradientTransformation, loss: Loss,
-                    schedule: optax.Schedule, grad_cache_chunk_size: int = 0,
-                    frozen: Any = None, flops: Any = None) -> Callable:
+def make_train_step(
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    loss: Loss,
+    schedule: optax.Schedule,
+    grad_cache_chunk_size: int = 0,
+    frozen: Any = None,
+    flops: Any = None,
+) -> Callable:
     """Returns `train_step(state, batch, rng) -> (state, metrics)`, not yet jitted.
 
     Args:
@@ -118,13 +137,15 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, loss: Lo
         dropout_rng = jax.random.fold_in(rng, state.step)
 
         def compute_loss(params):
-            embeddings = encode_batch(model, params, batch, deterministic=False,
-                                      dropout_rng=dropout_rng, fields=fields)
+            embeddings = encode_batch(
+                model, params, batch, deterministic=False, dropout_rng=dropout_rng, fields=fields
+            )
             return loss(embeddings, batch)
 
         if grad_cache_chunk_size:
-            value, grads = grad_cache_value_and_grad(model, state.params, batch, loss,
-                                                     grad_cache_chunk_size, dropout_rng)
+            value, grads = grad_cache_value_and_grad(
+                model, state.params, batch, loss, grad_cache_chunk_size, dropout_rng
+            )
         else:
             value, grads = jax.value_and_grad(compute_loss)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -146,5 +167,6 @@ def _trainable_norm(grads: Any, frozen: Any) -> jax.Array:
     """The global norm of the gradients of the parameters that train, before clipping."""
     if frozen is None:
         return optax.global_norm(grads)
-    return optax.global_norm(jax.tree.leaves(jax.tree.map(
-        lambda grad, is_frozen: None if is_frozen else grad, grads, frozen)))
+    return optax.global_norm(
+        jax.tree.leaves(jax.tree.map(lambda grad, is_frozen: None if is_frozen else grad, grads, frozen))
+    )

@@ -112,8 +112,8 @@ def _import_pretrained(spec: str):
 def _starting_state(config, manager, abstract_state, shardings, init_fn, tx, rng):
     """(state, data_state) from a checkpoint, pretrained weights or scratch."""
     abstract_with_shardings = jax.tree.map(
-        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-        abstract_state, shardings)
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state, shardings
+    )
     restored = checkpoint_io.restore_latest(manager, abstract_with_shardings)
     if restored is not None:
         step, state, data_state = restored
@@ -123,8 +123,7 @@ def _starting_state(config, manager, abstract_state, shardings, init_fn, tx, rng
     if config.model.init:
         # The random optimizer state is freed before the new one is made: for
         # Gemma 3 270M the copies alone would fill 8 GB.
-        params = _with_pretrained(state.params, shardings.params,
-                                  _import_pretrained(config.model.init))
+        params = _with_pretrained(state.params, shardings.params, _import_pretrained(config.model.init))
         state = state.replace(params=None, opt_state=None)
         opt_state = jax.jit(tx.init, out_shardings=shardings.opt_state)(params)
         state = state.replace(params=params, opt_state=opt_state)
@@ -146,11 +145,11 @@ def _with_pretrained(params, param_shardings, pretrained):
     def put(value, live, leaf_sharding):
         if isinstance(value, jax.ShapeDtypeStruct):
             return live
-        return jax.make_array_from_callback(value.shape, leaf_sharding,
-                                            lambda index: value[index])
+        return jax.make_array_from_callback(value.shape, leaf_sharding, lambda index: value[index])
 
-    return jax.tree.map(put, merged, params, param_shardings,
-                        is_leaf=lambda x: isinstance(x, jax.ShapeDtypeStruct))
+    return jax.tree.map(
+        put, merged, params, param_shardings, is_leaf=lambda x: isinstance(x, jax.ShapeDtypeStruct)
+    )
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -182,18 +181,26 @@ def _train_in(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
     if changes:
         # Resuming with other settings is allowed (e.g. more steps), but the
         # result is then not the run the checkpoints came from: say so.
-        print(f"warning: {workdir} was started with another config; changed: "
-              f"{'; '.join(changes)}", flush=True)
+        print(
+            f"warning: {workdir} was started with another config; changed: {'; '.join(changes)}", flush=True
+        )
     logging.info("Mesh %s over %d devices", dict(mesh.shape), mesh.size)
 
     # Data.
     vocabulary = get_vocabulary(config.model.vocab)
-    data = TrainData(config.data, vocabulary, config.batch_size, config.seed,
-                     jax.process_index(), jax.process_count())
-    print(f"Training data: {data.num_examples} examples, batch {config.batch_size}, "
-          f"{config.total_steps} steps", flush=True)
-    data = with_teachers(config, data, workdir, Hosts(jax.process_index(), jax.process_count(),
-                                                      multihost_utils.sync_global_devices))
+    data = TrainData(
+        config.data, vocabulary, config.batch_size, config.seed, jax.process_index(), jax.process_count()
+    )
+    print(
+        f"Training data: {data.num_examples} examples, batch {config.batch_size}, {config.total_steps} steps",
+        flush=True,
+    )
+    data = with_teachers(
+        config,
+        data,
+        workdir,
+        Hosts(jax.process_index(), jax.process_count(), multihost_utils.sync_global_devices),
+    )
 
     # Init, shardings and jit (abstract: nothing is allocated until init_fn runs).
     program = build_train_program(config, mesh)
@@ -206,10 +213,10 @@ def _train_in(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
     # activation constraint of the tower reaches the compiled programs.
     with sharding.activated(mesh, rules), _StopRequests() as stop_requests:
         # Restore.
-        manager = checkpoint_io.create_manager(workdir, config.keep_checkpoints,
-                                               config.async_checkpointing)
-        state, data_state = _starting_state(config, manager, program.abstract_state, shardings,
-                                            program.init_fn, tx, init_rng)
+        manager = checkpoint_io.create_manager(workdir, config.keep_checkpoints, config.async_checkpointing)
+        state, data_state = _starting_state(
+            config, manager, program.abstract_state, shardings, program.init_fn, tx, init_rng
+        )
         # Only now: a config whose model does not fit the checkpoints is refused
         # above and must not replace the one they were trained with.
         checkpoint_io.write_config(workdir, config)
@@ -231,8 +238,7 @@ def _train_in(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
         step = start_step
         while step < config.total_steps:
             local = next(data)
-            batch = {k: jax.make_array_from_process_local_data(batch_sharding, v)
-                     for k, v in local.items()}
+            batch = {k: jax.make_array_from_process_local_data(batch_sharding, v) for k, v in local.items()}
             history_flops.append(step_flops(state, batch))
             state, metrics = train_step(state, batch, dropout_rng)
             step += 1
@@ -281,9 +287,9 @@ class _DivergenceGuard:
         self._writer = writer
         replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
         self._all_finite = jax.jit(
-            lambda tree: jnp.all(jnp.stack([jnp.all(jnp.isfinite(x))
-                                            for x in jax.tree.leaves(tree)])),
-            out_shardings=replicated)
+            lambda tree: jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)])),
+            out_shardings=replicated,
+        )
 
     def check_losses(self, step: int, history: list) -> None:
         losses = np.asarray([float(m["loss"]) for m in jax.device_get(history)])
@@ -301,11 +307,16 @@ class _DivergenceGuard:
         self._manager.wait_until_finished()
         self._writer.close()
         saved = self._manager.latest_step()
-        resume = (f"rerunning resumes from checkpoint step {saved}" if saved is not None
-                  else "no checkpoint was saved, so a rerun starts from the beginning")
-        raise UserError(f"training diverged at step {step}: {what}; nothing from that step on "
-                        f"was saved. Lower --config.optimizer.learning_rate or check the data; "
-                        f"{resume}")
+        resume = (
+            f"rerunning resumes from checkpoint step {saved}"
+            if saved is not None
+            else "no checkpoint was saved, so a rerun starts from the beginning"
+        )
+        raise UserError(
+            f"training diverged at step {step}: {what}; nothing from that step on "
+            f"was saved. Lower --config.optimizer.learning_rate or check the data; "
+            f"{resume}"
+        )
 
 
 class _StepFlops:
@@ -338,21 +349,35 @@ class _StepFlops:
             self._by_shape[shape] = None if per_device is None else per_device * self._num_devices
             seconds = time.perf_counter() - start
             self._throughput.skip(seconds)
-            logging.info("train step compiled (or loaded from the compilation cache) for text "
-                         "lengths %s in %.1f s (%d batch shapes so far)",
-                         {k: v[1] for k, v in shape if k.endswith("_ids")}, seconds, len(self._by_shape))
+            logging.info(
+                "train step compiled (or loaded from the compilation cache) for text "
+                "lengths %s in %.1f s (%d batch shapes so far)",
+                {k: v[1] for k, v in shape if k.endswith("_ids")},
+                seconds,
+                len(self._by_shape),
+            )
         return self._by_shape[shape]
 
 
-def _log(step: int, history: list, throughput: Throughput, writer: MetricsWriter,
-         batch_size: int, history_flops: list) -> None:
+def _log(
+    step: int,
+    history: list,
+    throughput: Throughput,
+    writer: MetricsWriter,
+    batch_size: int,
+    history_flops: list,
+) -> None:
     fetched = jax.device_get(history)
     metrics = mean_metrics(fetched)
     # The rate in force now, not the interval's mean (which lags during warmup).
     metrics["learning_rate"] = float(fetched[-1]["learning_rate"])
     hardware_flops = None if None in history_flops else sum(history_flops)
-    throughput.add(batch_size * len(fetched), sum(float(h["tokens"]) for h in fetched),
-                   sum(float(h["model_flops"]) for h in fetched), hardware_flops)
+    throughput.add(
+        batch_size * len(fetched),
+        sum(float(h["tokens"]) for h in fetched),
+        sum(float(h["model_flops"]) for h in fetched),
+        hardware_flops,
+    )
     metrics.pop("tokens")
     metrics.pop("model_flops")
     metrics.update(throughput.rates())

@@ -57,8 +57,7 @@ STALE_AFTER_S = 600.0
 _SETTLE_S = 1.0  # How long an object-store lock is left before it is read back.
 # Top-level fields every version of base_config has had: a config.json with all
 # of them was written by `checkpoint_io.write_config`.
-_RUN_CONFIG_FIELDS = frozenset(
-    ("seed", "total_steps", "batch_size", "model", "data", "loss", "optimizer"))
+_RUN_CONFIG_FIELDS = frozenset(("seed", "total_steps", "batch_size", "model", "data", "loss", "optimizer"))
 
 
 @contextlib.contextmanager
@@ -75,8 +74,9 @@ def claimed(workdir: str) -> Iterator[str]:
       UserError: the workdir may not be trained in, or another run holds it.
     """
     if not workdir.strip():
-        raise UserError("--workdir is empty (an unset variable?); pass the folder to train in, "
-                        "e.g. --workdir=runs/NAME")
+        raise UserError(
+            "--workdir is empty (an unset variable?); pass the folder to train in, e.g. --workdir=runs/NAME"
+        )
     workdir = checkpoint_io.absolute(workdir)
     lock = _decided_by_process_zero(workdir, lambda: _claim(epath.Path(workdir)))
     try:
@@ -109,16 +109,19 @@ def _claim(workdir: epath.Path) -> "_Lock":
         _check_folder(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         if not (workdir / MARKER_FILE).exists():
-            workdir_files.write_text_atomic(workdir / MARKER_FILE, json.dumps(
-                {"made_by": "gecko_jax launch/train.py", "created": _now()}))
+            workdir_files.write_text_atomic(
+                workdir / MARKER_FILE, json.dumps({"made_by": "gecko_jax launch/train.py", "created": _now()})
+            )
         return _Lock.acquire(workdir / LOCK_FILE)
     except UserError:
         raise
     except Exception as err:  # pylint: disable=broad-except
         # Any failure to list or write the folder means a run could not save there.
         detail = str(err).splitlines()[0] if str(err) else ""
-        raise UserError(f"--workdir={workdir} is not a folder this run can write to "
-                        f"({type(err).__name__}: {detail}); pass another --workdir") from err
+        raise UserError(
+            f"--workdir={workdir} is not a folder this run can write to "
+            f"({type(err).__name__}: {detail}); pass another --workdir"
+        ) from err
 
 
 def _check_folder(workdir: epath.Path) -> None:
@@ -131,9 +134,11 @@ def _check_folder(workdir: epath.Path) -> None:
         return
     if checkpoint_io.CONFIG_FILE in names and _is_run_config(workdir / checkpoint_io.CONFIG_FILE):
         return
-    raise UserError(f"--workdir={workdir} holds files but is not a training workdir (no "
-                    f"{MARKER_FILE}, nor a {checkpoint_io.CONFIG_FILE} of a training run); "
-                    "pass a new or empty folder")
+    raise UserError(
+        f"--workdir={workdir} holds files but is not a training workdir (no "
+        f"{MARKER_FILE}, nor a {checkpoint_io.CONFIG_FILE} of a training run); "
+        "pass a new or empty folder"
+    )
 
 
 def _is_run_config(path: epath.Path) -> bool:
@@ -151,8 +156,9 @@ class _Lock:
         self._path = path
         self._owner = owner
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._refresh_until_released, daemon=True,
-                                        name="workdir-lock-heartbeat")
+        self._thread = threading.Thread(
+            target=self._refresh_until_released, daemon=True, name="workdir-lock-heartbeat"
+        )
         self._thread.start()
 
     @classmethod
@@ -165,8 +171,13 @@ class _Lock:
                 raise UserError(_held_message(path, held))
             print(f"warning: taking over the lock {path}: {stale}", flush=True)
             path.unlink(missing_ok=True)
-        owner = {"host": socket.gethostname(), "pid": os.getpid(), "started": _now(),
-                 "heartbeat": time.time(), "token": uuid.uuid4().hex}
+        owner = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started": _now(),
+            "heartbeat": time.time(),
+            "token": uuid.uuid4().hex,
+        }
         if not _create(path, owner):
             raise UserError(_held_message(path, _read(path) or {}))
         return cls(path, owner)
@@ -189,8 +200,11 @@ class _Lock:
         while not self._stop.wait(HEARTBEAT_S):
             try:
                 if not self._is_ours():
-                    print(f"warning: another run took over the lock {self._path}; this run and "
-                          "that one now write the same workdir", flush=True)
+                    print(
+                        f"warning: another run took over the lock {self._path}; this run and "
+                        "that one now write the same workdir",
+                        flush=True,
+                    )
                     return
                 self._owner["heartbeat"] = time.time()
                 workdir_files.write_text_atomic(self._path, json.dumps(self._owner))
@@ -261,10 +275,12 @@ def _running(pid) -> bool:
 
 def _held_message(path: epath.Path, held: dict) -> str:
     age = time.time() - float(held.get("heartbeat", time.time()))
-    return (f"{path.parent} is in use by pid {held.get('pid', '?')} on host "
-            f"{held.get('host', '?')} (started {held.get('started', '?')}, lock refreshed "
-            f"{age:.0f} s ago); wait for that run to end or stop it, or if it is gone delete "
-            f"{path} (a lock not refreshed for {STALE_AFTER_S:.0f} s is taken over)")
+    return (
+        f"{path.parent} is in use by pid {held.get('pid', '?')} on host "
+        f"{held.get('host', '?')} (started {held.get('started', '?')}, lock refreshed "
+        f"{age:.0f} s ago); wait for that run to end or stop it, or if it is gone delete "
+        f"{path} (a lock not refreshed for {STALE_AFTER_S:.0f} s is taken over)"
+    )
 
 
 def _now() -> str:

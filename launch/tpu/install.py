@@ -17,6 +17,8 @@ def _arguments(parser):
 
 
 if __name__ == "__main__":
-    tpu.main(__doc__, _arguments,
-             lambda tpu_slice, args: tpu.install_commands(tpu_slice, args.source, args.repo,
-                                                          args.ref))
+    tpu.main(
+        __doc__,
+        _arguments,
+        lambda tpu_slice, args: tpu.install_commands(tpu_slice, args.source, args.repo, args.ref),
+    )

@@ -15,6 +15,10 @@ def _arguments(parser):
 
 
 if __name__ == "__main__":
-    tpu.main(__doc__, _arguments,
-             lambda tpu_slice, args: tpu.logs_commands(tpu_slice, args.run_name, args.worker,
-                                                       args.lines, args.follow))
+    tpu.main(
+        __doc__,
+        _arguments,
+        lambda tpu_slice, args: tpu.logs_commands(
+            tpu_slice, args.run_name, args.worker, args.lines, args.follow
+        ),
+    )

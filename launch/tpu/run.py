@@ -15,8 +15,7 @@ from gecko_jax.launch_tools import tpu
 
 def _arguments(parser):
     parser.add_argument("--run_name", default="train", help="Name of the log file.")
-    parser.add_argument("train_args", nargs=argparse.REMAINDER,
-                        help="-- then the flags of launch/train.py.")
+    parser.add_argument("train_args", nargs=argparse.REMAINDER, help="-- then the flags of launch/train.py.")
 
 
 def _build(tpu_slice, args):

@@ -29,11 +29,15 @@ class GeckoAcademic(tfds.core.GeneratorBasedBuilder):
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "First release."}
-    BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=spec.name, description=spec.description)
-                       for spec in datasets.DATASETS.values()]
+    BUILDER_CONFIGS = [
+        tfds.core.BuilderConfig(name=spec.name, description=spec.description)
+        for spec in datasets.DATASETS.values()
+    ]
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
-        "Offline, pass the folder of the dataset's raw files as manual_dir (the layout of ../shared/data, e.g. "
-        "DATA_DIR/banking77/train.csv); online, the files are downloaded from the official URLs.")
+        "Offline, pass the folder of the dataset's raw files as manual_dir "
+        "(the layout of ../shared/data, e.g. DATA_DIR/banking77/train.csv); "
+        "online, the files are downloaded from the official URLs."
+    )
 
     def _info(self) -> tfds.core.DatasetInfo:
         features = {key: tfds.features.Text() for key in _TEXT_FIELDS}
@@ -53,8 +57,12 @@ class GeckoAcademic(tfds.core.GeneratorBasedBuilder):
     def _generate_examples(self, examples: list[jsonl.Example]):
         for index, example in enumerate(examples):
             record = {key: example.get(key, "") for key in _TEXT_FIELDS}
-            record.update(id=str(example.get("id", "")), symmetric=int(bool(example.get("symmetric"))),
-                          has_symmetric="symmetric" in example, index=index)
+            record.update(
+                id=str(example.get("id", "")),
+                symmetric=int(bool(example.get("symmetric"))),
+                has_symmetric="symmetric" in example,
+                index=index,
+            )
             yield index, record
 
 
@@ -102,9 +110,13 @@ def load(name: str, data_dir: str, tfds_dir: str, allow_download: bool = False) 
         wanted = " and ".join(" or ".join(names) for names in spec.manual_files.values())
         where = manual_dir or "--config.data.data_dir (not set)"
         if not has_manual and not allow_download:
-            raise UserError(f"dataset {name!r}: no {wanted} in {where}; set --config.data.data_dir to a folder "
-                            "laid out like ../shared/data, or --config.data.download=True to fetch it")
-        config = tfds.download.DownloadConfig(manual_dir=manual_dir if has_manual else None, try_download_gcs=False)
+            raise UserError(
+                f"dataset {name!r}: no {wanted} in {where}; set --config.data.data_dir to a folder "
+                "laid out like ../shared/data, or --config.data.download=True to fetch it"
+            )
+        config = tfds.download.DownloadConfig(
+            manual_dir=manual_dir if has_manual else None, try_download_gcs=False
+        )
         if has_manual:
             builder.download_and_prepare(download_config=config)
         else:
@@ -112,9 +124,11 @@ def load(name: str, data_dir: str, tfds_dir: str, allow_download: bool = False) 
                 builder.download_and_prepare(download_config=config)
             except Exception as e:  # pylint: disable=broad-except
                 # Failed downloads surface from deep inside TFDS with many error types.
-                raise UserError(f"dataset {name!r}: no {wanted} in {where}, and the download from "
-                                f"{next(iter(spec.downloads.values()))[0]} failed ({type(e).__name__}: {e}); "
-                                "check the network or give the files in data_dir") from None
+                raise UserError(
+                    f"dataset {name!r}: no {wanted} in {where}, and the download from "
+                    f"{next(iter(spec.downloads.values()))[0]} failed ({type(e).__name__}: {e}); "
+                    "check the network or give the files in data_dir"
+                ) from None
     columns = {}
     # Batched reading: per-example iteration costs about 1 ms an example.
     for batch in tfds.as_numpy(builder.as_dataset(split="train", shuffle_files=False, batch_size=8192)):
