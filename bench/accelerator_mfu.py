@@ -94,6 +94,8 @@ def _config(name: str, impl: str, batch_size: int, layers: int, tiny: bool):
     config = _recipe(name)
     config.batch_size = batch_size
     config.mesh_shape.update(data=1, fsdp=1, tensor=1)
+    # One device holds the whole of this small batch: the plain step, no GradCache chunks.
+    config.grad_cache.chunk_size = 0
     config.model.update(dtype="bfloat16", attention_impl=impl, num_layers=layers)
     if tiny:
         # gecko_768's tiny shape has local layers with a window (16) shorter than

@@ -15,6 +15,14 @@ same-tower negatives). The config argument picks the stage:
 - `:runlocal`: the fine-tuning stage shrunk to a tiny random Gemma 3 with the
   MiniLM vocabulary (vocab_size 30522) on the bundled tiny set; 3 steps on a CPU.
 
+Each stage fits a Cloud TPU slice at its batch, checked ahead of time on any
+Linux host (`pip install -e .[tpu-aot]`; tests/recipe_fit_test.py):
+
+    python launch/compile.py --config=configs/gemini_embedding.py:prefinetune --topology=v5p:2x2x4
+    python launch/compile.py --config=configs/gemini_embedding.py:finetune --topology=v5e:4x4
+
+that is v5p-32 for pre-finetuning and v5e-16 (v5litepod-16) for fine-tuning.
+
 `model.init` names the Gemma checkpoint: 'hf:PATH' (HF Gemma 3 folder) or
 'gguf:PATH'; '' trains from scratch.
 
@@ -51,6 +59,8 @@ def get_config(arg: str = ""):
     m.dropout_rate = 0.0
     m.attention_dropout_rate = 0.0
     m.dtype = "bfloat16"
+    m.remat = True  # Recompute each layer's activations in the backward pass.
+    m.scan_layers = True  # One loop body for the 26 layers.
 
     c.loss.name = "gemini_nce"
     c.loss.temperature = 0.05  # The paper gives none; configs/gecko_768.py's value.
@@ -95,6 +105,7 @@ def get_config(arg: str = ""):
         presets.gemma3_tiny(m)
         m.projection_dim = 48
         m.dtype = "float32"
+        m.remat = False
         c.loss.mrl_dims = (12, 24, 48)
         c.data.mixture = ("tiny",)
         c.data.max_length = 32
