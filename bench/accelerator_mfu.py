@@ -16,7 +16,8 @@ length (no padding), so tokens/s counts real tokens. It prints one table:
              over the device's spec-sheet dense bf16 peak (`training/mfu.py`)
   HFU        XLA's FLOP count of the compiled step per second over the same
              peak; XLA counts nothing inside a custom call, so for a fused row
-             it leaves out the attention the kernel does (a lower bound)
+             it leaves out the attention the kernel does (a lower bound). The
+             layers run unrolled here, as XLA counts a loop body once
   vs xla     the row's speed over the xla row of the same model, same run
 
 The recipes are shrunk to fit one device, and the table says how: the batch
@@ -96,6 +97,9 @@ def _config(name: str, impl: str, batch_size: int, layers: int, tiny: bool):
     config.mesh_shape.update(data=1, fsdp=1, tensor=1)
     # One device holds the whole of this small batch: the plain step, no GradCache chunks.
     config.grad_cache.chunk_size = 0
+    # Unrolled layers, so that XLA's FLOP count (HFU) covers each of them; a loop body
+    # is counted once.
+    config.model.scan_layers = False
     config.model.update(dtype="bfloat16", attention_impl=impl, num_layers=layers)
     if tiny:
         # gecko_768's tiny shape has local layers with a window (16) shorter than

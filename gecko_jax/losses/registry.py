@@ -11,7 +11,7 @@ examples. The adapters below read these batch keys besides the token arrays:
                     losses.gemini_nce). Without them only j = i is masked.
   * jasper_distill: `teacher` [B, T] float, the teachers' vectors side by side
                     (blocks of `loss.jasper_teacher_dims`), or one combined
-                    unit target as `data.teacher_batches` attaches it; the
+                    unit target as `training.teacher_batches` attaches it; the
                     student is the `query` embedding.
   * xtr:            `query_mask`, `positive_mask`, `negative_mask` [B, L] and
                     `has_negative` [B].
