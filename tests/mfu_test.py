@@ -168,3 +168,14 @@ def test_step_line_shows_the_last_learning_rate_and_mean_loss():
     assert step == 3 and logged["console"] == logged["scalars"]
     assert values["loss"] == pytest.approx(3.0)
     assert values["learning_rate"] == pytest.approx(0.6)
+
+
+def test_a_looping_program_has_no_flop_count():
+    # XLA counts a loop body once, so the count of a scanned step would be
+    # several times too low: no HFU rather than a wrong one.
+    def scanned(x):
+        return jax.lax.scan(lambda h, _: (h @ h, None), x, None, length=4)[0]
+
+    compiled = jax.jit(scanned).lower(jnp.ones((64, 64))).compile()
+    assert mfu.has_loop(compiled)
+    assert mfu.compiled_flops(compiled) is None

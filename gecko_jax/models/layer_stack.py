@@ -106,12 +106,8 @@ def run(
             return h, None
 
         # Entry `kind` of the loop's inputs stacks layers kind, kind + period, ...
-        stacked = tuple(
-            (_stack(layer_params[kind:looped:period]), _stack(layer_extras[kind:looped:period]))
-            for kind in range(period)
-        )
-        params = tuple(p for p, _ in stacked)
-        extras = tuple(e for _, e in stacked)
+        params = tuple(_stack(layer_params[kind:looped:period]) for kind in range(period))
+        extras = tuple(_stack(layer_extras[kind:looped:period]) for kind in range(period))
         x, _ = jax.lax.scan(body, x, (params, extras))
     for i in range(looped, num_layers):
         x = layers[i % period](layer_params[i], x, layer_extras[i])
