@@ -14,10 +14,11 @@ tests/recipe_fit_test.py):
 
     python launch/compile.py --config=configs/gecko_768.py --topology=v5e:4x4
 
-Three things make it fit: GradCache (arXiv 2101.06983) runs the backward pass
-in chunks of 256 examples, so a chip holds one chunk's activations while the
-loss still sees all 1024 (the same gradients as one pass); each layer is
-recomputed in the backward pass; and the 26 layers run as one scanned loop.
+Two things make it fit: each layer is recomputed in the backward pass, and
+the 26 layers run as one scanned loop whose body is a single block (a layer's
+window and RoPE base are loop inputs). For batches beyond what a slice holds,
+`--config.grad_cache.chunk_size=N` (GradCache, arXiv 2101.06983) runs the
+backward pass in chunks of N examples, at the cost of one more forward pass.
 
 `model.init` names the checkpoint it starts from: '' trains from scratch,
 'hf:PATH' reads an HF Gemma 3 folder (config.json + safetensors), 'gguf:PATH'
@@ -71,8 +72,6 @@ def get_config(arg: str = ""):
     c.model.dtype = "bfloat16"
     c.model.remat = True  # Recompute each layer's activations in the backward pass.
     c.model.scan_layers = True  # One loop body instead of 26 layers: less to compile.
-    # Backward pass in 4 chunks: without them the activations need 17.3 GiB per v5e chip.
-    c.grad_cache.chunk_size = 256
 
     c.data.data_dir = bundled_data_dir(__file__)
     # Gecko (arXiv 2403.20327): FRet plus the academic sets, each in its Gecko format.
@@ -110,7 +109,6 @@ def get_config(arg: str = ""):
         c.model.projection_dim = 32
         c.model.dtype = "float32"
         c.model.remat = False
-        c.grad_cache.chunk_size = 0
         c.data.mixture = ("tiny",)
         c.data.max_length = 32
         c.data.query_max_length = 24

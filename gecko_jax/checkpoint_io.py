@@ -286,11 +286,33 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
             f"{workdir} is not a training workdir (no {CONFIG_FILE}); pass the --workdir of a train.py run"
         )
     config = base_config()
-    _update_locked(config, stored)
+    _update_locked(config, _with_moved_fields(stored))
     gin_path = epath.Path(workdir) / GIN_FILE
     if gin_path.exists():
         gin.parse_config(gin_path.read_text())
     return config
+
+
+# Fields older workdirs stored elsewhere: old path -> current path. Their
+# values still apply (the prompts an export writes, the evaluation batch).
+_MOVED_FIELDS = {
+    ("eval", "query_prompt"): ("export", "query_prompt"),
+    ("eval", "sts_prompt"): ("export", "sts_prompt"),
+    ("eval", "batch_size"): ("eval_batch_size",),
+}
+
+
+def _with_moved_fields(stored: dict) -> dict:
+    """`stored` with each moved field also at its current path, unless set there."""
+    for (section, name), new_path in _MOVED_FIELDS.items():
+        old_section = stored.get(section)
+        if not isinstance(old_section, dict) or name not in old_section:
+            continue
+        target = stored
+        for key in new_path[:-1]:
+            target = target.setdefault(key, {})
+        target.setdefault(new_path[-1], old_section[name])
+    return stored
 
 
 def _update_locked(config: ml_collections.ConfigDict, values: dict) -> None:

@@ -13,13 +13,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import linen as nn
 
 from gecko_jax.errors import UserError
 from gecko_jax.models import attention
 from gecko_jax.models.registry import build_tower
 from gecko_jax.training import sharding
 from recipe_configs import get_config
+from tower_helpers import random_params
 
 
 def _reference(query, key, value, key_valid, *, scale, causal, window, softcap=0.0):
@@ -142,11 +142,7 @@ def _batch(size=4, length=32):
 
 
 def _params(model_config, ids, mask):
-    """Random values, norm scales included, without running the initialisers."""
-    tower = build_tower(model_config)
-    shapes = jax.eval_shape(lambda: nn.unbox(tower.init(jax.random.key(0), ids[:1], mask[:1])))
-    rng = np.random.default_rng(1)
-    return jax.tree.map(lambda x: rng.normal(0, 0.1, x.shape).astype(np.float32), shapes["params"])
+    return random_params(build_tower(model_config), ids, mask)
 
 
 def _embed(model_config, params, ids, mask):
@@ -171,9 +167,11 @@ def test_tower_with_splash_matches_xla(name):
     with attention.emulate_fused_kernels():
         emb_splash = _embed(_model_config(name, "splash"), params, ids, mask)
     np.testing.assert_allclose(emb_splash, emb, atol=2e-6)
-    # Without the kernel's platform (a CPU), the layer falls back to the xla attention.
+    # Without the kernel's platform (a CPU), the layer falls back to the xla
+    # attention; scanned Gemma layers still loop by period of their kinds, a
+    # program that rounds differently from the one-block loop of "xla".
     emb_fallback = _embed(_model_config(name, "splash"), params, ids, mask)
-    np.testing.assert_allclose(emb_fallback, emb, atol=1e-7)
+    np.testing.assert_allclose(emb_fallback, emb, atol=1e-6)
 
 
 @pytest.mark.slow
@@ -184,7 +182,9 @@ def test_gemma_tower_with_splash_has_the_gradients_of_xla():
     grads = _grads(_model_config("gemma", "xla"), params, ids, mask)
     with attention.emulate_fused_kernels():
         grads_splash = _grads(_model_config("gemma", "splash"), params, ids, mask)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), grads_splash, grads)
+    # Gradients reach ~10 here; float32 rounding of the differently ordered
+    # sums leaves up to ~3e-5 (as between unrolled and scanned xla layers).
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4), grads_splash, grads)
 
 
 def test_gemma_tower_with_cudnn_call_matches_xla_in_bfloat16():

@@ -1,6 +1,7 @@
 """Checkpoint saving, restoring, and falling back past a damaged newest step."""
 
 import asyncio
+import json
 import os
 import threading
 
@@ -135,6 +136,25 @@ def test_truncated_config_json_is_a_user_error(tmp_path):
         checkpoint_io.read_config(str(tmp_path))
     with pytest.raises(UserError, match="config.json is damaged"):
         checkpoint_io.config_changes(str(tmp_path), config)
+
+
+def test_a_workdir_of_the_older_schema_keeps_its_moved_fields(tmp_path):
+    # Workdirs written before `export` and `eval_batch_size` held their prompts
+    # and evaluation batch under `eval`; they still apply when read back.
+    stored = base_config().to_dict()
+    del stored["export"], stored["eval_batch_size"]
+    stored["eval"] = {"query_prompt": "query: ", "sts_prompt": "sts: ", "batch_size": 48, "sts_file": ""}
+    (tmp_path / "config.json").write_text(json.dumps(stored))
+    config = checkpoint_io.read_config(str(tmp_path))
+    assert (config.export.query_prompt, config.export.sts_prompt) == ("query: ", "sts: ")
+    assert config.eval_batch_size == 48
+    # A current workdir's own values win over anything under `eval`.
+    stored["export"] = {"query_prompt": "q: ", "sts_prompt": ""}
+    (tmp_path / "config.json").write_text(json.dumps(stored))
+    assert checkpoint_io.read_config(str(tmp_path)).export.to_dict() == {
+        "query_prompt": "q: ",
+        "sts_prompt": "",
+    }
 
 
 def test_no_checkpoint_means_fresh_start(tmp_path):

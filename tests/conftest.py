@@ -44,20 +44,3 @@ def shared_data() -> pathlib.Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"{SHARED_DATA} is not present")
     return SHARED_DATA
-
-
-def pytest_addoption(parser):
-    parser.addoption(
-        "--tpu-fit",
-        action="store_true",
-        help="also run the tpu_fit tests: full-size recipes compiled by XLA:TPU, minutes each",
-    )
-
-
-def pytest_collection_modifyitems(config, items):
-    if config.getoption("--tpu-fit"):
-        return
-    skip = pytest.mark.skip(reason="a full-size XLA:TPU compile of minutes; run with --tpu-fit")
-    for item in items:
-        if "tpu_fit" in item.keywords:
-            item.add_marker(skip)

@@ -1,15 +1,14 @@
 """`model.scan_layers`: the layers as one loop over stacked weights, equal to the unrolled tower."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import linen as nn
 
 from gecko_jax.errors import UserError
 from gecko_jax.models import layer_stack
 from gecko_jax.models.registry import build_tower
 from recipe_configs import get_config
+from tower_helpers import random_batch, random_params, value_and_grad
 
 
 def _gemma_model(num_layers: int = 8):
@@ -30,8 +29,11 @@ def _bert_model():
     return model
 
 
-def _tower(model, scan: bool, remat: bool = False, policy: str = "full", dropout: float = 0.0):
+def _tower(model, scan: bool, remat: bool = False, policy: str = "full", dropout: float = 0.0, impl="xla"):
     model = model.copy_and_resolve_references()
+    # "splash" off a TPU falls back to XLA's attention math inside the
+    # layers, but its window stays static: the loop body is a period of kinds.
+    model.attention_impl = impl
     model.scan_layers = scan
     model.remat = remat
     model.remat_policy = policy
@@ -39,31 +41,8 @@ def _tower(model, scan: bool, remat: bool = False, policy: str = "full", dropout
     return build_tower(model)
 
 
-def _value_and_grad(tower, deterministic: bool):
-    def loss(params, ids, mask):
-        emb = tower.apply(
-            {"params": params}, ids, mask, deterministic=deterministic, rngs={"dropout": jax.random.key(3)}
-        )
-        return jnp.sum(emb[: len(emb) // 2] * emb[len(emb) // 2 :])
-
-    return jax.jit(jax.value_and_grad(loss))
-
-
-def _batch(size: int, length: int, vocab: int):
-    rng = np.random.default_rng(0)
-    lengths = rng.integers(3, length + 1, size=size)
-    mask = (np.arange(length)[None] < lengths[:, None]).astype(np.int32)
-    ids = (rng.integers(1, vocab, size=(size, length)) * mask).astype(np.int32)
-    return ids, mask
-
-
 def _random_params(model, ids, mask):
-    abstract = jax.eval_shape(
-        lambda: nn.unbox(_tower(model, False).init(jax.random.key(0), ids[:1], mask[:1])["params"])
-    )
-    rng = np.random.default_rng(1)
-    # Random values, norm scales included, without compiling the initialisers.
-    return jax.tree.map(lambda x: rng.normal(0, 0.1, x.shape).astype(np.float32), abstract)
+    return random_params(_tower(model, False), ids, mask)
 
 
 def _assert_same(got, want):
@@ -79,48 +58,56 @@ def test_period_is_the_shortest_repeat_of_the_layer_kinds():
     assert layer_stack.period_of([]) == 1
 
 
-@pytest.mark.parametrize("remat,policy", [(False, "full"), (True, "full"), (True, "dots")])
-def test_scanned_gemma_equals_the_unrolled_one(remat, policy):
+@pytest.mark.parametrize(
+    "impl,remat,policy",
+    [("xla", False, "full"), ("xla", True, "full"), ("xla", True, "dots"), ("splash", True, "full")],
+)
+def test_scanned_gemma_equals_the_unrolled_one(impl, remat, policy):
     # Dropout on: the loop must draw each layer's masks as the unrolled layers do.
+    # "xla" loops over 8 blocks that take their kind as data; "splash" twice
+    # over a period of 3 static kinds, then 2 blocks unrolled.
     model = _gemma_model()
-    ids, mask = _batch(8, 32, model.vocab_size)
+    ids, mask = random_batch(8, 32, model.vocab_size)
     params = _random_params(model, ids, mask)
-    want = _value_and_grad(_tower(model, False, dropout=0.1), False)(params, ids, mask)
-    got = _value_and_grad(_tower(model, True, remat, policy, dropout=0.1), False)(params, ids, mask)
+    want = value_and_grad(_tower(model, False, dropout=0.1), False)(params, ids, mask)
+    got = value_and_grad(_tower(model, True, remat, policy, dropout=0.1, impl=impl), False)(params, ids, mask)
     _assert_same(got, want)
 
 
 @pytest.mark.parametrize("remat", [False, True])
 def test_scanned_bert_equals_the_unrolled_one(remat):
     model = _bert_model()
-    ids, mask = _batch(8, 24, model.vocab_size)
+    ids, mask = random_batch(8, 24, model.vocab_size)
     params = _random_params(model, ids, mask)
-    want = _value_and_grad(_tower(model, False), True)(params, ids, mask)
-    got = _value_and_grad(_tower(model, True, remat), True)(params, ids, mask)
+    want = value_and_grad(_tower(model, False), True)(params, ids, mask)
+    got = value_and_grad(_tower(model, True, remat), True)(params, ids, mask)
     _assert_same(got, want)
 
 
-def test_the_scanned_program_holds_one_period_of_layers():
+@pytest.mark.parametrize("impl,body_layers", [("xla", 1), ("splash", 3)])
+def test_the_scanned_program_holds_one_block_or_one_period(impl, body_layers):
+    # XLA attention takes a layer's kind as data: one block in the loop body.
+    # A fused kernel's static window needs a period of kinds: 3 blocks.
     model = _gemma_model(num_layers=12)
-    ids, mask = _batch(4, 32, model.vocab_size)
+    ids, mask = random_batch(4, 32, model.vocab_size)
     params = _random_params(model, ids, mask)
 
     def dots(scan):
-        text = _value_and_grad(_tower(model, scan), True).lower(params, ids, mask).as_text()
+        text = value_and_grad(_tower(model, scan, impl=impl), True).lower(params, ids, mask).as_text()
         return text.count("dot_general")
 
-    unrolled, scanned = dots(False), dots(True)
-    # 12 layers unrolled against one period of 3 in the loop body.
-    assert scanned * 3 < unrolled, (scanned, unrolled)
+    per_layer = dots(False) / 12
+    scanned = dots(True)
+    assert 0.8 * body_layers * per_layer < scanned < 1.25 * body_layers * per_layer, (scanned, per_layer)
 
 
 def test_remat_in_the_loop_cuts_the_compiled_working_memory():
     model = _gemma_model()
-    ids, mask = _batch(16, 128, model.vocab_size)
+    ids, mask = random_batch(16, 128, model.vocab_size)
     params = _random_params(model, ids, mask)
 
     def temp_bytes(remat):
-        step = _value_and_grad(_tower(model, True, remat), True)
+        step = value_and_grad(_tower(model, True, remat), True)
         return step.lower(params, ids, mask).compile().memory_analysis().temp_size_in_bytes
 
     kept, recomputed = temp_bytes(False), temp_bytes(True)

@@ -192,22 +192,27 @@ class RMSNorm(nn.Module):
         return (y * (1.0 + scale)).astype(x.dtype)
 
 
-def apply_rope(x: jax.Array, positions: jax.Array, base: float, scaling_factor: float = 1.0) -> jax.Array:
-    """Rotates [B, L, heads, D] by [B, L] positions (rotate-half layout).
+def rope_angles(positions: jax.Array, head_dim: int, base: float, scaling_factor: float = 1.0) -> jax.Array:
+    """float32 [B, L, head_dim / 2] RoPE angles of [B, L] integer positions.
 
     Args:
-      x: queries or keys.
       positions: integer positions of each token.
+      head_dim: width of the rotated heads.
       base: RoPE base (theta).
       scaling_factor: linear scaling; positions are divided by it.
+    """
+    half = head_dim // 2
+    inv_freq = 1.0 / base ** (jnp.arange(0, half, dtype=jnp.float32) * 2 / head_dim)
+    return positions.astype(jnp.float32)[..., None] / scaling_factor * inv_freq
+
+
+def apply_rope(x: jax.Array, angles: jax.Array) -> jax.Array:
+    """Rotates [B, L, heads, D] by `rope_angles` [B, L, D / 2] (rotate-half layout).
 
     Returns:
       The rotated tensor, in the dtype of `x`.
     """
-    half = x.shape[-1] // 2
-    inv_freq = 1.0 / base ** (jnp.arange(0, half, dtype=jnp.float32) * 2 / x.shape[-1])
-    angles = (positions.astype(jnp.float32)[..., None] / scaling_factor * inv_freq)[:, :, None, :]
-    sin, cos = jnp.sin(angles), jnp.cos(angles)
+    sin, cos = jnp.sin(angles)[:, :, None, :], jnp.cos(angles)[:, :, None, :]
     first, second = jnp.split(x.astype(jnp.float32), 2, axis=-1)
     rotated = jnp.concatenate([first * cos - second * sin, second * cos + first * sin], axis=-1)
     return rotated.astype(x.dtype)
@@ -223,7 +228,8 @@ def attention_mask(
 
     Args:
       config: the model config (attention mode, window).
-      local: whether the layer is a sliding-window layer.
+      local: whether the layer is a sliding-window layer: a bool, or a traced
+        bool scalar when the layer's kind is a loop input (`_by_kind`).
       query_slots: int [Lq] slot of each query.
       key_valid: [B, S] 1 where a key slot holds a real token.
 
@@ -232,22 +238,30 @@ def attention_mask(
     """
     key_slots = jnp.arange(key_valid.shape[1])
     distance = query_slots[:, None] - key_slots[None, :]
-    allowed = jnp.ones_like(distance, dtype=bool)
-    if config.attention == "causal":
-        allowed = distance >= 0
-        if local:
-            allowed &= distance < config.sliding_window
-    elif local:
-        allowed = jnp.abs(distance) < config.sliding_window
+    causal = config.attention == "causal"
+    allowed = distance >= 0 if causal else jnp.ones_like(distance, dtype=bool)
+    if config.sliding_window and local is not False:
+        within = (distance if causal else jnp.abs(distance)) < config.sliding_window
+        allowed &= within if local is True else within | jnp.logical_not(local)
     allowed = allowed[None] & key_valid[:, None, :].astype(bool)
     return allowed[:, None, None]
+
+
+def _by_kind(local, local_value, global_value):
+    """`local_value` for a sliding-window layer, else `global_value`.
+
+    `local` is a bool, or a traced bool scalar when scanned layers take their
+    kind as a loop input; the choice is then made in the program.
+    """
+    if isinstance(local, bool):
+        return local_value if local else global_value
+    return jnp.where(local, local_value, global_value)
 
 
 class Attention(nn.Module):
     """Grouped-query self-attention with RoPE, optional QK-norm and cache."""
 
     config: GemmaConfig
-    local: bool
 
     @nn.compact
     def __call__(
@@ -258,7 +272,9 @@ class Attention(nn.Module):
         query_slots: jax.Array,
         cache: Optional[dict[str, jax.Array]],
         cache_index: jax.Array,
+        local: bool | jax.Array,
     ) -> tuple[jax.Array, Optional[dict[str, jax.Array]]]:
+        """Returns (output, cache); `local` as for `attention_mask`."""
         cfg = self.config
         dtype = cfg.dtype
         hidden = x.shape[-1]
@@ -275,12 +291,15 @@ class Attention(nn.Module):
         if cfg.version == 3:
             query = RMSNorm(cfg.norm_eps, "kv", name="q_norm")(query)
             key = RMSNorm(cfg.norm_eps, "kv", name="k_norm")(key)
-        if self.local:
-            base, factor = cfg.rope_local_base, 1.0
-        else:
-            base, factor = cfg.rope_global_base, cfg.rope_scaling_factor
-        query = apply_rope(query, positions, base, factor)
-        key = apply_rope(key, positions, base, factor)
+        # Both kinds' angles come from constants, so choosing between them in
+        # the program gives the very numbers of a layer of known kind.
+        angles = _by_kind(
+            local,
+            rope_angles(positions, cfg.head_dim, cfg.rope_local_base),
+            rope_angles(positions, cfg.head_dim, cfg.rope_global_base, cfg.rope_scaling_factor),
+        )
+        query = apply_rope(query, angles)
+        key = apply_rope(key, angles)
 
         if cache is not None:
             start = (0, cache_index, 0, 0)
@@ -299,7 +318,7 @@ class Attention(nn.Module):
             # [B, kv_heads, groups, Lq, S]
             scores = jnp.einsum("bqkgd,bskd->bkgqs", query, key).astype(jnp.float32)
             scores = _softcap(scores, cfg.attn_logit_softcap)
-            mask = attention_mask(cfg, self.local, query_slots, key_valid)
+            mask = attention_mask(cfg, local, query_slots, key_valid)
             probs = jax.nn.softmax(jnp.where(mask, scores, _MASKED), axis=-1)
             context = jnp.einsum("bkgqs,bskd->bqkgd", probs.astype(dtype), value)
             return context.reshape(batch, length, cfg.num_heads, cfg.head_dim)
@@ -315,7 +334,8 @@ class Attention(nn.Module):
                 key_valid,
                 scale=scalar**-0.5,
                 causal=cfg.attention == "causal",
-                window=cfg.sliding_window if self.local else 0,
+                # Fused kernels take the window as a static argument.
+                window=cfg.sliding_window if local else 0,
                 softcap=cfg.attn_logit_softcap,
                 xla_attention=xla_attention,
             )
@@ -350,9 +370,15 @@ class Block(nn.Module):
     layer: int
 
     @nn.compact
-    def __call__(self, x, positions, key_valid, query_slots, cache, cache_index, dropout_key):
-        """Returns (x, cache); `dropout_key` None disables dropout."""
+    def __call__(self, x, positions, key_valid, query_slots, cache, cache_index, dropout_key, local=None):
+        """Returns (x, cache); `dropout_key` None disables dropout.
+
+        `local`, a traced bool scalar, overrides the kind of `layer` for
+        scanned layers that take their kind as a loop input.
+        """
         cfg = self.config
+        if local is None:
+            local = cfg.is_local(self.layer)
         post_norms = cfg.version >= 2
         dropout = nn.Dropout(cfg.dropout_rate, deterministic=dropout_key is None)
 
@@ -361,8 +387,8 @@ class Block(nn.Module):
             return dropout(h, rng=key)
 
         h = RMSNorm(cfg.norm_eps, name="pre_attention_norm")(x)
-        h, cache = Attention(cfg, cfg.is_local(self.layer), name="attention")(
-            h, positions, key_valid, query_slots, cache, cache_index
+        h, cache = Attention(cfg, name="attention")(
+            h, positions, key_valid, query_slots, cache, cache_index, local
         )
         if post_norms:
             h = RMSNorm(cfg.norm_eps, name="post_attention_norm")(h)
@@ -514,20 +540,29 @@ class Gemma(nn.Module):
     def _scanned_blocks(self, x, positions, key_valid, query_slots, dropout_keys):
         """The blocks as one loop over their stacked weights; see `models.layer_stack`."""
         cfg = self.config
-        period = layer_stack.period_of([cfg.is_local(i) for i in range(cfg.num_layers)])
+        kinds = [cfg.is_local(i) for i in range(cfg.num_layers)]
+        if cfg.attention_impl == "xla":
+            # A layer's kind (its window and RoPE base) is data to XLA
+            # attention, so the loop body is one block whatever the kinds.
+            period = 1
+            extras = [(key, jnp.asarray(local)) for key, local in zip(dropout_keys, kinds)]
+        else:
+            # Fused kernels take the window as a static argument: the body
+            # holds one period of the kinds.
+            period = layer_stack.period_of(kinds)
+            extras = [(key, None) for key in dropout_keys]
         # Block `kind` of a period stands for every block of its kind.
         blocks = [Block(cfg, kind, parent=None) for kind in range(period)]
 
-        def block_fn(kind, params, h, dropout_key):
+        def block_fn(kind, params, h, extra):
+            dropout_key, local = extra
             out, _ = blocks[kind].apply(
-                {"params": params}, h, positions, key_valid, query_slots, None, 0, dropout_key
+                {"params": params}, h, positions, key_valid, query_slots, None, 0, dropout_key, local
             )
             return out
 
         params = [self.variables["params"][f"layers_{i}"] for i in range(cfg.num_layers)]
-        return layer_stack.run(
-            block_fn, params, x, dropout_keys, period, cfg.remat_policy if cfg.remat else None
-        )
+        return layer_stack.run(block_fn, params, x, extras, period, cfg.remat_policy if cfg.remat else None)
 
     def logits(self, hidden: jax.Array) -> jax.Array:
         """float32 [..., vocab] logits from hidden states (tied embedding)."""

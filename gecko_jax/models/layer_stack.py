@@ -6,10 +6,12 @@ per batch shape. Scanned, the program holds one loop body, so compile time and
 host memory stop growing with depth (the approach MaxText calls
 `scan_layers`).
 
-Layers that differ in kind cannot share a loop body: Gemma 3 alternates five
-sliding-window layers with one global layer. The loop body is therefore one
-period of the layer kinds (six Gemma 3 layers, one BERT layer), looped over the
-whole periods; the layers left after the last whole period run unrolled.
+Layers of different kinds share a loop body when the kind is data: Gemma 3's
+five sliding-window layers per global one differ only in a mask and a RoPE
+base, which XLA attention takes as a per-layer loop input. Where the kind
+must be static (a fused kernel's window), the loop body is one period of the
+layer kinds (six Gemma 3 layers), looped over the whole periods, and the
+layers left after the last whole period run unrolled.
 
 The parameters stay one tree per layer (`layers_{i}`), as checkpoints,
 importers and export know them: the stack is built inside the step, which

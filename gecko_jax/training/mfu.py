@@ -110,9 +110,10 @@ def compiled_flops(compiled: jax.stages.Compiled) -> float | None:
     recomputation and the optimizer update.
 
     Returns:
-      The FLOPs, or None (with a logged reason) when the cost analysis has
-      none, or when the program loops (scanned layers, GradCache's chunks):
-      XLA counts a loop body once, not once per iteration.
+      The FLOPs, or None when the cost analysis has none, or when the program
+      loops (scanned layers, GradCache's chunks): XLA counts a loop body once,
+      not once per iteration. The reason is logged once per process, not for
+      every batch shape compiled.
     """
     cost = compiled.cost_analysis()
     # A dict in recent JAX; a list with one dict per program in older ones.
@@ -120,12 +121,16 @@ def compiled_flops(compiled: jax.stages.Compiled) -> float | None:
         cost = cost[0] if cost else None
     flops = (cost or {}).get("flops", 0.0)
     if flops <= 0:
-        logging.warning("no HFU: XLA's cost analysis of the train step has no FLOP count")
+        logging.log_first_n(
+            logging.WARNING, "no HFU: XLA's cost analysis of the train step has no FLOP count", 1
+        )
         return None
     if has_loop(compiled):
-        logging.warning(
+        logging.log_first_n(
+            logging.WARNING,
             "no HFU: the train step loops (scanned layers or GradCache's chunks) "
-            "and XLA counts a loop body once; MFU is unaffected"
+            "and XLA counts a loop body once; MFU is unaffected",
+            1,
         )
         return None
     return float(flops)
