@@ -168,8 +168,8 @@ def test_tower_with_splash_matches_xla(name):
         emb_splash = _embed(_model_config(name, "splash"), params, ids, mask)
     np.testing.assert_allclose(emb_splash, emb, atol=2e-6)
     # Without the kernel's platform (a CPU), the layer falls back to the xla
-    # attention; scanned Gemma layers still loop by period of their kinds, a
-    # program that rounds differently from the one-block loop of "xla".
+    # attention, under lax.cond on each scanned layer's kind: a program that
+    # rounds differently from the one-block loop of "xla".
     emb_fallback = _embed(_model_config(name, "splash"), params, ids, mask)
     np.testing.assert_allclose(emb_fallback, emb, atol=1e-6)
 

@@ -281,14 +281,11 @@ class BertEncoder(nn.Module):
             return x
         unbound = layer(parent=None)
 
-        def layer_fn(kind, params, h, dropout_key):
-            del kind  # Every BERT layer is of one kind.
+        def layer_fn(params, h, dropout_key):
             rngs = None if dropout_key is None else {"dropout": dropout_key}
             return unbound.apply({"params": params}, h, attention_mask, deterministic, rngs=rngs)
 
         dropping = not deterministic and (self.dropout_rate or self.attention_dropout_rate)
         keys = [self.make_rng("dropout") if dropping else None for _ in range(self.num_layers)]
         params = [self.variables["params"][f"layer_{i}"] for i in range(self.num_layers)]
-        return layer_stack.run(
-            layer_fn, params, x, keys, period=1, remat_policy=self.remat_policy if self.remat else None
-        )
+        return layer_stack.run(layer_fn, params, x, keys, self.remat_policy if self.remat else None)

@@ -53,6 +53,7 @@ with `dynamic_update_slice`, so a jitted decode step has one static shape.
 """
 
 import dataclasses
+import functools
 import math
 from typing import Any, Optional
 
@@ -310,7 +311,7 @@ class Attention(nn.Module):
 
         scalar = cfg.query_pre_attn_scalar or cfg.head_dim
 
-        def xla_attention(query, key, value, key_valid):
+        def xla_attention(query, key, value, key_valid, local=local):
             batch, length = query.shape[:2]
             groups = cfg.num_heads // cfg.num_kv_heads
             query = query.reshape(batch, length, cfg.num_kv_heads, groups, cfg.head_dim)
@@ -323,22 +324,28 @@ class Attention(nn.Module):
             context = jnp.einsum("bkgqs,bskd->bqkgd", probs.astype(dtype), value)
             return context.reshape(batch, length, cfg.num_heads, cfg.head_dim)
 
-        if cfg.attention_impl == "xla" or cache is not None:
-            context = xla_attention(query, key, value, key_valid)
-        else:
-            context = attention.fused_attention(
+        def fused(local: bool):
+            return functools.partial(
+                attention.fused_attention,
                 cfg.attention_impl,
-                query,
-                key,
-                value,
-                key_valid,
                 scale=scalar**-0.5,
                 causal=cfg.attention == "causal",
-                # Fused kernels take the window as a static argument.
                 window=cfg.sliding_window if local else 0,
                 softcap=cfg.attn_logit_softcap,
-                xla_attention=xla_attention,
+                xla_attention=functools.partial(xla_attention, local=local),
             )
+
+        operands = (query, key, value, key_valid)
+        if cfg.attention_impl == "xla" or cache is not None:
+            context = xla_attention(*operands)
+        elif isinstance(local, bool):
+            context = fused(local)(*operands)
+        elif 0 < cfg.sliding_window < query.shape[1]:
+            # A kernel's window is a constant: a scanned layer runs its kind's kernel.
+            context = jax.lax.cond(local, fused(True), fused(False), *operands)
+        else:
+            # The window spans every text, so both kinds attend alike.
+            context = fused(False)(*operands)
         out_kernel = _param(
             self, "out_kernel", _INIT, (cfg.num_heads, cfg.head_dim, hidden), ("heads", "kv", "embed")
         )
@@ -540,29 +547,19 @@ class Gemma(nn.Module):
     def _scanned_blocks(self, x, positions, key_valid, query_slots, dropout_keys):
         """The blocks as one loop over their stacked weights; see `models.layer_stack`."""
         cfg = self.config
-        kinds = [cfg.is_local(i) for i in range(cfg.num_layers)]
-        if cfg.attention_impl == "xla":
-            # A layer's kind (its window and RoPE base) is data to XLA
-            # attention, so the loop body is one block whatever the kinds.
-            period = 1
-            extras = [(key, jnp.asarray(local)) for key, local in zip(dropout_keys, kinds)]
-        else:
-            # Fused kernels take the window as a static argument: the body
-            # holds one period of the kinds.
-            period = layer_stack.period_of(kinds)
-            extras = [(key, None) for key in dropout_keys]
-        # Block `kind` of a period stands for every block of its kind.
-        blocks = [Block(cfg, kind, parent=None) for kind in range(period)]
+        # One block stands for every layer; each layer's kind is a loop input.
+        block = Block(cfg, 0, parent=None)
 
-        def block_fn(kind, params, h, extra):
+        def block_fn(params, h, extra):
             dropout_key, local = extra
-            out, _ = blocks[kind].apply(
+            out, _ = block.apply(
                 {"params": params}, h, positions, key_valid, query_slots, None, 0, dropout_key, local
             )
             return out
 
+        extras = [(key, jnp.asarray(cfg.is_local(i))) for i, key in enumerate(dropout_keys)]
         params = [self.variables["params"][f"layers_{i}"] for i in range(cfg.num_layers)]
-        return layer_stack.run(block_fn, params, x, extras, period, cfg.remat_policy if cfg.remat else None)
+        return layer_stack.run(block_fn, params, x, extras, cfg.remat_policy if cfg.remat else None)
 
     def logits(self, hidden: jax.Array) -> jax.Array:
         """float32 [..., vocab] logits from hidden states (tied embedding)."""
