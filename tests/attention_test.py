@@ -187,6 +187,27 @@ def test_gemma_tower_with_splash_has_the_gradients_of_xla():
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4), grads_splash, grads)
 
 
+def test_causal_gemma_tower_with_cudnn_call_runs_each_layer_kind():
+    # A window of 16 within 32-token texts: scanned layers pick the local or
+    # the global call under lax.cond on their kind.
+    ids, mask = _batch()
+    configs = {}
+    for impl in ("xla", "cudnn"):
+        configs[impl] = _model_config("gemma", impl)
+        configs[impl].update(attention="causal", dtype="bfloat16")
+    params = _params(configs["xla"], ids, mask)
+    emb = _embed(configs["xla"], params, ids, mask)
+    with attention.emulate_fused_kernels():
+        emb_cudnn = _embed(configs["cudnn"], params, ids, mask)
+    # Unit vectors; bfloat16 attention rounds differently in the two paths.
+    np.testing.assert_allclose(emb_cudnn, emb, atol=2e-2)
+    # Every layer global instead differs: the local layers did use their window.
+    configs["cudnn"].update(sliding_window=0)
+    with attention.emulate_fused_kernels():
+        emb_global = _embed(configs["cudnn"], params, ids, mask)
+    assert np.abs(emb_global - emb).max() > 0.05
+
+
 def test_gemma_tower_with_cudnn_call_matches_xla_in_bfloat16():
     # cuDNN's windows look left only: the bidirectional tower's window is widened
     # to the 32-token texts, which makes every layer global for them.

@@ -12,12 +12,15 @@ from recipe_configs import get_config
 from tower_helpers import random_batch, random_params, value_and_grad
 
 
-def _gemma_model(num_layers: int = 8):
-    # Period 3 (two local layers, one global): 8 layers loop twice and leave 2.
+def _gemma_model(num_layers: int = 8, attention: str = "bidirectional"):
+    # Layers local, local, global, ...; a window of 8 within 32-token texts,
+    # and global layers' positions scaled as Gemma 3 4B+ scales them.
     model = get_config("gecko_768", "runlocal").model
     model.num_layers = num_layers
     model.sliding_window = 8
     model.sliding_window_pattern = 3
+    model.rope_scaling_factor = 8.0
+    model.attention = attention
     return model
 
 
@@ -65,13 +68,20 @@ def test_run_applies_each_layer_with_its_own_params_and_extra_in_order():
 
 
 @pytest.mark.parametrize(
-    "impl,remat,policy",
-    [("xla", False, "full"), ("xla", True, "full"), ("xla", True, "dots"), ("splash", True, "full")],
+    "impl,remat,policy,attention",
+    [
+        ("xla", False, "full", "bidirectional"),
+        ("xla", True, "full", "bidirectional"),
+        ("xla", True, "dots", "bidirectional"),
+        ("xla", False, "full", "causal"),
+        ("splash", True, "full", "bidirectional"),
+        ("splash", False, "full", "causal"),
+    ],
 )
-def test_scanned_gemma_equals_the_unrolled_one(impl, remat, policy):
+def test_scanned_gemma_equals_the_unrolled_one(impl, remat, policy, attention):
     # Dropout on: the loop must draw each layer's masks as the unrolled layers do.
     # 8 layers: local, local, global, local, local, global, local, local.
-    model = _gemma_model()
+    model = _gemma_model(attention=attention)
     ids, mask = random_batch(8, 32, model.vocab_size)
     params = _random_params(model, ids, mask)
     want = value_and_grad(_tower(model, False, dropout=0.1), False)(params, ids, mask)

@@ -292,8 +292,8 @@ class Attention(nn.Module):
         if cfg.version == 3:
             query = RMSNorm(cfg.norm_eps, "kv", name="q_norm")(query)
             key = RMSNorm(cfg.norm_eps, "kv", name="k_norm")(key)
-        # Both kinds' angles come from constants, so choosing between them in
-        # the program gives the very numbers of a layer of known kind.
+        # Each kind's angles are computed as for a layer of known kind, and
+        # `where` picks one: a scanned layer gets the very same numbers.
         angles = _by_kind(
             local,
             rope_angles(positions, cfg.head_dim, cfg.rope_local_base),
@@ -311,7 +311,7 @@ class Attention(nn.Module):
 
         scalar = cfg.query_pre_attn_scalar or cfg.head_dim
 
-        def xla_attention(query, key, value, key_valid, local=local):
+        def xla_attention(query, key, value, key_valid, is_local=local):
             batch, length = query.shape[:2]
             groups = cfg.num_heads // cfg.num_kv_heads
             query = query.reshape(batch, length, cfg.num_kv_heads, groups, cfg.head_dim)
@@ -319,20 +319,20 @@ class Attention(nn.Module):
             # [B, kv_heads, groups, Lq, S]
             scores = jnp.einsum("bqkgd,bskd->bkgqs", query, key).astype(jnp.float32)
             scores = _softcap(scores, cfg.attn_logit_softcap)
-            mask = attention_mask(cfg, local, query_slots, key_valid)
+            mask = attention_mask(cfg, is_local, query_slots, key_valid)
             probs = jax.nn.softmax(jnp.where(mask, scores, _MASKED), axis=-1)
             context = jnp.einsum("bkgqs,bskd->bqkgd", probs.astype(dtype), value)
             return context.reshape(batch, length, cfg.num_heads, cfg.head_dim)
 
-        def fused(local: bool):
+        def fused(is_local: bool):
             return functools.partial(
                 attention.fused_attention,
                 cfg.attention_impl,
                 scale=scalar**-0.5,
                 causal=cfg.attention == "causal",
-                window=cfg.sliding_window if local else 0,
+                window=cfg.sliding_window if is_local else 0,
                 softcap=cfg.attn_logit_softcap,
-                xla_attention=functools.partial(xla_attention, local=local),
+                xla_attention=functools.partial(xla_attention, is_local=is_local),
             )
 
         operands = (query, key, value, key_valid)
@@ -547,7 +547,8 @@ class Gemma(nn.Module):
     def _scanned_blocks(self, x, positions, key_valid, query_slots, dropout_keys):
         """The blocks as one loop over their stacked weights; see `models.layer_stack`."""
         cfg = self.config
-        # One block stands for every layer; each layer's kind is a loop input.
+        # One block stands for every layer; each layer's kind is a loop input
+        # (the block's own, layer 0's, where all are of one kind).
         block = Block(cfg, 0, parent=None)
 
         def block_fn(params, h, extra):
@@ -557,7 +558,10 @@ class Gemma(nn.Module):
             )
             return out
 
-        extras = [(key, jnp.asarray(cfg.is_local(i))) for i, key in enumerate(dropout_keys)]
+        kinds = [cfg.is_local(i) for i in range(cfg.num_layers)]
+        # Layers all of one kind keep it a constant (no choice in the program).
+        uniform = len(set(kinds)) == 1
+        extras = [(key, None if uniform else jnp.asarray(kind)) for key, kind in zip(dropout_keys, kinds)]
         params = [self.variables["params"][f"layers_{i}"] for i in range(cfg.num_layers)]
         return layer_stack.run(block_fn, params, x, extras, cfg.remat_policy if cfg.remat else None)
 
